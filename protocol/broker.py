@@ -1,0 +1,149 @@
+"""Broker settings and the kombu objects every wkctl component declares.
+
+The node binding, the CLI client and the conformance kit all open
+connections and declare the same exchanges; they must declare them with
+exactly the arguments Celery uses, or RabbitMQ refuses the second
+declaration (``PRECONDITION_FAILED``).  This module is that one place.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from kombu import Connection, Exchange
+from kombu.utils.url import maybe_sanitize_url
+
+from .wire import Names
+
+__all__ = [
+    "BrokerSettings",
+    "embedded_broker_dir",
+    "embedded_settings",
+    "event_exchange",
+    "mask_url",
+    "pidbox_exchange",
+    "reply_exchange",
+    "transport_of",
+]
+
+#: Transports whose exchanges route across processes only by fanout: Celery
+#: turns its topic event exchange into a fanout one on them (and wkctl does
+#: the same on its embedded filesystem broker).
+FANOUT_EVENT_TRANSPORTS = frozenset({"redis", "rediss", "gcpubsub", "filesystem", "sentinel"})
+
+#: How often the embedded filesystem broker polls its folders, in seconds:
+#: short, so that a local cluster answers ``hello`` in tens of milliseconds.
+EMBEDDED_POLLING_INTERVAL = 0.01
+
+
+def mask_url(url: str) -> str:
+    """Hide the password the way Celery prints broker URLs (``amqp://guest:**@host//``)."""
+    masked = maybe_sanitize_url(url)
+    return masked if isinstance(masked, str) else str(masked)
+
+
+def transport_of(url: str) -> str:
+    """The transport name of a URL (``amqp``, ``redis``, ``filesystem``...)."""
+    scheme = urlsplit(url).scheme if "://" in url else url
+    return scheme.split("+", 1)[0].lower()
+
+
+def embedded_broker_dir() -> Path:
+    """Per-user folder of the embedded broker (``$XDG_STATE_HOME/wkctl/broker``)."""
+    base = os.environ.get("XDG_STATE_HOME") or os.path.join(
+        os.path.expanduser("~"), ".local", "state"
+    )
+    return Path(base) / "wkctl" / "broker"
+
+
+@dataclass(frozen=True)
+class BrokerSettings:
+    """Where the cluster is and how to talk to it.
+
+    ``source`` says where the URL came from (``--broker``, an environment
+    variable, the config file, a Celery app or the embedded default) so
+    that ``wkctl -v`` and error messages can say it.
+    """
+
+    url: str
+    transport_options: Mapping[str, Any] = field(default_factory=dict)
+    ssl: bool | Mapping[str, Any] | None = None
+    names: Names = field(default_factory=Names)
+    source: str = "default"
+    connect_timeout: float = 4.0
+
+    @property
+    def transport(self) -> str:
+        return transport_of(self.url)
+
+    @property
+    def masked_url(self) -> str:
+        return mask_url(self.url)
+
+    @property
+    def embedded(self) -> bool:
+        return self.transport == "filesystem"
+
+    def prepare(self) -> None:
+        """Create the folders of the embedded broker; nothing for servers."""
+        if self.embedded:
+            for key in ("data_folder_in", "data_folder_out", "control_folder", "processed_folder"):
+                folder = self.transport_options.get(key)
+                if folder:
+                    Path(folder).mkdir(parents=True, exist_ok=True)
+
+    def connection(self, **kwargs: Any) -> Connection:
+        """A new, not yet connected, kombu connection."""
+        self.prepare()
+        options: dict[str, Any] = {
+            "transport_options": dict(self.transport_options),
+            "connect_timeout": self.connect_timeout,
+        }
+        if self.ssl:
+            options["ssl"] = self.ssl if isinstance(self.ssl, Mapping) else True
+        options.update(kwargs)
+        return Connection(self.url, **options)
+
+
+def embedded_settings(folder: Path | None = None, names: Names | None = None) -> BrokerSettings:
+    """The zero-configuration broker: kombu's filesystem transport in a state folder.
+
+    Every local ``wkctl`` process using the same folder is in the same
+    cluster, with no broker server to install.
+    """
+    root = folder or embedded_broker_dir()
+    queues = str(root / "queues")
+    options = {
+        "data_folder_in": queues,
+        "data_folder_out": queues,
+        "control_folder": str(root / "control"),
+        "polling_interval": EMBEDDED_POLLING_INTERVAL,
+        "store_processed": False,
+    }
+    return BrokerSettings(
+        url="filesystem://",
+        transport_options=options,
+        names=names or Names(),
+        source="embedded default",
+    )
+
+
+def event_exchange(names: Names, transport: str) -> Exchange:
+    """The event exchange: a durable topic exchange, fanout where topics don't route."""
+    type_ = "fanout" if transport in FANOUT_EVENT_TRANSPORTS else "topic"
+    return Exchange(names.event_exchange, type=type_)
+
+
+def pidbox_exchange(names: Names) -> Exchange:
+    """The broadcast exchange of control requests, declared as kombu's Mailbox does."""
+    return Exchange(names.pidbox_exchange, type="fanout", durable=False, delivery_mode="transient")
+
+
+def reply_exchange(names: Names) -> Exchange:
+    """The direct exchange replies go to, declared as kombu's Mailbox does."""
+    return Exchange(names.reply_exchange, type="direct", durable=False, delivery_mode="transient")

@@ -1,0 +1,255 @@
+"""Names, shapes and decoding of the messages that travel on the broker.
+
+Everything here is pure: it builds and reads message bodies and headers,
+it never talks to a broker.  The kombu binding and the CLI both use it, so
+that there is exactly one place that knows how Celery spells an exchange,
+a routing key or a pidbox request (see the spec's transport section).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = [
+    "JSON_CONTENT_TYPE",
+    "Limits",
+    "Names",
+    "Rejected",
+    "decode_body",
+    "event",
+    "event_routing_key",
+    "expand_batch",
+    "pidbox_reply",
+    "pidbox_request",
+    "utcoffset",
+]
+
+#: The only content type wkctl deserializes; pickle, yaml and msgpack are
+#: refused unread because any process with broker access can publish them.
+JSON_CONTENT_TYPE = "application/json"
+
+#: Celery's software identification, echoed in heartbeats by wkctl nodes
+#: under their own name so monitors can tell them apart.
+SW_IDENT = "wkctl"
+
+
+@dataclass(frozen=True)
+class Names:
+    """Exchange and queue names, derived from Celery's settings.
+
+    Celery lets an app rename its control exchange (``control_exchange``,
+    default ``celery``) and its event exchange (``event_exchange``, default
+    ``celeryev``); every other name follows from those two, exactly as
+    kombu's ``Mailbox`` and Celery's event ``Receiver`` derive them.
+    """
+
+    control_exchange: str = "celery"
+    event_exchange: str = "celeryev"
+    event_queue_prefix: str = "celeryev"
+    #: seconds a message may wait in our event queue (Celery: event_queue_ttl)
+    event_queue_ttl: float | None = 5.0
+    #: seconds an unused event queue survives (Celery: event_queue_expires)
+    event_queue_expires: float | None = 60.0
+    #: seconds a message may wait in a pidbox queue (control_queue_ttl)
+    control_queue_ttl: float | None = 300.0
+    #: seconds an unused pidbox queue survives (control_queue_expires)
+    control_queue_expires: float | None = 10.0
+
+    @property
+    def pidbox_exchange(self) -> str:
+        """Fanout exchange every node's pidbox queue is bound to."""
+        return f"{self.control_exchange}.pidbox"
+
+    @property
+    def reply_exchange(self) -> str:
+        """Direct exchange replies are published to (routing key = the asker's oid)."""
+        return f"reply.{self.control_exchange}.pidbox"
+
+    def node_queue(self, hostname: str) -> str:
+        """The pidbox queue of one node, as kombu names it."""
+        return f"{hostname}.{self.control_exchange}.pidbox"
+
+    def reply_queue(self, oid: str) -> str:
+        """The reply queue of one asker, as kombu names it."""
+        return f"{oid}.{self.reply_exchange}"
+
+    def event_queue(self, node_id: str) -> str:
+        return f"{self.event_queue_prefix}.{node_id}"
+
+
+class Rejected(ValueError):
+    """An inbound message was refused before it reached the protocol core.
+
+    ``reason`` is a short, stable phrase (it is what gets logged, counted
+    and rate-limited per sender); ``detail`` says what exactly was wrong.
+    """
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Bounds on every inbound structure (spec: limits section).
+
+    The defaults are large enough for the biggest message a real Celery
+    worker sends (a ``hello`` reply holding 50,000 revoked ids in the 5.4
+    mapping form is about 4 MiB) and small enough that no single message
+    can exhaust a node.
+    """
+
+    max_body_bytes: int = 8 * 1024 * 1024
+    max_depth: int = 32
+    max_revoked: int = 50_000
+    max_clock_jump: int = 10_000_000
+    max_nodename_length: int = 1024
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+_DEFAULT_LIMITS = Limits()
+
+
+def _check_depth(obj: Any, max_depth: int) -> None:
+    # Iterative so that hostile nesting can never exhaust the C stack.
+    stack = [(obj, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > max_depth:
+            raise Rejected("too deeply nested", f"more than {max_depth} levels")
+        if isinstance(node, dict):
+            stack.extend((v, depth + 1) for v in node.values() if isinstance(v, (dict, list)))
+        elif isinstance(node, list):
+            stack.extend((v, depth + 1) for v in node if isinstance(v, (dict, list)))
+
+
+def decode_body(
+    body: bytes | str | None,
+    content_type: str | None,
+    content_encoding: str | None = "utf-8",
+    limits: Limits = _DEFAULT_LIMITS,
+) -> Any:
+    """Decode an inbound body, refusing anything but bounded JSON.
+
+    Raises :class:`Rejected` naming the reason; never deserializes another
+    content type (``pickle`` in particular would let any broker user run
+    code on every node).
+    """
+    ctype = (content_type or "").split(";", 1)[0].strip().lower()
+    if ctype != JSON_CONTENT_TYPE:
+        raise Rejected(
+            "content type refused", f"{content_type or 'none'!s} is not {JSON_CONTENT_TYPE}"
+        )
+    if body is None:
+        raise Rejected("empty body")
+    size = len(body)
+    if size > limits.max_body_bytes:
+        raise Rejected("body too large", f"{size} bytes > {limits.max_body_bytes}")
+    if isinstance(body, (bytes, bytearray, memoryview)):
+        try:
+            body = bytes(body).decode(content_encoding or "utf-8")
+        except (UnicodeDecodeError, LookupError) as exc:
+            raise Rejected("undecodable body", str(exc)) from None
+    try:
+        obj = json.loads(body)
+    except RecursionError:
+        raise Rejected("too deeply nested", f"more than {limits.max_depth} levels") from None
+    except ValueError as exc:
+        raise Rejected("invalid JSON", str(exc)) from None
+    if isinstance(obj, (dict, list)):
+        _check_depth(obj, limits.max_depth)
+    return obj
+
+
+def utcoffset() -> float:
+    """Hours west of UTC, the way Celery 5.7 reports it (a float)."""
+    if time.localtime().tm_isdst and time.daylight:
+        return time.altzone / 3600.0
+    return time.timezone / 3600.0
+
+
+def event_routing_key(type_: str) -> str:
+    """Celery publishes ``worker-elect-ack`` with routing key ``worker.elect.ack``."""
+    return type_.replace("-", ".")
+
+
+def event(
+    type_: str,
+    *,
+    hostname: str,
+    clock: int | None,
+    pid: int | None = None,
+    timestamp: float | None = None,
+    **fields: Any,
+) -> dict[str, Any]:
+    """Build an event body with the fields Celery's dispatcher always adds."""
+    body: dict[str, Any] = dict(fields)
+    body.update(
+        hostname=hostname,
+        utcoffset=utcoffset(),
+        pid=os.getpid() if pid is None else pid,
+        clock=clock,
+        timestamp=time.time() if timestamp is None else timestamp,
+        type=type_,
+    )
+    return body
+
+
+def expand_batch(body: Any) -> list[Any]:
+    """Events of one message: Celery buffers task events into a JSON list
+    published with routing key ``task.multi``; every other event is a dict."""
+    if isinstance(body, list):
+        return body
+    return [body]
+
+
+def pidbox_request(
+    method: str,
+    arguments: Mapping[str, Any] | None = None,
+    *,
+    destination: Iterable[str] | None = None,
+    reply_exchange: str | None = None,
+    reply_routing_key: str | None = None,
+    ticket: str | None = None,
+    pattern: str | None = None,
+    matcher: str | None = None,
+) -> dict[str, Any]:
+    """A pidbox request body exactly as kombu's ``Mailbox._publish`` builds it.
+
+    ``ticket``/``reply_to`` are present only when a reply is wanted; Celery
+    sends ``election``, ``revoke`` (without ``--reply``) and ``heartbeat`` as
+    casts without them.
+    """
+    body: dict[str, Any] = {
+        "method": method,
+        "arguments": dict(arguments or {}),
+        "destination": list(destination) if destination is not None else None,
+        "pattern": pattern,
+        "matcher": matcher,
+    }
+    if reply_exchange is not None:
+        body["ticket"] = ticket or str(uuid.uuid4())
+        body["reply_to"] = {"exchange": reply_exchange, "routing_key": reply_routing_key}
+    return body
+
+
+def pidbox_request_headers(clock: int, timeout: float | None) -> dict[str, Any]:
+    """Headers of a pidbox request: the sender's clock, and when it expires
+    (``0`` for never, as kombu sends when no timeout is given)."""
+    return {"clock": clock, "expires": time.time() + timeout if timeout else 0}
+
+
+def pidbox_reply(hostname: str, value: Any) -> dict[str, Any]:
+    """A reply body: one key, the replying node's name."""
+    return {hostname: value}
+
+
+def pidbox_reply_headers(ticket: str | None, clock: int) -> dict[str, Any]:
+    return {"ticket": ticket, "clock": clock}
