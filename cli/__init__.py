@@ -1,0 +1,1 @@
+"""The ``wkctl`` command line: parse, call :mod:`wkctl.protocol`, render."""

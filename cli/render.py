@@ -1,0 +1,60 @@
+"""Output helpers: JSON, YAML, aligned tables, color only on a terminal.
+
+``click.echo`` strips ANSI styles when stdout is not a terminal, so commands
+can style freely and pipes still get plain text.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import click
+import yaml
+
+__all__ = ["emit", "emit_json", "emit_yaml", "table", "style"]
+
+
+def emit_json(obj: Any, *, compact: bool = False) -> None:
+    if compact:
+        click.echo(json.dumps(obj, separators=(",", ":"), ensure_ascii=False, default=str))
+    else:
+        click.echo(json.dumps(obj, indent=2, ensure_ascii=False, default=str))
+
+
+def emit_yaml(obj: Any) -> None:
+    click.echo(
+        yaml.safe_dump(
+            json.loads(json.dumps(obj, default=str)), sort_keys=False, allow_unicode=True
+        ),
+        nl=False,
+    )
+
+
+def emit(obj: Any, fmt: str) -> bool:
+    """Print ``obj`` as JSON or YAML; returns False for ``text`` (caller renders)."""
+    if fmt == "json":
+        emit_json(obj)
+        return True
+    if fmt == "yaml":
+        emit_yaml(obj)
+        return True
+    return False
+
+
+def style(text: str, **kwargs: Any) -> str:
+    return click.style(text, **kwargs)
+
+
+def table(headers: Sequence[str], rows: Iterable[Sequence[Any]], *, indent: str = "") -> None:
+    """An aligned plain-text table; the header is bold on a terminal."""
+    body = [["" if cell is None else str(cell) for cell in row] for row in rows]
+    widths = [len(h) for h in headers]
+    for row in body:
+        for i, cell in enumerate(row):
+            widths[i] = max(widths[i], len(cell))
+    head = "  ".join(h.upper().ljust(widths[i]) for i, h in enumerate(headers)).rstrip()
+    click.echo(indent + click.style(head, bold=True))
+    for row in body:
+        click.echo(indent + "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip())
