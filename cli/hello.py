@@ -1,0 +1,213 @@
+"""``wkctl hello``: Mingle's hello, broadcast on demand, with every node's state.
+
+Celery sends ``hello`` only when a worker starts and never shows the
+answers; this command asks the whole cluster at any time and prints each
+node's clock and revoked ids.  It returns as soon as ``--expect N`` nodes
+answered instead of waiting a fixed second, and says how long that took
+(``-v``, or ``--stats`` for a JSON line on stderr).
+
+The helpers at the bottom are shared by ``clock``, ``revoked`` and ``revoke``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import click
+
+from wkctl.protocol.client import Client, Collected, hello_table
+
+from .context import AppContext, pass_app
+from .errors import CliError, ExitCode
+from .render import emit, emit_json, style
+
+__all__ = [
+    "hello_cmd",
+    "open_client",
+    "report_collection",
+    "short_list",
+    "timeout_option",
+    "expect_option",
+    "stats_option",
+    "styled_table",
+    "check_replies",
+    "footer",
+]
+
+timeout_option = click.option(
+    "--timeout",
+    type=click.FloatRange(min=0.0, min_open=True),
+    default=None,
+    metavar="SECONDS",
+    help="How long to wait for replies (default: the config file's timeout, 1.0 s).",
+)
+expect_option = click.option(
+    "--expect",
+    type=click.IntRange(min=1),
+    default=None,
+    metavar="N",
+    help="Return as soon as N distinct nodes replied; fail if fewer did.",
+)
+stats_option = click.option(
+    "--stats",
+    is_flag=True,
+    help="Print the measured figures (replies, elapsed_ms from publish to last reply) "
+    "as one JSON line on stderr.",
+)
+
+
+@contextmanager
+def open_client(app: AppContext) -> Iterator[Client]:
+    """A :class:`Client` on a fresh connection, closed afterwards."""
+    settings = app.settings
+    conn = app.connect(settings)
+    limits = app.config.limits
+    try:
+        with Client(conn, settings.names, limits=limits) as client:
+            try:
+                yield client
+            except tuple(conn.connection_errors) + (OSError,) as exc:
+                from .context import broker_error
+
+                raise broker_error(settings, exc) from None
+    finally:
+        try:
+            conn.release()
+        except Exception:  # the connection may already be gone
+            pass
+
+
+def _fmt_ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f} ms"
+
+
+def report_collection(app: AppContext, result: Collected, *, stats: bool, what: str) -> None:
+    """The measured figures: with ``-v`` as a sentence, with ``--stats`` as JSON."""
+    meta = result.meta()
+    if stats:
+        click.echo(json.dumps(meta, separators=(",", ":")), err=True)
+    expect = f"/{result.expect}" if result.expect else ""
+    app.log(
+        f"{what}: {len(result.replies)}{expect} node(s) replied, last reply after "
+        f"{_fmt_ms(result.elapsed_ms)} (waited {meta['waited_ms']:.1f} ms, timeout {result.timeout:g} s"
+        + (f", {len(result.rejected)} message(s) refused" if result.rejected else "")
+        + ")"
+    )
+
+
+def check_replies(result: Collected, what: str) -> None:
+    """Exit 1 with a sentence saying how many replied within how long."""
+    n = len(result.replies)
+    if n == 0:
+        raise CliError(f"no node replied to {what} within {result.timeout:g} s", ExitCode.FAILURE)
+    if result.expect is not None and n < result.expect:
+        raise CliError(
+            f"only {n} of {result.expect} expected node(s) replied to {what} "
+            f"within {result.timeout:g} s",
+            ExitCode.FAILURE,
+        )
+
+
+def short_list(items: Sequence[str], limit: int = 5) -> str:
+    if not items:
+        return "-"
+    shown = ", ".join(items[:limit])
+    if len(items) > limit:
+        shown += f" (+{len(items) - limit} more)"
+    return shown
+
+
+def footer(result: Collected) -> None:
+    """A dim last line in human output: how many nodes, how fast."""
+    click.echo(
+        style(
+            f"{len(result.replies)} node(s) replied; last reply after {_fmt_ms(result.elapsed_ms)}",
+            dim=True,
+        )
+    )
+
+
+@click.command("hello")
+@timeout_option
+@expect_option
+@click.option(
+    "--revoked",
+    "revoked",
+    multiple=True,
+    metavar="ID",
+    help="Task id to send along as revoked (repeatable); Celery workers merge them.",
+)
+@click.option(
+    "--from-node",
+    metavar="NAME",
+    default=None,
+    help="Node name to ask as (default: a unique wkctl.<id>@<host>; a worker answers "
+    "nothing to its own name).",
+)
+@click.option("--raw", is_flag=True, help="Print the reply bodies exactly as received (NDJSON).")
+@click.option("--json", "json_flag", is_flag=True, help="Print JSON.")
+@click.option("--yaml", "yaml_flag", is_flag=True, help="Print YAML.")
+@stats_option
+@pass_app
+def hello_cmd(
+    app: AppContext,
+    timeout: float | None,
+    expect: int | None,
+    revoked: tuple[str, ...],
+    from_node: str | None,
+    raw: bool,
+    json_flag: bool,
+    yaml_flag: bool,
+    stats: bool,
+) -> None:
+    """Broadcast Mingle's hello and print every node's clock and revoked ids.
+
+    \b
+    --json: {"<node>": {"clock": N, "revoked": [ids]}, ...}
+    Exit 0 when a node replied (with --expect: when N did), else 1.
+    """
+    timeout = app.default_timeout(timeout)
+    fmt = app.output_format(json_flag, yaml_flag)
+    with open_client(app) as client:
+        result = client.hello(from_node, list(revoked), timeout=timeout, expect=expect)
+    report_collection(app, result, stats=stats, what="hello")
+    if raw:
+        for body in result.raw:
+            emit_json(body, compact=True)
+    else:
+        data = hello_table(result.replies)
+        if not emit(data, fmt):
+            render_hello(data)
+            if result.replies:
+                footer(result)
+    check_replies(result, "hello")
+
+
+def render_hello(data: dict[str, dict[str, Any]]) -> None:
+    rows = [
+        (
+            style(node, fg="cyan"),
+            "-" if info["clock"] is None else info["clock"],
+            len(info["revoked"]),
+            short_list(info["revoked"]),
+        )
+        for node, info in sorted(data.items())
+    ]
+    styled_table(["node", "clock", "revoked", "revoked ids"], rows)
+
+
+def styled_table(headers: list[str], rows: list[tuple[Any, ...]]) -> None:
+    """Like render.table, aligned on the visible width of styled cells."""
+    plain = [[click.unstyle(str(c)) for c in row] for row in rows]
+    widths = [len(h) for h in headers]
+    for row in plain:
+        for i, cell in enumerate(row):
+            widths[i] = max(widths[i], len(cell))
+    head = "  ".join(h.upper().ljust(widths[i]) for i, h in enumerate(headers)).rstrip()
+    click.echo(style(head, bold=True))
+    for row, prow in zip(rows, plain, strict=True):
+        cells = [str(cell) + " " * (widths[i] - len(prow[i])) for i, cell in enumerate(row)]
+        click.echo("  ".join(cells).rstrip())

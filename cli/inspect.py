@@ -1,0 +1,182 @@
+"""``wkctl clock``, ``wkctl revoked`` and ``wkctl revoke``.
+
+The same requests ``celery inspect clock``, ``celery inspect revoked`` and
+``celery control revoke`` send, answered as soon as the expected number of
+nodes replied, with the output normalized across Celery releases.
+"""
+
+from __future__ import annotations
+
+import signal as _signal
+
+import click
+
+from wkctl.protocol.client import normalize_clock, normalize_revoked
+
+from .context import AppContext, pass_app
+from .errors import CliError, ExitCode
+from .hello import (
+    check_replies,
+    expect_option,
+    footer,
+    open_client,
+    report_collection,
+    short_list,
+    stats_option,
+    styled_table,
+    timeout_option,
+)
+from .render import emit, style
+
+__all__ = ["clock_cmd", "revoked_cmd", "revoke_cmd", "signal_name"]
+
+
+def signal_name(value: str) -> str:
+    """``TERM``, ``sigterm``, ``15`` -> ``SIGTERM`` (what Celery's workers accept)."""
+    text = value.strip().upper()
+    if text.isdigit():
+        try:
+            return _signal.Signals(int(text)).name
+        except ValueError:
+            pass
+    else:
+        name = text if text.startswith("SIG") else f"SIG{text}"
+        if name in _signal.Signals.__members__:
+            return name
+    raise CliError(
+        f"--signal: unknown signal {value!r} (for example TERM, KILL, INT, HUP, USR1)",
+        ExitCode.USAGE,
+    )
+
+
+@click.command("clock")
+@timeout_option
+@expect_option
+@click.option("--json", "json_flag", is_flag=True, help="Print JSON.")
+@click.option("--yaml", "yaml_flag", is_flag=True, help="Print YAML.")
+@stats_option
+@pass_app
+def clock_cmd(
+    app: AppContext,
+    timeout: float | None,
+    expect: int | None,
+    json_flag: bool,
+    yaml_flag: bool,
+    stats: bool,
+) -> None:
+    """Print every node's logical (Lamport) clock.
+
+    --json: {"<node>": N, ...}
+    """
+    timeout = app.default_timeout(timeout)
+    with open_client(app) as client:
+        result = client.clock_values(timeout=timeout, expect=expect)
+    report_collection(app, result, stats=stats, what="clock")
+    data = {node: normalize_clock(value) for node, value in sorted(result.replies.items())}
+    if not emit(data, app.output_format(json_flag, yaml_flag)):
+        styled_table(
+            ["node", "clock"],
+            [(style(node, fg="cyan"), "-" if c is None else c) for node, c in data.items()],
+        )
+        if data:
+            footer(result)
+    check_replies(result, "clock")
+
+
+@click.command("revoked")
+@timeout_option
+@expect_option
+@click.option("--json", "json_flag", is_flag=True, help="Print JSON.")
+@click.option("--yaml", "yaml_flag", is_flag=True, help="Print YAML.")
+@stats_option
+@pass_app
+def revoked_cmd(
+    app: AppContext,
+    timeout: float | None,
+    expect: int | None,
+    json_flag: bool,
+    yaml_flag: bool,
+    stats: bool,
+) -> None:
+    """Print the revoked task ids every node holds.
+
+    --json: {"<node>": [ids], ...}
+    """
+    timeout = app.default_timeout(timeout)
+    with open_client(app) as client:
+        result = client.revoked_ids(timeout=timeout, expect=expect)
+    report_collection(app, result, stats=stats, what="revoked")
+    data = {node: normalize_revoked(value) for node, value in sorted(result.replies.items())}
+    fmt = app.output_format(json_flag, yaml_flag)
+    if not emit(data, fmt):
+        styled_table(
+            ["node", "revoked", "ids"],
+            [(style(node, fg="cyan"), len(ids), short_list(ids)) for node, ids in data.items()],
+        )
+        if data:
+            footer(result)
+    check_replies(result, "revoked")
+
+
+@click.command("revoke")
+@click.argument("task_ids", nargs=-1, required=True, metavar="ID...")
+@click.option("--terminate", is_flag=True, help="Also terminate the task if it is running.")
+@click.option(
+    "--signal",
+    "signal_",
+    default="TERM",
+    show_default=True,
+    metavar="NAME",
+    help="Signal to terminate with (with --terminate).",
+)
+@timeout_option
+@expect_option
+@click.option("--json", "json_flag", is_flag=True, help="Print JSON.")
+@click.option("--yaml", "yaml_flag", is_flag=True, help="Print YAML.")
+@stats_option
+@pass_app
+def revoke_cmd(
+    app: AppContext,
+    task_ids: tuple[str, ...],
+    terminate: bool,
+    signal_: str,
+    timeout: float | None,
+    expect: int | None,
+    json_flag: bool,
+    yaml_flag: bool,
+    stats: bool,
+) -> None:
+    """Revoke task ids on every node (as `celery control revoke` does).
+
+    Prints what each node answered; --json: {"<node>": {"ok": "..."}, ...}.
+    Exit 1 when no node acknowledged within the timeout (the request was
+    still broadcast).
+    """
+    sig = signal_name(signal_)
+    timeout = app.default_timeout(timeout)
+    with open_client(app) as client:
+        result = client.revoke(
+            list(task_ids),
+            terminate=terminate,
+            signal=sig,
+            reply=True,
+            timeout=timeout,
+            expect=expect,
+        )
+    assert result is not None
+    report_collection(app, result, stats=stats, what="revoke")
+    data = dict(sorted(result.replies.items()))
+    if not emit(data, app.output_format(json_flag, yaml_flag)):
+        rows = []
+        for node, value in data.items():
+            if isinstance(value, dict) and "ok" in value:
+                answer = style("ok", fg="green") + f"  {value['ok']}"
+            elif isinstance(value, dict) and "error" in value:
+                answer = style("error", fg="red") + f"  {value['error']}"
+            else:
+                answer = str(value)
+            rows.append((style(node, fg="cyan"), answer))
+        styled_table(["node", "answer"], rows)
+        if data:
+            footer(result)
+    check_replies(result, "revoke")

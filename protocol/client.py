@@ -1,0 +1,716 @@
+"""The asking side of the protocol: pidbox broadcasts and the event stream.
+
+Two layers, as everywhere in wkctl:
+
+* sans-IO pieces that operators' tools need and that are easy to get
+  subtly wrong: :class:`ClientClock` (the asker's Lamport clock, adjusted
+  from the ``clock`` header of every reply), :class:`ReplyCollector` (ticket
+  matching, expired replies, early return once ``expect`` distinct nodes
+  answered), :func:`normalize_revoked` (the two wire forms of a ``hello``
+  reply's revoked ids) and :func:`decode_events` (JSON-only decoding of one
+  event message, ``task.multi`` batches expanded);
+* a thin kombu layer: :class:`Client` publishes a request exactly as kombu's
+  ``Mailbox._publish`` does, with a fresh reply queue per request, and
+  :class:`EventStream` consumes the event exchange the way Celery's
+  ``EventReceiver`` does, reconnecting with backoff when the broker drops.
+
+Celery's own client (``celery inspect``, Mingle) always waits a fixed
+timeout for replies because it cannot know how many nodes will answer; a
+caller that knows (``--expect N``) gets its answer as soon as the Nth node
+replied, and every result carries the measured time from publish to the
+last reply so that benchmarks can use the command's own figure.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from kombu import Connection, Consumer, Producer, Queue
+
+from .broker import BrokerSettings, event_exchange, pidbox_exchange, reply_exchange
+from .wire import (
+    Limits,
+    Names,
+    Rejected,
+    decode_body,
+    expand_batch,
+    pidbox_request,
+    pidbox_request_headers,
+)
+
+__all__ = [
+    "Client",
+    "ClientClock",
+    "Collected",
+    "EventStream",
+    "ReplyCollector",
+    "StreamNotice",
+    "decode_events",
+    "default_node_name",
+    "hello_table",
+    "normalize_clock",
+    "normalize_revoked",
+]
+
+logger = logging.getLogger(__name__)
+
+
+def default_node_name() -> str:
+    """A name no worker has: Celery workers answer ``null`` to a ``hello``
+    from their own name, so the asker must never borrow one."""
+    return f"wkctl.{uuid.uuid4().hex[:8]}@{socket.gethostname()}"
+
+
+# -- sans-IO -----------------------------------------------------------------
+
+
+class ClientClock:
+    """The asker's Lamport clock (kombu's ``LamportClock`` semantics).
+
+    Requests carry ``forward()`` in their ``clock`` header; every reply's
+    ``clock`` header is merged with ``adjust()``.  Values that are not
+    non-negative integers, or jump further than ``max_jump`` past the local
+    value, are ignored, so that one hostile reply cannot poison the clock.
+    """
+
+    def __init__(self, value: int = 0, max_jump: int | None = None) -> None:
+        self.value = value
+        self.max_jump = max_jump
+
+    def forward(self) -> int:
+        self.value += 1
+        return self.value
+
+    def adjust(self, other: Any) -> int:
+        if isinstance(other, bool) or not isinstance(other, int) or other < 0:
+            return self.value
+        if self.max_jump is not None and other - self.value > self.max_jump:
+            return self.value
+        self.value = max(self.value, other) + 1
+        return self.value
+
+
+def normalize_revoked(value: Any) -> list[str]:
+    """Revoked ids of a ``hello`` reply as a list, whatever the wire form.
+
+    Celery 5.7 sends a list of ids; 4.2 to 5.6 send the ``LimitedSet`` data,
+    a mapping ``id -> [monotonic_timestamp, id]`` (or ``id -> timestamp``).
+    Ids are arbitrary strings; anything else is dropped.  Order is kept
+    (oldest first in both forms) and duplicates removed.
+    """
+    if value is None:
+        return []
+    if isinstance(value, Mapping):
+        items: Iterable[Any] = value.keys()
+    elif isinstance(value, (list, tuple)):
+        items = value
+    else:
+        return []
+    seen: dict[str, None] = {}
+    for item in items:
+        if isinstance(item, str):
+            seen.setdefault(item, None)
+    return list(seen)
+
+
+def normalize_clock(value: Any) -> int | None:
+    """A clock value from a reply: ``{"clock": N}`` (the ``clock`` command) or N."""
+    if isinstance(value, Mapping):
+        value = value.get("clock")
+    if isinstance(value, bool) or not isinstance(value, int):
+        return None
+    return value
+
+
+def hello_table(replies: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """``{node: {"clock": int, "revoked": [ids]}}`` from ``hello`` reply values.
+
+    A ``null`` value (a worker asked by its own name) and malformed values
+    are left out: they carry no state.
+    """
+    table: dict[str, dict[str, Any]] = {}
+    for node, value in replies.items():
+        if not isinstance(value, Mapping):
+            continue
+        table[node] = {
+            "clock": normalize_clock(value.get("clock")),
+            "revoked": normalize_revoked(value.get("revoked")),
+        }
+    return table
+
+
+@dataclass
+class Collected:
+    """The outcome of one broadcast."""
+
+    method: str
+    ticket: str | None
+    #: node name -> reply value, first reply of each node wins
+    replies: dict[str, Any] = field(default_factory=dict)
+    #: every accepted reply body exactly as decoded, in arrival order
+    raw: list[Any] = field(default_factory=list)
+    #: messages refused (wrong ticket excluded): (reason, detail)
+    rejected: list[tuple[str, str]] = field(default_factory=list)
+    expect: int | None = None
+    timeout: float = 0.0
+    #: seconds from publishing the request to the last accepted reply
+    elapsed: float | None = None
+    #: seconds from publishing to the end of collection
+    waited: float = 0.0
+    published_at: float = 0.0
+
+    @property
+    def complete(self) -> bool:
+        return self.expect is not None and len(self.replies) >= self.expect
+
+    @property
+    def elapsed_ms(self) -> float | None:
+        return None if self.elapsed is None else round(self.elapsed * 1000.0, 3)
+
+    def meta(self) -> dict[str, Any]:
+        return {
+            "method": self.method,
+            "replied": len(self.replies),
+            "expect": self.expect,
+            "timeout": self.timeout,
+            "elapsed_ms": self.elapsed_ms,
+            "waited_ms": round(self.waited * 1000.0, 3),
+            "rejected": len(self.rejected),
+        }
+
+
+class ReplyCollector:
+    """Collects the replies to one request (kombu ``Mailbox._collect`` rules).
+
+    Feed it every message arriving on the reply queue; it adjusts the clock
+    from the ``clock`` header, drops replies whose ``expires`` header has
+    passed and replies to another ticket, and says when it is ``done``:
+    once ``expect`` distinct nodes replied.  Time is passed in explicitly.
+    """
+
+    def __init__(
+        self,
+        method: str,
+        ticket: str | None,
+        *,
+        expect: int | None = None,
+        clock: ClientClock | None = None,
+        limits: Limits | None = None,
+        published_at: float = 0.0,
+        timeout: float = 1.0,
+    ) -> None:
+        self.clock = clock or ClientClock()
+        self.limits = limits or Limits()
+        self.result = Collected(
+            method=method, ticket=ticket, expect=expect, timeout=timeout, published_at=published_at
+        )
+
+    @property
+    def done(self) -> bool:
+        return self.result.complete
+
+    def feed_message(
+        self,
+        body: bytes | str | None,
+        content_type: str | None,
+        content_encoding: str | None,
+        headers: Mapping[str, Any] | None,
+        now: float,
+    ) -> bool:
+        """Decode (JSON only) and feed one raw message; False when refused."""
+        try:
+            decoded = decode_body(body, content_type, content_encoding, self.limits)
+        except Rejected as exc:
+            self.result.rejected.append((exc.reason, exc.detail))
+            return False
+        return self.feed(decoded, headers or {}, now)
+
+    def feed(self, body: Any, headers: Mapping[str, Any], now: float) -> bool:
+        self.clock.adjust(headers.get("clock") or 0)
+        expires = headers.get("expires")
+        if isinstance(expires, (int, float)) and expires and now > expires:
+            self.result.rejected.append(("expired", f"expired at {expires}"))
+            return False
+        ticket = headers.get("ticket", self.result.ticket)
+        if ticket != self.result.ticket:
+            return False  # another request's reply: not ours, not an error
+        if not isinstance(body, dict) or not body:
+            self.result.rejected.append(("not a reply", f"body is {type(body).__name__}"))
+            return False
+        accepted = False
+        for node, value in body.items():
+            if not isinstance(node, str) or len(node) > self.limits.max_nodename_length:
+                self.result.rejected.append(("bad node name", repr(node)[:80]))
+                continue
+            if node not in self.result.replies:
+                self.result.replies[node] = value
+            accepted = True
+        if accepted:
+            self.result.raw.append(body)
+            self.result.elapsed = max(0.0, now - self.result.published_at)
+        return accepted
+
+
+def decode_events(
+    body: bytes | str | None,
+    content_type: str | None,
+    content_encoding: str | None = "utf-8",
+    limits: Limits | None = None,
+) -> list[Any]:
+    """The events of one message on the event exchange (JSON only).
+
+    Raises :class:`Rejected` for a body that is not bounded JSON; batches
+    (``task.multi`` lists) come back as their individual events.  Items are
+    returned as decoded (not necessarily dicts): judging them is the
+    caller's business (``tail --validate``, State).
+    """
+    return expand_batch(decode_body(body, content_type, content_encoding, limits or Limits()))
+
+
+# -- kombu binding -----------------------------------------------------------
+
+
+class Client:
+    """Publishes pidbox requests and collects their replies over one connection.
+
+    Requests are built exactly as kombu's ``Mailbox._publish`` builds them
+    (fanout ``<control_exchange>.pidbox``, headers ``clock`` and
+    ``expires``); each request that wants replies gets a fresh exclusive
+    reply queue bound to the reply exchange with its own routing key, which
+    is declared before publishing so that no reply can be lost.
+    """
+
+    def __init__(
+        self,
+        connection: Connection,
+        names: Names | None = None,
+        *,
+        clock: ClientClock | None = None,
+        limits: Limits | None = None,
+    ) -> None:
+        self.connection = connection
+        self.names = names or Names()
+        self.limits = limits or Limits()
+        self.clock = clock or ClientClock(max_jump=self.limits.max_clock_jump)
+        self._exchange = pidbox_exchange(self.names)
+        self._reply_exchange = reply_exchange(self.names)
+        self._channel: Any = None
+
+    @property
+    def channel(self) -> Any:
+        if self._channel is None:
+            self._channel = self.connection.channel()
+        return self._channel
+
+    def close(self) -> None:
+        if self._channel is not None:
+            try:
+                self._channel.close()
+            except Exception:  # closing a dead channel must not mask the real error
+                pass
+            self._channel = None
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _reply_queue(self, oid: str) -> Queue:
+        return Queue(
+            self.names.reply_queue(oid),
+            exchange=self._reply_exchange,
+            routing_key=oid,
+            durable=False,
+            exclusive=True,
+            auto_delete=True,
+            expires=self.names.control_queue_expires,
+            message_ttl=self.names.control_queue_ttl,
+        )
+
+    def _publish(self, body: dict[str, Any], timeout: float | None) -> None:
+        producer = Producer(self.channel, auto_declare=False)
+        producer.publish(
+            body,
+            exchange=self._exchange.name,
+            routing_key="",
+            declare=[self._exchange],
+            headers=pidbox_request_headers(self.clock.forward(), timeout),
+            serializer="json",
+            retry=True,
+        )
+
+    def cast(
+        self,
+        method: str,
+        arguments: Mapping[str, Any] | None = None,
+        *,
+        destination: Sequence[str] | None = None,
+        timeout: float | None = 1.0,
+    ) -> None:
+        """A request nobody replies to (``election``, ``heartbeat``, ``revoke``).
+
+        ``timeout`` only sets the ``expires`` header, as Celery's
+        ``broadcast`` does (1 s by default).
+        """
+        self._publish(pidbox_request(method, arguments, destination=destination), timeout)
+
+    def call(
+        self,
+        method: str,
+        arguments: Mapping[str, Any] | None = None,
+        *,
+        timeout: float = 1.0,
+        expect: int | None = None,
+        destination: Sequence[str] | None = None,
+        on_reply: Callable[[Any], None] | None = None,
+    ) -> Collected:
+        """Broadcast a request and collect replies until ``expect`` nodes
+        answered (or ``len(destination)``) or ``timeout`` seconds passed."""
+        if expect is None and destination:
+            expect = len(destination)
+        oid = str(uuid.uuid4())
+        ticket = str(uuid.uuid4())
+        queue = self._reply_queue(oid)
+        channel = self.channel
+        bound = queue(channel)
+        bound.declare()
+        collector: ReplyCollector | None = None
+
+        def on_message(message: Any) -> None:
+            assert collector is not None
+            accepted = collector.feed_message(
+                message.body,
+                message.content_type,
+                message.content_encoding,
+                message.headers,
+                time.perf_counter(),
+            )
+            if accepted and on_reply is not None:
+                on_reply(collector.result.raw[-1])
+
+        consumer = Consumer(channel, [bound], no_ack=True, on_message=on_message, accept=["json"])
+        body = pidbox_request(
+            method,
+            arguments,
+            destination=destination,
+            reply_exchange=self._reply_exchange.name,
+            reply_routing_key=oid,
+            ticket=ticket,
+        )
+        try:
+            with consumer:
+                start = time.perf_counter()
+                collector = ReplyCollector(
+                    method,
+                    ticket,
+                    expect=expect,
+                    clock=self.clock,
+                    limits=self.limits,
+                    published_at=start,
+                    timeout=timeout,
+                )
+                self._publish(body, timeout)
+                deadline = start + timeout
+                while not collector.done:
+                    remaining = deadline - time.perf_counter()
+                    if remaining <= 0:
+                        break
+                    try:
+                        self.connection.drain_events(timeout=remaining)
+                    except TimeoutError:
+                        break
+                collector.result.waited = time.perf_counter() - start
+        finally:
+            try:
+                bound.delete()
+            except Exception:  # the queue is exclusive/auto-delete anyway
+                pass
+        return collector.result
+
+    # Celery's commands, spelled as Celery's client spells them.
+
+    def hello(
+        self,
+        from_node: str | None = None,
+        revoked: Sequence[str] | None = None,
+        *,
+        timeout: float = 1.0,
+        expect: int | None = None,
+    ) -> Collected:
+        """Mingle's ``hello``: every node answers with its clock and revoked ids
+        (and Celery workers merge the ``revoked`` ids sent along)."""
+        return self.call(
+            "hello",
+            {"from_node": from_node or default_node_name(), "revoked": list(revoked or [])},
+            timeout=timeout,
+            expect=expect,
+        )
+
+    def clock_values(self, *, timeout: float = 1.0, expect: int | None = None) -> Collected:
+        return self.call("clock", {}, timeout=timeout, expect=expect)
+
+    def revoked_ids(self, *, timeout: float = 1.0, expect: int | None = None) -> Collected:
+        return self.call("revoked", {}, timeout=timeout, expect=expect)
+
+    def ping(self, *, timeout: float = 1.0, expect: int | None = None) -> Collected:
+        return self.call("ping", {}, timeout=timeout, expect=expect)
+
+    def revoke(
+        self,
+        task_ids: Sequence[str],
+        *,
+        terminate: bool = False,
+        signal: str = "SIGTERM",
+        reply: bool = False,
+        timeout: float = 1.0,
+        expect: int | None = None,
+    ) -> Collected | None:
+        """Celery's ``control.revoke``; a cast unless ``reply`` is asked for."""
+        arguments = {
+            "task_id": list(task_ids) if len(task_ids) != 1 else task_ids[0],
+            "terminate": terminate,
+            "signal": signal,
+        }
+        if reply:
+            return self.call("revoke", arguments, timeout=timeout, expect=expect)
+        self.cast("revoke", arguments)
+        return None
+
+    def heartbeat(self) -> None:
+        """Ask every node to send a ``worker-heartbeat`` now (what monitors do)."""
+        self.cast("heartbeat", {})
+
+    def election(self, id: str, topic: str, action: Any = None) -> None:
+        """``celery control election``: a cast with ``{id, topic, action}``."""
+        self.cast("election", {"id": id, "topic": topic, "action": action})
+
+
+@dataclass(frozen=True)
+class StreamNotice:
+    """Something the operator should hear about a stream: ``lost`` (with the
+    reason and the delay before the next attempt) or ``reconnected`` (with
+    how long the stream was down)."""
+
+    kind: str
+    message: str
+    seconds: float = 0.0
+
+
+class EventStream:
+    """Consumes the event exchange, as Celery's ``EventReceiver`` does.
+
+    The queue is ``<event_queue_prefix>.<uuid>``: exclusive, auto-deleted,
+    with Celery's message TTL and expiry, bound with ``routing_key`` (``#``
+    for everything; on fanout transports the key is ignored).  Bodies are
+    decoded as JSON only; batches are expanded.  When the connection drops
+    the stream reconnects with exponential backoff, redeclares its queue and
+    reports both through ``on_notice``; events published while it was down
+    are lost (the old queue died with its connection), which it says.
+
+    Use :meth:`open` before asking workers for anything (so that their
+    answers land in the queue), then :meth:`poll` repeatedly.
+    """
+
+    def __init__(
+        self,
+        settings: BrokerSettings,
+        *,
+        routing_key: str = "#",
+        limits: Limits | None = None,
+        on_notice: Callable[[StreamNotice], None] | None = None,
+        backoff_start: float = 0.2,
+        backoff_max: float = 5.0,
+        connection: Connection | None = None,
+    ) -> None:
+        self.settings = settings
+        self.names = settings.names
+        self.routing_key = routing_key
+        self.limits = limits or Limits()
+        self.on_notice = on_notice
+        self.backoff_start = backoff_start
+        self.backoff_max = backoff_max
+        self.connection: Connection | None = connection
+        self.node_id = str(uuid.uuid4())
+        self.messages = 0
+        self.events = 0
+        self.rejected: list[tuple[str, str]] = []
+        self.reconnects = 0
+        self._pending: list[Any] = []
+        self._consumer: Consumer | None = None
+        self._channel: Any = None
+
+    # -- set-up --------------------------------------------------------------
+
+    @property
+    def queue_name(self) -> str:
+        return self.names.event_queue(self.node_id)
+
+    def _queue(self) -> Queue:
+        return Queue(
+            self.queue_name,
+            exchange=event_exchange(self.names, self.settings.transport),
+            routing_key=self.routing_key,
+            durable=False,
+            exclusive=True,
+            auto_delete=True,
+            message_ttl=self.names.event_queue_ttl,
+            expires=self.names.event_queue_expires,
+        )
+
+    def _on_message(self, message: Any) -> None:
+        self.messages += 1
+        try:
+            items = decode_events(
+                message.body, message.content_type, message.content_encoding, self.limits
+            )
+        except Rejected as exc:
+            self.rejected.append((exc.reason, exc.detail))
+            return
+        self.events += len(items)
+        self._pending.extend(items)
+
+    def _attach(self) -> None:
+        assert self.connection is not None
+        self._channel = self.connection.channel()
+        self._consumer = Consumer(
+            self._channel,
+            [self._queue()],
+            no_ack=True,
+            on_message=self._on_message,
+            accept=["json"],
+        )
+        self._consumer.consume()
+
+    def open(self) -> EventStream:
+        """Connect (if not given a connection), declare and bind the queue, consume."""
+        if self.connection is None:
+            self.connection = self.settings.connection()
+        self.connection.ensure_connection(max_retries=1)
+        self._attach()
+        return self
+
+    def close(self) -> None:
+        for closer in (
+            (lambda: self._consumer.cancel()) if self._consumer else None,
+            (lambda: self._channel.close()) if self._channel else None,
+            (lambda: self.connection.release()) if self.connection else None,
+        ):
+            if closer is None:
+                continue
+            try:
+                closer()
+            except Exception:  # best effort: the connection may be gone already
+                pass
+        self._consumer = None
+        self._channel = None
+
+    def __enter__(self) -> EventStream:
+        return self.open()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- consuming -----------------------------------------------------------
+
+    def _errors(self) -> tuple[type[BaseException], ...]:
+        assert self.connection is not None
+        return (
+            tuple(self.connection.connection_errors)
+            + tuple(self.connection.channel_errors)
+            + (OSError, ConnectionError)
+        )
+
+    def _reconnect(self, exc: BaseException, deadline: float | None) -> bool:
+        """Reconnect with backoff until it works or ``deadline`` (monotonic) passes."""
+        lost_at = time.monotonic()
+        reason = str(exc).strip() or type(exc).__name__
+        interval = self.backoff_start
+        assert self.connection is not None
+        self._notice(
+            StreamNotice(
+                "lost",
+                f"connection to broker {self.settings.masked_url} lost ({reason}); "
+                f"reconnecting in {interval:.1f} s",
+                interval,
+            )
+        )
+        try:
+            self.connection.release()
+        except Exception:
+            pass
+        attempt = 0
+        while True:
+            wait = interval
+            if deadline is not None:
+                wait = min(wait, max(0.0, deadline - time.monotonic()))
+            time.sleep(wait)
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+            attempt += 1
+            try:
+                self.connection = self.settings.connection()
+                self.connection.ensure_connection(max_retries=1)
+                self._attach()
+            except Exception as again:  # still down: back off and try again
+                try:
+                    self.connection.release()
+                except Exception:
+                    pass
+                interval = min(interval * 2, self.backoff_max)
+                logger.debug("reconnect attempt %d failed: %r", attempt, again)
+                continue
+            self.reconnects += 1
+            down = time.monotonic() - lost_at
+            self._notice(
+                StreamNotice(
+                    "reconnected",
+                    f"reconnected to broker {self.settings.masked_url} after {down:.1f} s "
+                    "(events published meanwhile were not received)",
+                    down,
+                )
+            )
+            return True
+
+    def _notice(self, notice: StreamNotice) -> None:
+        if self.on_notice is not None:
+            self.on_notice(notice)
+
+    def poll(self, timeout: float, deadline: float | None = None) -> list[Any]:
+        """Events that arrived within ``timeout`` seconds (possibly none).
+
+        ``deadline`` (a ``time.monotonic()`` value) bounds reconnection
+        attempts; without it the stream retries forever.
+        """
+        if self._pending:
+            out, self._pending = self._pending, []
+            return out
+        if self.connection is None or self._consumer is None:
+            raise RuntimeError("EventStream.poll() before open()")
+        try:
+            self.connection.drain_events(timeout=max(timeout, 0.0))
+        except TimeoutError:
+            pass
+        except self._errors() as exc:
+            self._reconnect(exc, deadline)
+        out, self._pending = self._pending, []
+        return out
+
+    def iter_events(self, *, duration: float | None = None, idle: float = 0.5) -> Iterator[Any]:
+        """Every event for ``duration`` seconds (forever when None)."""
+        deadline = None if duration is None else time.monotonic() + duration
+        while True:
+            if deadline is not None:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return
+                timeout = min(idle, remaining)
+            else:
+                timeout = idle
+            yield from self.poll(timeout, deadline)
