@@ -1,0 +1,248 @@
+"""Elections: the total order, and one node's bookkeeping of each election.
+
+On the wire an election is Celery's: the ``election`` control command
+``{id, topic, action}`` reaches every worker, each one publishes a
+``worker-elect`` event ``{id, topic, action, cver: 1}`` stamped with its
+clock, and every node acknowledges every ``worker-elect`` it sees with a
+``worker-elect-ack`` ``{id}``.  The winner is the request with the lowest
+``(clock, "hostname.pid")``.
+
+Celery's own bookkeeping (``celery.worker.consumer.gossip.Gossip``) has
+defects that this module fixes (spec: election section):
+
+* ``LamportClock.sort_heap`` indexes ``h[1]``, so a lone worker raises
+  ``IndexError`` and dies; :func:`pick_winner` handles one request.
+* ``sort_heap`` only breaks ties between the first run of equal clocks, and
+  relies on heap order; :func:`pick_winner` takes the minimum of the total
+  order over all requests, so ties among any number of requests and
+  identical entries give the same answer everywhere.
+* acks are counted per message, so with three workers a node decides after
+  three acks even if it has not yet seen every request; here acks are
+  counted per distinct node and a decision waits for every expected
+  ``worker-elect`` (the nodes known alive when the election started here,
+  this node included) *and* an ack from each of them.
+* an election whose participants died waits forever and leaks; here it
+  is decided among the requests received after ``timeout`` seconds and its
+  state is discarded.
+
+Sans-IO: inputs are decoded events and ``now``; outputs are
+:class:`Decision` values and the ids of requests to acknowledge.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .clock import parse_clock
+
+__all__ = [
+    "DEFAULT_ELECTION_TIMEOUT",
+    "Decision",
+    "ElectRequest",
+    "Election",
+    "Elections",
+    "order_key",
+    "pick_winner",
+]
+
+DEFAULT_ELECTION_TIMEOUT = 10.0
+#: At most this many elections are tracked at once (a forger cannot make a
+#: node hold unbounded state by sending worker-elect events with new ids).
+MAX_ACTIVE_ELECTIONS = 1024
+#: Ids of finished elections remembered, so late duplicates are not
+#: mistaken for a new election.
+MAX_FINISHED_ELECTIONS = 4096
+
+
+@dataclass(frozen=True)
+class ElectRequest:
+    """One ``worker-elect`` event, reduced to what the decision needs."""
+
+    id: str
+    clock: int
+    hostname: str
+    pid: int | str
+    topic: str
+    action: Any = None
+
+    @property
+    def node_id(self) -> str:
+        """Celery's participant id, ``"hostname.pid"`` (what it logs as leader)."""
+        return f"{self.hostname}.{self.pid}"
+
+    @classmethod
+    def from_event(cls, event: dict[str, Any]) -> ElectRequest | None:
+        """Build from a decoded ``worker-elect`` event; ``None`` if unusable."""
+        id_ = event.get("id")
+        hostname = event.get("hostname")
+        topic = event.get("topic")
+        clock = parse_clock(event.get("clock"))
+        pid = event.get("pid")
+        if not isinstance(id_, str) or not isinstance(hostname, str) or not hostname:
+            return None
+        if not isinstance(topic, str) or clock is None:
+            return None
+        if isinstance(pid, bool) or not isinstance(pid, (int, str)):
+            return None
+        return cls(id_, clock, hostname, pid, topic, event.get("action"))
+
+
+def order_key(request: ElectRequest) -> tuple[int, str]:
+    """The election's total order: clock numerically, then ``hostname.pid``."""
+    return (request.clock, request.node_id)
+
+
+def pick_winner(requests: Iterable[ElectRequest]) -> ElectRequest:
+    """The lowest request in the total order.
+
+    Works for one request, for any number of equal clocks and for identical
+    entries (a duplicate delivery), where Celery's ``sort_heap`` fails.
+    Raises ``ValueError`` only for an empty iterable.
+    """
+    return min(requests, key=order_key)
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The outcome of one election at this node."""
+
+    id: str
+    winner: ElectRequest
+    won: bool
+    reason: str  # "complete" (every expected request and ack) or "timeout"
+    participants: tuple[str, ...]  # hostnames whose requests were counted
+    missing: tuple[str, ...] = ()  # expected hostnames never heard from
+
+    @property
+    def topic(self) -> str:
+        return self.winner.topic
+
+    @property
+    def action(self) -> Any:
+        return self.winner.action
+
+
+@dataclass
+class Election:
+    """The state of one election at this node; discarded once decided."""
+
+    id: str
+    started: float
+    expected: frozenset[str]
+    requests: dict[str, ElectRequest] = field(default_factory=dict)
+    ackers: set[str] = field(default_factory=set)
+
+    def complete(self) -> bool:
+        return self.expected <= self.requests.keys() and self.expected <= self.ackers
+
+
+class Elections:
+    """All elections one node takes part in.
+
+    ``me`` is this node's hostname.  ``alive`` arguments are the hostnames
+    gossip currently counts alive; the node's own name is always added.
+    """
+
+    def __init__(self, me: str, timeout: float = DEFAULT_ELECTION_TIMEOUT) -> None:
+        self.me = me
+        self.timeout = timeout
+        self.active: OrderedDict[str, Election] = OrderedDict()
+        #: id -> hostnames already acknowledged, for finished elections
+        self.finished: OrderedDict[str, set[str]] = OrderedDict()
+        self._acked: dict[str, set[str]] = {}
+
+    def _election(self, id_: str, now: float, alive: Iterable[str]) -> Election | None:
+        if id_ in self.finished:
+            return None
+        election = self.active.get(id_)
+        if election is None:
+            election = Election(id_, now, frozenset(alive) | {self.me})
+            self.active[id_] = election
+            while len(self.active) > MAX_ACTIVE_ELECTIONS:
+                old_id, _ = self.active.popitem(last=False)
+                self._finish(old_id)
+        return election
+
+    def _finish(self, id_: str) -> None:
+        self.active.pop(id_, None)
+        self.finished[id_] = self._acked.pop(id_, set())
+        while len(self.finished) > MAX_FINISHED_ELECTIONS:
+            self.finished.popitem(last=False)
+
+    def start(self, id_: str, now: float, alive: Iterable[str]) -> None:
+        """The ``election`` command reached us: make sure the election exists
+        (a peer's ``worker-elect`` may have arrived first)."""
+        self._election(id_, now, alive)
+
+    def record_own(self, request: ElectRequest, now: float, alive: Iterable[str]) -> None:
+        """Count our own request at once, without waiting for its echo."""
+        election = self._election(request.id, now, alive)
+        if election is not None:
+            election.requests.setdefault(request.hostname, request)
+
+    def on_request(
+        self, request: ElectRequest, now: float, alive: Iterable[str]
+    ) -> tuple[bool, Decision | None]:
+        """A ``worker-elect`` arrived.
+
+        Returns ``(ack, decision)``: whether to send ``worker-elect-ack``
+        (exactly once per election id and sender) and the decision if this
+        request completed the election.
+        """
+        acked = self.finished.get(request.id)
+        if acked is None:
+            acked = self._acked.setdefault(request.id, set())
+        ack = request.hostname not in acked
+        acked.add(request.hostname)
+        election = self._election(request.id, now, alive)
+        if election is None:
+            return ack, None
+        # The first request of a sender counts; a duplicate delivery or a
+        # forged second request cannot change the outcome.
+        election.requests.setdefault(request.hostname, request)
+        return ack, self._maybe_decide(election)
+
+    def on_ack(self, id_: str, hostname: str, now: float, alive: Iterable[str]) -> Decision | None:
+        """A ``worker-elect-ack`` arrived: count its sender once."""
+        election = self._election(id_, now, alive)
+        if election is None:
+            return None
+        election.ackers.add(hostname)
+        return self._maybe_decide(election)
+
+    def _maybe_decide(self, election: Election) -> Decision | None:
+        if not election.complete():
+            return None
+        return self._decide(election, "complete")
+
+    def _decide(self, election: Election, reason: str) -> Decision | None:
+        self._finish(election.id)
+        if not election.requests:
+            return None
+        winner = pick_winner(election.requests.values())
+        return Decision(
+            id=election.id,
+            winner=winner,
+            won=winner.hostname == self.me,
+            reason=reason,
+            participants=tuple(sorted(election.requests)),
+            missing=tuple(sorted(election.expected - election.requests.keys())),
+        )
+
+    def expire(self, now: float) -> list[tuple[str, Decision | None]]:
+        """Decide every election older than ``timeout`` among the requests
+        received, and discard it.  Returns ``(id, decision)`` pairs; the
+        decision is ``None`` when no request at all arrived."""
+        out: list[tuple[str, Decision | None]] = []
+        for election in list(self.active.values()):
+            if now - election.started >= self.timeout:
+                out.append((election.id, self._decide(election, "timeout")))
+        return out
+
+    def next_deadline(self) -> float | None:
+        if not self.active:
+            return None
+        return min(e.started for e in self.active.values()) + self.timeout

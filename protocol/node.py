@@ -1,0 +1,946 @@
+"""The sans-IO reference node: Mingle, Gossip, elections and control commands.
+
+A :class:`Node` is a state machine.  The binding (or a test) feeds it raw
+inbound messages (:class:`Inbound`: body bytes, content type, headers,
+routing key) with the current time ``now``, and calls :meth:`Node.tick`
+when :meth:`Node.next_wakeup` says so.  Every call returns a list of
+actions: :class:`Publish` (a message to send), :class:`Log` (a log record)
+and the notifications :class:`Synced`, :class:`Elected` and
+:class:`MemberChanged`.  There is no broker, thread, socket or clock read
+inside, so every protocol rule is testable deterministically.
+
+``now`` is wall-clock seconds (``time.time()`` in the binding): the pidbox
+``expires`` header and event timestamps are wall-clock values on the wire,
+so one time base serves every rule.
+
+Every inbound message is decoded with :func:`wkctl.protocol.wire.decode_body`
+(JSON only, bounded size and depth; other content types are refused
+unread) and validated against the spec's schemas before any handler sees
+it.  A rejected message is logged with its reason at most once per sender
+per ``reject_log_interval`` and dropped; no handler raises.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
+from typing import Any
+
+from .clock import LamportClock
+from .election import DEFAULT_ELECTION_TIMEOUT, Decision, Elections, ElectRequest
+from .gossip import (
+    DEFAULT_HEARTBEAT,
+    DEFAULT_SWEEP_INTERVAL,
+    Callbacks,
+    Change,
+    Membership,
+    WorkerInfo,
+    heartbeat_fields,
+)
+from .mingle import (
+    DEFAULT_MINGLE_SETTLE,
+    DEFAULT_MINGLE_TIMEOUT,
+    MingleSession,
+    SyncResult,
+    sync_fields,
+)
+from .revoked import DEFAULT_REVOKED_EXPIRES, DEFAULT_REVOKED_MAX, RevokedSet
+from .wire import (
+    JSON_CONTENT_TYPE,
+    Limits,
+    Names,
+    Rejected,
+    decode_body,
+    event,
+    event_routing_key,
+    pidbox_reply,
+    pidbox_reply_headers,
+    pidbox_request,
+    pidbox_request_headers,
+)
+
+__all__ = [
+    "Action",
+    "Elected",
+    "Inbound",
+    "Log",
+    "MemberChanged",
+    "Node",
+    "NodeConfig",
+    "Publish",
+    "Synced",
+    "celery_task_message",
+    "default_nodename",
+]
+
+INFO, WARNING, ERROR, DEBUG = logging.INFO, logging.WARNING, logging.ERROR, logging.DEBUG
+
+#: Default interval between two logged rejections of one sender.
+DEFAULT_REJECT_LOG_INTERVAL = 60.0
+#: Senders remembered by the reject rate limiter.
+MAX_REJECT_SENDERS = 1024
+
+
+def default_nodename() -> str:
+    """``wkctl@<hostname>``, the way Celery names a worker ``celery@<hostname>``."""
+    return f"wkctl@{socket.gethostname()}"
+
+
+def _sw_ver() -> str:
+    try:
+        from wkctl import __version__
+    except Exception:  # pragma: no cover - partial install
+        return "0+unknown"
+    return __version__
+
+
+def _safe(text: object, limit: int = 200) -> str:
+    """A peer-supplied string fit for one log line (no newlines, bounded)."""
+    s = text if isinstance(text, str) else repr(text)
+    s = s.encode("unicode_escape", "backslashreplace").decode("ascii")
+    return s if len(s) <= limit else s[:limit] + "..."
+
+
+# -- schema validation adapter -------------------------------------------
+
+
+def _load_validator() -> Callable[[object, str], str] | None:
+    try:
+        from . import validation
+    except Exception:  # pragma: no cover - the module is part of the package
+        return None
+
+    def check(body: object, kind: str) -> str:
+        try:
+            if validation.is_valid(body, kind):
+                return ""
+            issues = validation.validate(body, kind)
+        except Exception:  # unknown kind or a validator fault: don't block traffic
+            return ""
+        return "; ".join(str(i) for i in issues[:3])
+
+    return check
+
+
+_VALIDATE = _load_validator()
+
+
+def schema_problem(body: object, kind: str) -> str:
+    """Why ``body`` is not a valid ``kind`` message per the spec schemas, or ``""``."""
+    if _VALIDATE is None:
+        return ""
+    return _VALIDATE(body, kind)
+
+
+# -- inputs and outputs ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Inbound:
+    """One message as it came off the broker, not yet decoded."""
+
+    body: bytes | str | None
+    content_type: str | None = JSON_CONTENT_TYPE
+    content_encoding: str | None = "utf-8"
+    headers: Mapping[str, Any] = field(default_factory=dict)
+    routing_key: str = ""
+
+    @classmethod
+    def json(
+        cls, obj: Any, headers: Mapping[str, Any] | None = None, routing_key: str = ""
+    ) -> Inbound:
+        """An inbound JSON message built from a Python object (tests, in-process use)."""
+        import json
+
+        return cls(
+            json.dumps(obj).encode(), JSON_CONTENT_TYPE, "utf-8", dict(headers or {}), routing_key
+        )
+
+
+@dataclass(frozen=True)
+class Publish:
+    """A message to publish.
+
+    ``target`` tells the binding which declared exchange to use: ``event``
+    (the event exchange), ``pidbox`` (the broadcast exchange), ``reply``
+    (the reply exchange) or ``task`` (a Celery task message: ``exchange``
+    ``""`` routes straight to ``declare_queue``).
+    """
+
+    target: str
+    exchange: str
+    routing_key: str
+    body: Any
+    headers: dict[str, Any]
+    properties: dict[str, Any] = field(default_factory=dict)
+    declare_queue: str | None = None
+
+
+@dataclass(frozen=True)
+class Log:
+    level: int
+    message: str
+
+
+@dataclass(frozen=True)
+class Synced:
+    """The Mingle round finished (the node is synced; heartbeats start)."""
+
+    result: SyncResult
+
+
+@dataclass(frozen=True)
+class Elected:
+    """This node decided an election."""
+
+    decision: Decision
+
+
+@dataclass(frozen=True)
+class MemberChanged:
+    """A peer joined, left or was lost."""
+
+    change: Change
+
+
+Action = Publish | Log | Synced | Elected | MemberChanged
+
+#: An election topic handler: called with the elected action and the
+#: decision on the winning node; may return actions to perform (e.g. the
+#: task message for topic ``task``).
+TopicHandler = Callable[[Any, Decision], "Iterable[Action] | None"]
+
+
+# -- configuration --------------------------------------------------------
+
+
+@dataclass
+class NodeConfig:
+    """Everything that parameterises one node.  Defaults follow Celery."""
+
+    name: str = field(default_factory=default_nodename)
+    pid: int = field(default_factory=os.getpid)
+    heartbeat: float = DEFAULT_HEARTBEAT
+    mingle: bool = True
+    gossip: bool = True
+    mingle_timeout: float = DEFAULT_MINGLE_TIMEOUT
+    mingle_settle: float = DEFAULT_MINGLE_SETTLE
+    election_timeout: float = DEFAULT_ELECTION_TIMEOUT
+    sweep_interval: float = DEFAULT_SWEEP_INTERVAL
+    revoked_max: int = DEFAULT_REVOKED_MAX
+    revoked_expires: float | None = DEFAULT_REVOKED_EXPIRES
+    reject_log_interval: float = DEFAULT_REJECT_LOG_INTERVAL
+    limits: Limits = field(default_factory=Limits)
+    names: Names = field(default_factory=Names)
+    sw_ver: str = field(default_factory=_sw_ver)
+    #: routing key of this node's reply queue (kombu's ``oid``)
+    reply_routing_key: str = field(default_factory=lambda: str(uuid.uuid4()))
+
+
+class RejectLimiter:
+    """At most one log line per sender per interval, counting the rest."""
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+        self._last: OrderedDict[str, tuple[float, int]] = OrderedDict()
+        self.total = 0
+
+    def hit(self, sender: str, now: float) -> int | None:
+        """``None`` to stay silent, else how many were suppressed before."""
+        self.total += 1
+        last = self._last.get(sender)
+        if last is not None and now - last[0] < self.interval:
+            self._last[sender] = (last[0], last[1] + 1)
+            return None
+        self._last[sender] = (now, 0)
+        self._last.move_to_end(sender)
+        while len(self._last) > MAX_REJECT_SENDERS:
+            self._last.popitem(last=False)
+        return 0 if last is None else last[1]
+
+
+# -- Celery task messages (the ``task`` election topic) ------------------
+
+
+def celery_task_message(signature: Any, origin: str) -> Publish:
+    """A Celery task message (protocol 2) applying ``signature``, as
+    ``app.signature(task).apply_async()`` publishes it with default routing.
+
+    ``signature`` is the dict form of a Celery signature (``task``, ``args``,
+    ``kwargs``, ``options``).  Routing follows ``send_task_message``: the
+    ``queue`` option (default ``celery``) through the default exchange
+    ``""`` with the queue name as routing key, or an explicit ``exchange``
+    and ``routing_key``.  Raises ``ValueError`` for an unusable signature.
+    """
+    if isinstance(signature, str):
+        signature = {"task": signature}
+    if not isinstance(signature, Mapping) or not isinstance(signature.get("task"), str):
+        raise ValueError("the action is not a task signature (an object with a 'task' name)")
+    name: str = signature["task"]
+    args = signature.get("args") or []
+    kwargs = signature.get("kwargs") or {}
+    options = signature.get("options") or {}
+    if (
+        not isinstance(args, list)
+        or not isinstance(kwargs, Mapping)
+        or not isinstance(options, Mapping)
+    ):
+        raise ValueError("task signature args/kwargs/options have the wrong types")
+    task_id = (
+        options.get("task_id") if isinstance(options.get("task_id"), str) else str(uuid.uuid4())
+    )
+    queue = options.get("queue") if isinstance(options.get("queue"), str) else "celery"
+    exchange = options.get("exchange") if isinstance(options.get("exchange"), str) else ""
+    routing_key = options.get("routing_key") if isinstance(options.get("routing_key"), str) else ""
+    if not exchange or not routing_key:
+        exchange, routing_key = "", queue
+    headers = {
+        "lang": "py",
+        "task": name,
+        "id": task_id,
+        "shadow": None,
+        "eta": None,
+        "expires": None,
+        "group": None,
+        "group_index": None,
+        "retries": 0,
+        "timelimit": [None, None],
+        "root_id": task_id,
+        "parent_id": None,
+        "argsrepr": repr(args),
+        "kwargsrepr": repr(dict(kwargs)),
+        "origin": origin,
+        "ignore_result": False,
+        "replaced_task_nesting": 0,
+        "stamped_headers": None,
+        "stamps": {},
+    }
+    body = [
+        list(args),
+        dict(kwargs),
+        {"callbacks": None, "errbacks": None, "chain": None, "chord": None},
+    ]
+    properties: dict[str, Any] = {"correlation_id": task_id, "reply_to": "", "delivery_mode": 2}
+    priority = options.get("priority")
+    if isinstance(priority, int) and not isinstance(priority, bool):
+        properties["priority"] = priority
+    return Publish(
+        "task",
+        exchange,
+        routing_key,
+        body,
+        headers,
+        properties,
+        declare_queue=queue if not exchange else None,
+    )
+
+
+# -- the node -------------------------------------------------------------
+
+_REQUEST_KINDS = frozenset({"hello", "clock", "revoked", "ping", "revoke", "election"})
+
+
+class Node:
+    """One reference node of the worker-to-worker protocol (sans-IO)."""
+
+    def __init__(self, config: NodeConfig | None = None, **overrides: Any) -> None:
+        if config is None:
+            config = NodeConfig(**overrides)
+        elif overrides:
+            raise TypeError("pass either a NodeConfig or keyword settings, not both")
+        self.config = config
+        self.name = config.name
+        self.clock = LamportClock(max_jump=config.limits.max_clock_jump, synced=not config.mingle)
+        self.revoked = RevokedSet(
+            maxlen=min(config.revoked_max, config.limits.max_revoked),
+            expires=config.revoked_expires,
+        )
+        self.membership = Membership(config.name)
+        self.elections = Elections(config.name, timeout=config.election_timeout)
+        self.on = Callbacks()
+        self.election_handlers: dict[str, TopicHandler] = {"task": self._call_task}
+        self.rejects = RejectLimiter(config.reject_log_interval)
+        self.clock_rejects = RejectLimiter(config.reject_log_interval)
+        self.mingle: MingleSession | None = None
+        self.last_sync: SyncResult | None = None
+        self.started = False
+        self.stopped = False
+        self.online = False
+        self._next_heartbeat: float | None = None
+        self._next_sweep: float | None = None
+        self._sync: SyncResult | None = None
+        self._handlers: dict[str, Callable[[dict[str, Any], float, list[Action]], Any]] = {
+            "hello": self._cmd_hello,
+            "clock": self._cmd_clock,
+            "revoked": self._cmd_revoked,
+            "ping": self._cmd_ping,
+            "revoke": self._cmd_revoke,
+            "election": self._cmd_election,
+            "heartbeat": self._cmd_heartbeat,
+        }
+
+    # -- lifecycle --------------------------------------------------------
+
+    def start(self, now: float) -> list[Action]:
+        """Begin: broadcast ``hello`` (Mingle), or announce at once without it.
+
+        As in Celery, ``worker-online`` and the heartbeats start only once
+        the Mingle round is over, so the first event already carries the
+        synced clock.
+        """
+        out: list[Action] = []
+        self.started, self.stopped = True, False
+        out.append(Log(INFO, f"node {self.name} starting (pid {self.config.pid})"))
+        if self.config.gossip:
+            self._next_sweep = now + self.config.sweep_interval
+        if self.config.mingle:
+            self._begin_mingle(now, out)
+        else:
+            self.clock.mark_synced()
+            self._go_online(now, out)
+        return out
+
+    def reconnected(self, now: float) -> list[Action]:
+        """After a connection loss: Mingle again, then re-announce."""
+        out: list[Action] = [Log(INFO, "reconnected: re-announcing and syncing again")]
+        self.online = False
+        self._next_heartbeat = None
+        if self.config.mingle:
+            self._begin_mingle(now, out)
+        else:
+            self._go_online(now, out)
+        return out
+
+    def stop(self, now: float) -> list[Action]:
+        """Clean stop: ``worker-offline`` (when we were announced)."""
+        out: list[Action] = []
+        if self.online and self.config.gossip:
+            out.append(self._worker_event("worker-offline", now))
+        self.online = False
+        self.stopped = True
+        self._next_heartbeat = None
+        self.mingle = None
+        out.append(Log(INFO, f"node {self.name} stopped"))
+        return out
+
+    def _begin_mingle(self, now: float, out: list[Action]) -> None:
+        session = MingleSession(
+            self.name, now, self.config.mingle_timeout, self.config.mingle_settle
+        )
+        self.mingle = session
+        self._sync = SyncResult()
+        names = self.config.names
+        body = pidbox_request(
+            "hello",
+            session.arguments(self.revoked.as_list(now)),
+            reply_exchange=names.reply_exchange,
+            reply_routing_key=self.config.reply_routing_key,
+            ticket=session.ticket,
+        )
+        headers = pidbox_request_headers(self.clock.forward(), self.config.mingle_timeout)
+        headers["expires"] = now + self.config.mingle_timeout
+        out.append(Log(INFO, "mingle: searching for neighbors"))
+        out.append(Publish("pidbox", names.pidbox_exchange, "", body, headers))
+
+    def _finish_mingle(self, now: float, out: list[Action]) -> None:
+        session, result = self.mingle, self._sync or SyncResult()
+        self.mingle = None
+        if session is not None:
+            session.finish()
+        result.clock = self.clock.value
+        self.clock.mark_synced()
+        if result.peers:
+            out.append(Log(INFO, f"mingle: sync with {len(result.peers)} nodes"))
+            out.append(Log(INFO, "mingle: sync complete"))
+        else:
+            out.append(Log(INFO, "mingle: all alone"))
+        self.last_sync = result
+        out.append(Synced(result))
+        self._go_online(now, out)
+
+    def _go_online(self, now: float, out: list[Action]) -> None:
+        if not self.config.gossip or self.stopped:
+            return
+        out.append(self._worker_event("worker-online", now))
+        self.online = True
+        self._next_heartbeat = now + self.config.heartbeat
+
+    # -- time -------------------------------------------------------------
+
+    def tick(self, now: float) -> list[Action]:
+        """Run the timers due at ``now``: Mingle end, heartbeat, liveness
+        sweep, election timeouts."""
+        out: list[Action] = []
+        try:
+            if self.mingle is not None and self.mingle.is_over(now):
+                self._finish_mingle(now, out)
+            if self._next_heartbeat is not None and now >= self._next_heartbeat and self.online:
+                out.append(self._worker_event("worker-heartbeat", now))
+                self._next_heartbeat = max(self._next_heartbeat + self.config.heartbeat, now)
+            if self._next_sweep is not None and now >= self._next_sweep:
+                self._next_sweep = now + self.config.sweep_interval
+                self.revoked.purge(now)
+                for change in self.membership.sweep(now):
+                    self._member_change(change, out)
+            for id_, decision in self.elections.expire(now):
+                if decision is None:
+                    out.append(
+                        Log(WARNING, f"election {id_!r} timed out with no requests; discarded")
+                    )
+                else:
+                    out.append(
+                        Log(
+                            WARNING,
+                            f"election {id_!r} timed out; deciding among {len(decision.participants)}"
+                            f" requests (missing: {', '.join(map(_safe, decision.missing)) or 'none'})",
+                        )
+                    )
+                    self._decided(decision, now, out)
+        except Exception as exc:  # never let a timer fault stop the node
+            out.append(Log(ERROR, f"internal error in timers: {exc!r}"))
+        return out
+
+    def next_wakeup(self, now: float) -> float:
+        """The earliest time :meth:`tick` has something to do."""
+        times = [now + 1.0]
+        if self.mingle is not None:
+            times.append(self.mingle.deadline())
+        if self._next_heartbeat is not None:
+            times.append(self._next_heartbeat)
+        if self._next_sweep is not None:
+            times.append(self._next_sweep)
+        deadline = self.elections.next_deadline()
+        if deadline is not None:
+            times.append(deadline)
+        return min(times)
+
+    # -- rejections -------------------------------------------------------
+
+    def _reject(self, sender: str, where: str, reason: str, now: float, out: list[Action]) -> None:
+        suppressed = self.rejects.hit(sender, now)
+        if suppressed is None:
+            return
+        more = f" ({suppressed} more from this sender suppressed)" if suppressed else ""
+        out.append(
+            Log(WARNING, f"rejected {where} from {_safe(sender)}: {_safe(reason, 300)}{more}")
+        )
+
+    def _receive_clock(self, value: object, sender: str, now: float, out: list[Action]) -> None:
+        if value is None or value == 0:
+            self.clock.forward()
+            return
+        verdict = self.clock.receive(value)
+        if not verdict.adopted:
+            suppressed = self.clock_rejects.hit(sender, now)
+            if suppressed is not None:
+                more = f" ({suppressed} more suppressed)" if suppressed else ""
+                out.append(
+                    Log(WARNING, f"ignored clock from {_safe(sender)}: {verdict.reason}{more}")
+                )
+
+    def _decode(self, msg: Inbound, sender: str, where: str, now: float, out: list[Action]) -> Any:
+        try:
+            return decode_body(msg.body, msg.content_type, msg.content_encoding, self.config.limits)
+        except Rejected as exc:
+            self._reject(sender, where, str(exc), now, out)
+            return _INVALID
+
+    # -- pidbox -----------------------------------------------------------
+
+    def receive_pidbox(self, msg: Inbound, now: float) -> list[Action]:
+        """A control request from this node's pidbox queue (kombu's
+        ``Node.handle_message``, with the checks Celery lacks)."""
+        out: list[Action] = []
+        try:
+            self._pidbox(msg, now, out)
+        except Exception as exc:
+            out.append(Log(ERROR, f"internal error handling a control request: {exc!r}"))
+        return out
+
+    def _pidbox(self, msg: Inbound, now: float, out: list[Action]) -> None:
+        headers = msg.headers if isinstance(msg.headers, Mapping) else {}
+        body = self._decode(msg, "pidbox client", "control request", now, out)
+        if body is _INVALID:
+            return
+        if not isinstance(body, dict) or not isinstance(body.get("method"), str):
+            self._reject(
+                "pidbox client", "control request", "not a pidbox request object", now, out
+            )
+            return
+        method: str = body["method"]
+        arguments = body.get("arguments")
+        sender = _request_sender(body)
+        if arguments is None:
+            arguments = {}
+        if not isinstance(arguments, dict):
+            self._reject(
+                sender,
+                f"control request {_safe(method, 50)}",
+                "arguments is not an object",
+                now,
+                out,
+            )
+            return
+        if method in _REQUEST_KINDS:
+            problem = schema_problem(body, method)
+            if problem:
+                self._reject(sender, f"control request {_safe(method, 50)}", problem, now, out)
+                return
+        # Celery's Pidbox.on_message forwards the clock (clients seldom have
+        # a meaningful one), then kombu's Node adjusts from the header.
+        self.clock.forward()
+        self._receive_clock(headers.get("clock"), sender, now, out)
+        if not self._addressed_to_me(body):
+            return
+        expires = headers.get("expires")
+        if (
+            isinstance(expires, (int, float))
+            and not isinstance(expires, bool)
+            and expires
+            and now > expires
+        ):
+            out.append(Log(DEBUG, f"dropped expired control request {_safe(method, 50)}"))
+            return
+        handler = self._handlers.get(method)
+        if handler is None:
+            reply: Any = {"error": f"unknown command {_safe(method, 100)}"}
+            out.append(Log(WARNING, f"unknown control command {_safe(method, 100)}"))
+        else:
+            try:
+                reply = handler(arguments, now, out)
+            except Exception as exc:
+                out.append(Log(ERROR, f"control command {method} failed: {exc!r}"))
+                reply = {"error": repr(exc)}
+        self._maybe_reply(body, reply, sender, now, out)
+
+    def _addressed_to_me(self, body: Mapping[str, Any]) -> bool:
+        destination = body.get("destination")
+        if destination:
+            return isinstance(destination, list) and self.name in destination
+        pattern, matcher = body.get("pattern"), body.get("matcher")
+        if pattern and matcher:
+            # kombu supports "glob" and "pcre"; wkctl runs no peer-supplied
+            # regular expression (catastrophic backtracking), so pcre-targeted
+            # requests are ignored.
+            if matcher == "glob" and isinstance(pattern, str):
+                return fnmatchcase(self.name, pattern)
+            return False
+        return True
+
+    def _maybe_reply(
+        self, body: Mapping[str, Any], reply: Any, sender: str, now: float, out: list[Action]
+    ) -> None:
+        reply_to, ticket = body.get("reply_to"), body.get("ticket")
+        if not reply_to or not ticket:
+            return
+        if not isinstance(reply_to, dict) or not isinstance(ticket, str):
+            self._reject(sender, "control request", "reply_to/ticket malformed", now, out)
+            return
+        exchange, routing_key = reply_to.get("exchange"), reply_to.get("routing_key")
+        if exchange != self.config.names.reply_exchange or not isinstance(routing_key, str):
+            # Replying to any exchange a peer names would let it make us
+            # declare (and on RabbitMQ clash with) arbitrary exchanges.
+            self._reject(
+                sender,
+                "control request",
+                f"reply_to exchange {_safe(exchange, 100)} is not ours",
+                now,
+                out,
+            )
+            return
+        out.append(
+            Publish(
+                "reply",
+                exchange,
+                routing_key,
+                pidbox_reply(self.name, reply),
+                pidbox_reply_headers(ticket, self.clock.forward()),
+            )
+        )
+
+    # control commands (Celery's celery.worker.control, same replies)
+
+    def _cmd_hello(self, args: dict[str, Any], now: float, out: list[Action]) -> Any:
+        from_node = args.get("from_node")
+        if not isinstance(from_node, str) or from_node == self.name:
+            return None
+        out.append(Log(INFO, f"sync with {_safe(from_node)}"))
+        merged = self.revoked.merge(args.get("revoked"), now)
+        if merged.skipped or merged.truncated:
+            out.append(
+                Log(
+                    WARNING,
+                    f"hello from {_safe(from_node)}: skipped {merged.skipped} bad ids, truncated {merged.truncated}",
+                )
+            )
+        return {"revoked": self.revoked.as_list(now), "clock": self.clock.forward()}
+
+    def _cmd_clock(self, args: dict[str, Any], now: float, out: list[Action]) -> Any:
+        return {"clock": self.clock.value}
+
+    def _cmd_revoked(self, args: dict[str, Any], now: float, out: list[Action]) -> Any:
+        return self.revoked.as_list(now)
+
+    def _cmd_ping(self, args: dict[str, Any], now: float, out: list[Action]) -> Any:
+        return {"ok": "pong"}
+
+    def _cmd_revoke(self, args: dict[str, Any], now: float, out: list[Action]) -> Any:
+        task_id = args.get("task_id")
+        ids = [task_id] if isinstance(task_id, str) else task_id
+        if not isinstance(ids, list) or not all(isinstance(i, str) and i for i in ids):
+            return {"error": "task_id must be a task id or a list of task ids"}
+        ids = list(dict.fromkeys(ids))[-self.revoked.maxlen :]
+        self.revoked.update(ids, now)
+        if args.get("terminate"):
+            # A wkctl node runs no tasks, so there is nothing to terminate;
+            # this is Celery's answer when none of the ids is running.
+            return {"ok": "terminate: tasks unknown"}
+        shown = ", ".join(ids[:20]) + (f", ... ({len(ids)} ids)" if len(ids) > 20 else "")
+        out.append(Log(INFO, f"Tasks flagged as revoked: {_safe(shown, 400)}"))
+        flagged = ", ".join(repr(i) for i in ids)  # Celery prints a Python set
+        return {"ok": "tasks {" + flagged + "} flagged as revoked"}
+
+    def _cmd_election(self, args: dict[str, Any], now: float, out: list[Action]) -> Any:
+        id_, topic = args.get("id"), args.get("topic")
+        if not isinstance(id_, str) or not isinstance(topic, str):
+            return {"error": "election needs a string id and topic"}
+        if not self.config.gossip:
+            out.append(Log(INFO, f"election {id_!r} ignored: gossip is disabled"))
+            return None
+        action = args.get("action")
+        alive = self.membership.alive(now)
+        self.elections.start(id_, now, alive)
+        ev = self._event("worker-elect", now, id=id_, topic=topic, action=action, cver=1)
+        clock = ev.body["clock"]
+        self.elections.record_own(
+            ElectRequest(id_, clock, self.name, self.config.pid, topic, action), now, alive
+        )
+        out.append(ev)
+        return None
+
+    def _cmd_heartbeat(self, args: dict[str, Any], now: float, out: list[Action]) -> Any:
+        if self.config.gossip and not self.stopped:
+            out.append(self._worker_event("worker-heartbeat", now))
+        return None
+
+    # -- replies (Mingle) -------------------------------------------------
+
+    def receive_reply(self, msg: Inbound, now: float) -> list[Action]:
+        """A message from this node's reply queue: a ``hello`` reply while
+        Mingle collects (others, e.g. late replies, are ignored)."""
+        out: list[Action] = []
+        try:
+            self._reply(msg, now, out)
+        except Exception as exc:
+            out.append(Log(ERROR, f"internal error handling a reply: {exc!r}"))
+        return out
+
+    def _reply(self, msg: Inbound, now: float, out: list[Action]) -> None:
+        headers = msg.headers if isinstance(msg.headers, Mapping) else {}
+        session = self.mingle
+        if session is None or headers.get("ticket") != session.ticket:
+            return
+        body = self._decode(msg, "reply", "hello reply", now, out)
+        if body is _INVALID:
+            return
+        sender = next(iter(body), "reply") if isinstance(body, dict) and body else "reply"
+        sender = sender if isinstance(sender, str) else "reply"
+        if not isinstance(body, dict):
+            self._reject(sender, "hello reply", "not an object", now, out)
+            return
+        self._receive_clock(headers.get("clock"), sender, now, out)
+        problem = schema_problem(body, "hello-reply")
+        if problem and not all(v is None for v in body.values()):
+            self._reject(sender, "hello reply", problem, now, out)
+            return
+        result = self._sync or SyncResult()
+        for nodename, value in session.on_reply(body, now):
+            clock, revoked, error = sync_fields(value)
+            if error:
+                result.failed[nodename] = error
+                out.append(Log(WARNING, f"mingle: sync with {_safe(nodename)} failed: {error}"))
+                continue
+            if clock:
+                self._receive_clock(clock, nodename, now, out)
+            else:
+                self.clock.forward()
+            merged = self.revoked.merge(revoked, now)
+            result.revoked_added += merged.added
+            result.peers.append(nodename)
+            out.append(Log(DEBUG, f"mingle: processed reply from {_safe(nodename)}"))
+
+    # -- events (Gossip) --------------------------------------------------
+
+    def receive_event(self, msg: Inbound, now: float) -> list[Action]:
+        """A message from the event queue (bound to ``worker.#``)."""
+        out: list[Action] = []
+        if not self.config.gossip:
+            return out
+        try:
+            self._event_in(msg, now, out)
+        except Exception as exc:
+            out.append(Log(ERROR, f"internal error handling an event: {exc!r}"))
+        return out
+
+    def _event_in(self, msg: Inbound, now: float, out: list[Action]) -> None:
+        # On fanout event exchanges (Redis) task events reach us too; like
+        # Celery, skip them by routing key before reading them at all.
+        if msg.routing_key.split(".", 1)[0] == "task":
+            return
+        headers = msg.headers if isinstance(msg.headers, Mapping) else {}
+        sender = headers.get("hostname")
+        sender = sender if isinstance(sender, str) else "unknown sender"
+        body = self._decode(msg, sender, "event", now, out)
+        if body is _INVALID or isinstance(body, list):
+            return  # a task.multi batch published with another routing key
+        if not isinstance(body, dict) or not isinstance(body.get("type"), str):
+            self._reject(sender, "event", "not an event object", now, out)
+            return
+        type_: str = body["type"]
+        if not type_.startswith("worker-"):
+            return
+        kind = {"worker-elect": "elect", "worker-elect-ack": "elect-ack"}.get(type_, "heartbeat")
+        if kind == "heartbeat" and type_ not in (
+            "worker-online",
+            "worker-heartbeat",
+            "worker-offline",
+        ):
+            return  # custom worker-* events: not membership
+        problem = schema_problem(body, kind)
+        if problem:
+            self._reject(sender, f"event {_safe(type_, 50)}", problem, now, out)
+            return
+        hostname = body.get("hostname")
+        if not isinstance(hostname, str):
+            self._reject(sender, f"event {_safe(type_, 50)}", "no hostname", now, out)
+            return
+        if hostname == self.name:
+            self.clock.forward()
+        else:
+            self._receive_clock(body.get("clock"), hostname, now, out)
+        if type_ == "worker-elect":
+            self._on_elect(body, hostname, now, out)
+        elif type_ == "worker-elect-ack":
+            id_ = body.get("id")
+            if isinstance(id_, str):
+                decision = self.elections.on_ack(id_, hostname, now, self.membership.alive(now))
+                if decision is not None:
+                    self._decided(decision, now, out)
+        elif hostname != self.name:
+            for change in self.membership.on_event(body, now):
+                self._member_change(change, out)
+
+    def _on_elect(self, body: dict[str, Any], hostname: str, now: float, out: list[Action]) -> None:
+        request = ElectRequest.from_event(body)
+        if request is None:
+            self._reject(
+                hostname,
+                "event worker-elect",
+                "missing or invalid id/clock/hostname/pid/topic",
+                now,
+                out,
+            )
+            return
+        ack, decision = self.elections.on_request(request, now, self.membership.alive(now))
+        if ack:
+            out.append(self._event("worker-elect-ack", now, id=request.id))
+        if decision is not None:
+            self._decided(decision, now, out)
+
+    def _decided(self, decision: Decision, now: float, out: list[Action]) -> None:
+        out.append(Elected(decision))
+        if not decision.won:
+            out.append(
+                Log(INFO, f"node {_safe(decision.winner.node_id)} elected for {decision.id!r}")
+            )
+            return
+        out.append(Log(INFO, f"I won the election {decision.id!r}"))
+        handler = self.election_handlers.get(decision.topic)
+        if handler is None:
+            out.append(Log(ERROR, f"Unknown election topic {_safe(decision.topic, 100)!r}"))
+            return
+        try:
+            actions = handler(decision.action, decision)
+            if actions:
+                out.extend(actions)
+        except Exception as exc:
+            out.append(Log(ERROR, f"election handler for topic {decision.topic!r} failed: {exc!r}"))
+
+    def _call_task(self, action: Any, decision: Decision) -> list[Action]:
+        try:
+            message = celery_task_message(action, origin=self.name)
+        except ValueError as exc:
+            return [Log(ERROR, f"Could not call task: {exc}")]
+        return [
+            message,
+            Log(INFO, f"calling task {message.headers['task']} as {message.headers['id']}"),
+        ]
+
+    def _member_change(self, change: Change, out: list[Action]) -> None:
+        worker = change.worker
+        text = {
+            "join": f"{_safe(worker.hostname)} joined the party",
+            "leave": f"{_safe(worker.hostname)} left",
+            "lost": f"missed heartbeat from {_safe(worker.hostname)}",
+        }[change.kind]
+        out.append(Log(INFO, text))
+        out.append(MemberChanged(change))
+        for handler in list(self.on.for_kind(change.kind)):
+            try:
+                handler(worker)
+            except Exception as exc:
+                out.append(Log(ERROR, f"Ignored error from handler {handler!r}: {exc!r}"))
+
+    # -- outbound helpers -------------------------------------------------
+
+    def _event(self, type_: str, now: float, **fields: Any) -> Publish:
+        body = event(
+            type_,
+            hostname=self.name,
+            clock=self.clock.forward(),
+            pid=self.config.pid,
+            timestamp=now,
+            **fields,
+        )
+        return Publish(
+            "event",
+            self.config.names.event_exchange,
+            event_routing_key(type_),
+            body,
+            {"hostname": self.name},
+        )
+
+    def _worker_event(self, type_: str, now: float) -> Publish:
+        return self._event(
+            type_, now, **heartbeat_fields(self.config.heartbeat, self.config.sw_ver)
+        )
+
+    # -- local API (in-process callers) -----------------------------------
+
+    def alive_peers(self, now: float) -> list[WorkerInfo]:
+        return [w for w in self.membership.workers.values() if w.alive(now)]
+
+    def revoke_local(self, task_ids: Iterable[str], now: float) -> None:
+        """Flag ids as revoked on this node only (tests, seeding)."""
+        self.revoked.update(task_ids, now)
+
+
+_INVALID = object()
+
+
+def _request_sender(body: Mapping[str, Any]) -> str:
+    """Who sent a control request, for logs: pidbox requests carry no sender,
+    so use ``from_node`` (hello) or the asker's reply routing key."""
+    args = body.get("arguments")
+    if isinstance(args, dict) and isinstance(args.get("from_node"), str):
+        return args["from_node"]
+    reply_to = body.get("reply_to")
+    if isinstance(reply_to, dict) and isinstance(reply_to.get("routing_key"), str):
+        return f"client {reply_to['routing_key']}"
+    return "pidbox client"
