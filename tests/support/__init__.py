@@ -1,0 +1,1 @@
+"""Helpers shared by the test suite (brokers, Celery workers, captures)."""
