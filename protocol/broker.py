@@ -43,6 +43,8 @@ EMBEDDED_POLLING_INTERVAL = 0.01
 
 def mask_url(url: str) -> str:
     """Hide the password the way Celery prints broker URLs (``amqp://guest:**@host//``)."""
+    if "@" not in urlsplit(url).netloc if "://" in url else True:
+        return url  # nothing to hide (and kombu would rewrite filesystem:// as filesystem:///)
     masked = maybe_sanitize_url(url)
     return masked if isinstance(masked, str) else str(masked)
 
