@@ -3,10 +3,11 @@
 Two layers, as everywhere in wkctl:
 
 * sans-IO pieces that operators' tools need and that are easy to get
-  subtly wrong: :class:`ClientClock` (the asker's Lamport clock, adjusted
-  from the ``clock`` header of every reply), :class:`ReplyCollector` (ticket
-  matching, expired replies, early return once ``expect`` distinct nodes
-  answered), :func:`normalize_revoked` (the two wire forms of a ``hello``
+  subtly wrong: :class:`ReplyCollector` (ticket
+  matching, expired replies, the asker's Lamport clock adjusted from every
+  reply's ``clock`` header, early return once ``expect`` distinct nodes
+  answered), :class:`ElectionWatch` (an election seen from outside: who
+  stood, who acknowledged, who won), :func:`normalize_revoked` (the two wire forms of a ``hello``
   reply's revoked ids) and :func:`decode_events` (JSON-only decoding of one
   event message, ``task.multi`` batches expanded);
 * a thin kombu layer: :class:`Client` publishes a request exactly as kombu's
@@ -34,6 +35,8 @@ from typing import Any
 from kombu import Connection, Consumer, Producer, Queue
 
 from .broker import BrokerSettings, event_exchange, pidbox_exchange, reply_exchange
+from .clock import LamportClock
+from .election import ElectRequest, pick_winner
 from .wire import (
     Limits,
     Names,
@@ -46,7 +49,10 @@ from .wire import (
 
 __all__ = [
     "Client",
-    "ClientClock",
+    "CELERY_SW_IDENT",
+    "ElectionOutcome",
+    "ElectionWatch",
+    "gossiping_celery_workers",
     "Collected",
     "EventStream",
     "ReplyCollector",
@@ -56,6 +62,7 @@ __all__ = [
     "hello_table",
     "normalize_clock",
     "normalize_revoked",
+    "prepare_event",
 ]
 
 logger = logging.getLogger(__name__)
@@ -68,32 +75,6 @@ def default_node_name() -> str:
 
 
 # -- sans-IO -----------------------------------------------------------------
-
-
-class ClientClock:
-    """The asker's Lamport clock (kombu's ``LamportClock`` semantics).
-
-    Requests carry ``forward()`` in their ``clock`` header; every reply's
-    ``clock`` header is merged with ``adjust()``.  Values that are not
-    non-negative integers, or jump further than ``max_jump`` past the local
-    value, are ignored, so that one hostile reply cannot poison the clock.
-    """
-
-    def __init__(self, value: int = 0, max_jump: int | None = None) -> None:
-        self.value = value
-        self.max_jump = max_jump
-
-    def forward(self) -> int:
-        self.value += 1
-        return self.value
-
-    def adjust(self, other: Any) -> int:
-        if isinstance(other, bool) or not isinstance(other, int) or other < 0:
-            return self.value
-        if self.max_jump is not None and other - self.value > self.max_jump:
-            return self.value
-        self.value = max(self.value, other) + 1
-        return self.value
 
 
 def normalize_revoked(value: Any) -> list[str]:
@@ -200,12 +181,12 @@ class ReplyCollector:
         ticket: str | None,
         *,
         expect: int | None = None,
-        clock: ClientClock | None = None,
+        clock: LamportClock | None = None,
         limits: Limits | None = None,
         published_at: float = 0.0,
         timeout: float = 1.0,
     ) -> None:
-        self.clock = clock or ClientClock()
+        self.clock = clock or LamportClock()
         self.limits = limits or Limits()
         self.result = Collected(
             method=method, ticket=ticket, expect=expect, timeout=timeout, published_at=published_at
@@ -232,7 +213,8 @@ class ReplyCollector:
         return self.feed(decoded, headers or {}, now)
 
     def feed(self, body: Any, headers: Mapping[str, Any], now: float) -> bool:
-        self.clock.adjust(headers.get("clock") or 0)
+        if "clock" in headers:
+            self.clock.receive(headers.get("clock"))
         expires = headers.get("expires")
         if isinstance(expires, (int, float)) and expires and now > expires:
             self.result.rejected.append(("expired", f"expired at {expires}"))
@@ -273,6 +255,175 @@ def decode_events(
     return expand_batch(decode_body(body, content_type, content_encoding, limits or Limits()))
 
 
+def prepare_event(event: Any, clock: LamportClock, now: float) -> Any:
+    """Stamp one decoded event as Celery's ``EventReceiver`` does before State.
+
+    ``local_received`` is the local receive time (liveness is judged on it);
+    a ``task-sent`` event gets the receiver's clock minus one (clients never
+    sync their clocks), any other event's ``clock`` is merged into the local
+    clock (bounded, see :class:`~wkctl.protocol.clock.LamportClock`) or, when
+    missing, filled with the next local value.  Non-dict items pass unchanged.
+    """
+    if not isinstance(event, dict):
+        return event
+    if event.get("type") == "task-sent":
+        value = (clock.value or 1) - 1
+        event["clock"] = value
+        clock.receive(value)
+    elif "clock" in event:
+        clock.receive(event["clock"])
+    else:
+        event["clock"] = clock.forward()
+    event["local_received"] = now
+    return event
+
+
+#: ``sw_ident`` of Celery workers in their heartbeats.
+CELERY_SW_IDENT = "py-celery"
+#: kombu driver types on which Celery workers run Gossip (and so elections);
+#: ``Gossip.compatible_transports`` in Celery.
+GOSSIP_TRANSPORTS = frozenset({"amqp", "amqps", "pyamqp", "redis", "rediss", "sentinel"})
+
+
+@dataclass
+class ElectionOutcome:
+    """What an observer concluded about one election."""
+
+    id: str
+    topic: str | None
+    winner: ElectRequest | None
+    candidates: list[ElectRequest]
+    acks: int
+    #: candidates that did not acknowledge every request (empty when decided)
+    not_acked: list[str]
+    #: nodes expected to stand (seen alive before) that never sent worker-elect
+    absent: list[str]
+    complete: bool
+    elapsed: float | None
+
+    def as_dict(self) -> dict[str, Any]:
+        """The ``wkctl elect --json`` document."""
+        return {
+            "id": self.id,
+            "topic": self.topic,
+            "winner": self.winner.hostname if self.winner else None,
+            "winner_id": self.winner.node_id if self.winner else None,
+            "candidates": [
+                {"hostname": c.hostname, "id": c.node_id, "pid": c.pid, "clock": c.clock}
+                for c in self.candidates
+            ],
+            "acks": self.acks,
+            "elapsed_ms": None if self.elapsed is None else round(self.elapsed * 1000.0, 3),
+        }
+
+
+class ElectionWatch:
+    """An election seen from outside, through its events (sans-IO).
+
+    Every participant publishes one ``worker-elect`` and acknowledges every
+    ``worker-elect`` it sees with a ``worker-elect-ack`` carrying only the
+    election id, so an ack cannot be tied to the request it answers.  The
+    watch therefore counts acks per acker: the election is over once every
+    candidate acknowledged as many requests as there are candidates, and
+    every node ``expected`` to stand (the ones seen alive before the
+    election started) has stood.  The winner is the lowest request in the
+    spec's total order (:func:`wkctl.protocol.election.pick_winner`).
+    """
+
+    def __init__(
+        self,
+        id: str,
+        *,
+        expected: Iterable[str] = (),
+        started_at: float = 0.0,
+        max_candidates: int = 10_000,
+    ) -> None:
+        self.id = id
+        self.expected = frozenset(expected)
+        self.started_at = started_at
+        self.max_candidates = max_candidates
+        self.requests: dict[str, ElectRequest] = {}
+        self.acks_by: dict[str, int] = {}
+        self.acks = 0
+        self.ignored = 0
+        self.decided_at: float | None = None
+
+    def feed(self, event: Any, now: float) -> bool:
+        """Take one decoded event; True when it completed the election."""
+        if not isinstance(event, dict) or event.get("id") != self.id:
+            return False
+        type_ = event.get("type")
+        if type_ == "worker-elect":
+            request = ElectRequest.from_event(event)
+            if request is None:
+                self.ignored += 1
+                return False
+            if request.hostname not in self.requests:
+                if len(self.requests) >= self.max_candidates:
+                    self.ignored += 1
+                    return False
+                self.requests[request.hostname] = request
+        elif type_ == "worker-elect-ack":
+            hostname = event.get("hostname")
+            if not isinstance(hostname, str) or not hostname:
+                self.ignored += 1
+                return False
+            self.acks += 1
+            self.acks_by[hostname] = self.acks_by.get(hostname, 0) + 1
+        else:
+            return False
+        if self.decided_at is None and self.complete:
+            self.decided_at = now
+            return True
+        return False
+
+    def _not_acked(self) -> list[str]:
+        need = len(self.requests)
+        return sorted(h for h in self.requests if self.acks_by.get(h, 0) < need)
+
+    @property
+    def acks_complete(self) -> bool:
+        return bool(self.requests) and not self._not_acked()
+
+    @property
+    def complete(self) -> bool:
+        return self.acks_complete and self.expected <= self.requests.keys()
+
+    def outcome(self) -> ElectionOutcome:
+        """The result now: a winner once every candidate acknowledged every
+        request (``complete`` also needs every expected node to have stood)."""
+        candidates = sorted(self.requests.values(), key=lambda r: (r.clock, r.node_id))
+        winner = pick_winner(candidates) if self.acks_complete else None
+        topic = winner.topic if winner else (candidates[0].topic if candidates else None)
+        return ElectionOutcome(
+            id=self.id,
+            topic=topic,
+            winner=winner,
+            candidates=candidates,
+            acks=self.acks,
+            not_acked=self._not_acked(),
+            absent=sorted(self.expected - self.requests.keys()),
+            complete=self.complete,
+            elapsed=None if self.decided_at is None else self.decided_at - self.started_at,
+        )
+
+
+def gossiping_celery_workers(heartbeats: Iterable[Mapping[str, Any]], transport: str) -> list[str]:
+    """Hostnames of Celery workers that run Gossip, from their heartbeats.
+
+    Celery enables Gossip only on amqp and redis; elsewhere its workers
+    ignore elections altogether.
+    """
+    if transport not in GOSSIP_TRANSPORTS:
+        return []
+    names = {
+        hb["hostname"]
+        for hb in heartbeats
+        if isinstance(hb.get("hostname"), str) and hb.get("sw_ident") == CELERY_SW_IDENT
+    }
+    return sorted(names)
+
+
 # -- kombu binding -----------------------------------------------------------
 
 
@@ -291,13 +442,13 @@ class Client:
         connection: Connection,
         names: Names | None = None,
         *,
-        clock: ClientClock | None = None,
+        clock: LamportClock | None = None,
         limits: Limits | None = None,
     ) -> None:
         self.connection = connection
         self.names = names or Names()
         self.limits = limits or Limits()
-        self.clock = clock or ClientClock(max_jump=self.limits.max_clock_jump)
+        self.clock = clock or LamportClock(max_jump=self.limits.max_clock_jump)
         self._exchange = pidbox_exchange(self.names)
         self._reply_exchange = reply_exchange(self.names)
         self._channel: Any = None

@@ -1,0 +1,252 @@
+"""``wkctl dump``: the cluster state, as a monitor would build it.
+
+Listens to the event exchange for a while (after asking every worker for a
+heartbeat, as Celery's monitors do when they start) and feeds everything
+into the library's :class:`~wkctl.protocol.state.State`, which, unlike
+Celery's, accepts every event (elections included) without raising.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any
+
+import click
+
+from wkctl.protocol.client import Client, prepare_event
+from wkctl.protocol.clock import LamportClock
+from wkctl.protocol.state import State
+
+from .context import AppContext, pass_app
+from .hello import styled_table
+from .render import emit, style
+from .tail import open_stream
+
+__all__ = ["dump_cmd", "state_document", "worker_info", "task_info"]
+
+#: Celery workers send a heartbeat every 2 s by default: three of them
+#: (plus the one asked for at start) give every live worker time to show.
+DEFAULT_DURATION = 6.0
+
+_TASK_KEYS = (
+    "uuid",
+    "name",
+    "state",
+    "worker",
+    "sent",
+    "received",
+    "started",
+    "succeeded",
+    "failed",
+    "retried",
+    "revoked",
+    "rejected",
+    "timestamp",
+    "args",
+    "kwargs",
+    "result",
+    "exception",
+    "runtime",
+    "retries",
+    "parent_id",
+    "root_id",
+)
+
+
+def worker_info(worker: Any, now: float) -> dict[str, Any]:
+    heartbeats = list(getattr(worker, "heartbeats", []) or [])
+    return {
+        "hostname": worker.hostname,
+        "alive": bool(worker.is_alive(now)),
+        "pid": worker.pid,
+        "clock": worker.clock,
+        "freq": worker.freq,
+        "active": worker.active,
+        "processed": worker.processed,
+        "loadavg": worker.loadavg,
+        "sw_ident": worker.sw_ident,
+        "sw_ver": worker.sw_ver,
+        "sw_sys": worker.sw_sys,
+        "heartbeats": len(heartbeats),
+        "last_heartbeat": heartbeats[-1] if heartbeats else None,
+    }
+
+
+def task_info(task: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key in _TASK_KEYS:
+        value = getattr(task, key, None)
+        if key == "worker" and value is not None:
+            value = getattr(value, "hostname", value)
+        out[key] = value
+    return out
+
+
+def state_document(state: State, now: float) -> dict[str, Any]:
+    """The ``--json`` / ``--yaml`` document."""
+    workers = {name: worker_info(worker, now) for name, worker in sorted(state.workers.items())}
+    tasks = {uuid: task_info(task) for uuid, task in state.tasks_by_time()}
+    # tasks_by_time leaves out tasks that had no event yet; keep every task.
+    for uuid, task in state.tasks.items():
+        if uuid not in tasks:
+            tasks[uuid] = task_info(task)
+    return {
+        "workers": workers,
+        "tasks": tasks,
+        "event_count": state.event_count,
+        "task_count": state.task_count,
+    }
+
+
+class Progress:
+    """A one-line countdown on stderr, only when stderr is a terminal."""
+
+    def __init__(self, duration: float) -> None:
+        self.enabled = sys.stderr.isatty()
+        self.duration = duration
+        self.shown = False
+
+    def update(self, remaining: float, events: int) -> None:
+        if not self.enabled:
+            return
+        done = 1.0 - max(remaining, 0.0) / self.duration if self.duration else 1.0
+        bar = "#" * int(done * 20)
+        click.echo(
+            f"\rlistening [{bar:<20}] {max(remaining, 0.0):4.1f} s left, {events} event(s) ",
+            nl=False,
+            err=True,
+        )
+        self.shown = True
+
+    def clear(self) -> None:
+        if self.shown:
+            click.echo("\r" + " " * 70 + "\r", nl=False, err=True)
+
+
+def _ts(value: Any) -> str:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        try:
+            return time.strftime("%H:%M:%S", time.localtime(value))
+        except (OverflowError, OSError, ValueError):
+            return "?"
+    return "-"
+
+
+def _short(value: Any, limit: int = 40) -> str:
+    if value is None:
+        return "-"
+    text = str(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+_STATE_COLORS = {
+    "SUCCESS": "green",
+    "FAILURE": "red",
+    "REVOKED": "magenta",
+    "REJECTED": "red",
+    "RETRY": "yellow",
+    "STARTED": "blue",
+}
+
+
+def render(doc: dict[str, Any]) -> None:
+    workers = doc["workers"]
+    click.echo(style(f"Workers ({len(workers)})", bold=True))
+    if workers:
+        rows = []
+        for name, w in workers.items():
+            load = w["loadavg"]
+            rows.append(
+                (
+                    style(name, fg="cyan"),
+                    style("alive", fg="green") if w["alive"] else style("lost", fg="red"),
+                    _short(w["clock"]),
+                    _short(w["freq"]),
+                    _short(w["active"]),
+                    _short(w["processed"]),
+                    " ".join(str(x) for x in load) if isinstance(load, list) else "-",
+                    f"{w['sw_ident'] or '?'} {w['sw_ver'] or ''}".strip(),
+                )
+            )
+        styled_table(
+            ["worker", "status", "clock", "freq", "active", "processed", "load", "software"], rows
+        )
+    tasks = doc["tasks"]
+    click.echo("")
+    click.echo(style(f"Tasks ({len(tasks)})", bold=True))
+    if tasks:
+        rows = []
+        for uuid, t in tasks.items():
+            state_ = t["state"] or "?"
+            outcome = t["exception"] if t["exception"] is not None else t["result"]
+            runtime = t["runtime"]
+            rows.append(
+                (
+                    uuid,
+                    _short(t["name"]),
+                    style(state_, fg=_STATE_COLORS.get(state_)),
+                    _short(t["worker"]),
+                    _ts(t["received"] or t["sent"]),
+                    f"{runtime:.4f}s" if isinstance(runtime, (int, float)) else "-",
+                    _short(outcome),
+                )
+            )
+        styled_table(["uuid", "name", "state", "worker", "received", "runtime", "result"], rows)
+    click.echo(style(f"{doc['event_count']} event(s) received", dim=True))
+
+
+@click.command("dump")
+@click.option(
+    "--duration",
+    type=click.FloatRange(min=0.0, min_open=True),
+    default=DEFAULT_DURATION,
+    show_default=True,
+    metavar="SECONDS",
+    help="How long to listen (a few heartbeat intervals).",
+)
+@click.option("--json", "json_flag", is_flag=True, help="Print JSON.")
+@click.option("--yaml", "yaml_flag", is_flag=True, help="Print YAML.")
+@pass_app
+def dump_cmd(app: AppContext, duration: float, json_flag: bool, yaml_flag: bool) -> None:
+    """Listen for events, then print the cluster state: workers and tasks.
+
+    \b
+    --json: {"workers": {"<hostname>": {...}}, "tasks": {"<uuid>": {...}},
+             "event_count": N, "task_count": N}
+    """
+    fmt = app.output_format(json_flag, yaml_flag)
+    state = State()
+    clock = LamportClock()
+    stream = open_stream(app)
+    progress = Progress(duration)
+    interrupted = False
+    try:
+        assert stream.connection is not None
+        with Client(stream.connection, app.settings.names, limits=app.config.limits) as client:
+            client.heartbeat()
+        deadline = time.monotonic() + duration
+        while True:
+            remaining = deadline - time.monotonic()
+            progress.update(remaining, state.event_count)
+            if remaining <= 0:
+                break
+            for event in stream.poll(min(remaining, 0.25), deadline):
+                state.event(prepare_event(event, clock, time.time()))
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        progress.clear()
+        stream.close()
+    if interrupted:
+        raise KeyboardInterrupt
+    doc = state_document(state, time.time())
+    if not emit(doc, fmt):
+        render(doc)
+    if stream.rejected:
+        click.echo(
+            f"wkctl: {len(stream.rejected)} message(s) refused (not JSON or over limits)",
+            err=True,
+        )
+    if state.event_count == 0:
+        click.echo(f"wkctl: no event received within {duration:g} s", err=True)
