@@ -50,7 +50,7 @@ from .gossip import Change
 from .mingle import SyncResult
 from .node import Action, Elected, Inbound, Log, MemberChanged, Node, NodeConfig, Publish, Synced
 
-__all__ = ["Binding", "NodeHandle", "NodeNameInUse", "run_node"]
+__all__ = ["Binding", "BrokerUnavailable", "NodeHandle", "NodeNameInUse", "run_node"]
 
 logger = logging.getLogger("wkctl.node")
 
@@ -62,6 +62,10 @@ DEFAULT_TICK = 0.05
 HISTORY = 1000
 #: Transports with real exchanges, where each node has its own pidbox queue.
 PER_NODE_PIDBOX_TRANSPORTS = frozenset({"amqp", "amqps", "pyamqp", "librabbitmq"})
+
+
+class BrokerUnavailable(ConnectionError):
+    """The first connection to the broker failed (``run_node`` does not retry it)."""
 
 
 class NodeNameInUse(RuntimeError):
@@ -636,6 +640,8 @@ def run_node(
     mingle_timeout: float = 1.0,
     stop: threading.Event | None = None,
     install_signals: bool = True,
+    revoked: Iterable[str] = (),
+    on_action: Callable[[NodeHandle, Action], None] | None = None,
     **config: Any,
 ) -> int:
     """Run one node in the foreground until SIGINT/SIGTERM (or ``stop``).
@@ -646,7 +652,7 @@ def run_node(
     them into a one-line error).
     """
     stop = stop or threading.Event()
-    binding = Binding(settings)
+    binding = Binding(settings, on_action=on_action)
     kwargs: dict[str, Any] = dict(
         heartbeat=heartbeat,
         mingle=mingle,
@@ -658,13 +664,19 @@ def run_node(
     if name:
         kwargs["name"] = name
     handle = binding.add_node(None, **kwargs)
+    seed = list(revoked)
+    if seed:  # before the start, so the hello already carries them
+        handle.node.revoke_local(seed, time.time())
     previous: dict[int, Any] = {}
     if install_signals and threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGINT, signal.SIGTERM):
             previous[sig] = signal.signal(sig, lambda signum, frame: stop.set())
     try:
         binding._stop = stop
-        binding._connect()
+        try:
+            binding._connect()
+        except Exception as exc:  # kombu raises many types; all mean "unreachable"
+            raise BrokerUnavailable(str(exc).strip() or type(exc).__name__) from exc
         binding._process_inbox()
         if handle.failed:
             raise NodeNameInUse(handle.failed)

@@ -404,6 +404,7 @@ class Node:
         else:
             self.clock.mark_synced()
             self._go_online(now, out)
+            out.append(Log(INFO, "ready."))
         return out
 
     def reconnected(self, now: float) -> list[Action]:
@@ -463,6 +464,7 @@ class Node:
         self.last_sync = result
         out.append(Synced(result))
         self._go_online(now, out)
+        out.append(Log(INFO, "ready."))
 
     def _go_online(self, now: float, out: list[Action]) -> None:
         if not self.config.gossip or self.stopped:
