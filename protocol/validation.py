@@ -54,6 +54,7 @@ KINDS: dict[str, str] = {
     "ping": "pidbox request: liveness ping",
     "revoke": "pidbox request: revoke task id(s) on every addressed node",
     "election": "pidbox request: start an election (nodes answer with worker-elect)",
+    "request": "any pidbox request: common fields + the specific schema when the method has one",
     "hello-reply": "pidbox reply to hello: {node: {clock, revoked}} (revoked list or mapping form)",
     "clock-reply": "pidbox reply to clock: {node: {clock}}",
     "revoked-reply": "pidbox reply to revoked: {node: [task_id, ...]}",
@@ -198,8 +199,8 @@ def _jsonschema_issues(body: object, kind: str) -> list[Issue]:
             issues.append(Issue(_pointer(inner.absolute_path), inner.message))
         else:
             issues.append(Issue(_pointer(error.absolute_path), error.message))
-    issues.sort(key=lambda i: (i.path, i.message))
-    return issues
+    # allOf branches can report the same fault twice (e.g. "not an object")
+    return sorted(set(issues), key=lambda i: (i.path, i.message))
 
 
 # ---------------------------------------------------------------------------
@@ -589,7 +590,9 @@ def iter_kinds() -> Iterator[tuple[str, str]]:
 def detect_kind(body: object) -> str | None:
     """Guess the kind of a decoded body, or None where the shape is ambiguous.
 
-    Requests are recognized by ``method``, events by ``type`` and
+    Requests are recognized by ``method`` (``request`` for methods without
+    a schema of their own), events by ``type`` (``event`` for types without
+    a schema of their own) and
     ``event-batch`` by being a list. A reply (``{node: value}``) is only
     classified when its values say which command it answers: a list is a
     ``revoked`` reply, ``{clock, revoked}`` a ``hello`` reply, ``{clock}`` a
@@ -602,7 +605,7 @@ def detect_kind(body: object) -> str | None:
         return None
     method = body.get("method")
     if isinstance(method, str) and "arguments" in body:
-        return method if method in _REQUEST_KINDS else None
+        return method if method in _REQUEST_KINDS else "request"
     event_type = body.get("type")
     if isinstance(event_type, str) and "hostname" in body:
         if event_type in _HEARTBEAT_TYPES:
@@ -614,7 +617,7 @@ def detect_kind(body: object) -> str | None:
         if event_type.startswith("task-"):
             return "task-event"
         return "event"
-    if "content_type" in body and "headers" in body:
+    if "content_type" in body and "headers" in body and "body" not in body:
         return "envelope"
     return _detect_reply(body)
 
