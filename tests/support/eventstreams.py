@@ -425,14 +425,50 @@ def realistic_stream(
     return iter(evs)
 
 
-def malformed_events(seed: int = 0) -> list[Any]:
-    """Events seen on the wire (or possible there) that crash Celery's State.
+def _followups(ts: float) -> list[Event]:
+    """Valid events touching the same worker and task as the malformed ones."""
+    return [
+        {
+            "type": "worker-heartbeat",
+            "hostname": "bad@lab",
+            "pid": 1,
+            "clock": 50,
+            "timestamp": ts + 1,
+            "local_received": ts + 1,
+        },
+        {
+            "type": "task-started",
+            "uuid": "bad-task",
+            "hostname": "bad@lab",
+            "clock": 51,
+            "timestamp": ts + 2,
+            "local_received": ts + 2,
+        },
+        {
+            "type": "task-received",
+            "uuid": "child-task",
+            "name": "proj.tasks.child",
+            "parent_id": "bad-task",
+            "root_id": "bad-task",
+            "hostname": "bad@lab",
+            "clock": 52,
+            "timestamp": ts + 3,
+            "local_received": ts + 3,
+        },
+    ]
 
-    Every item here makes ``celery.events.state.State.event`` raise; ours must
-    accept all of them.  Kept as data so tests can feed each one separately.
+
+def malformed_scenarios() -> list[tuple[str, list[Any]]]:
+    """Inputs that make Celery's State raise, now or on a later event or query.
+
+    Each scenario is ``(label, items)``: one malformed item followed by valid
+    events for the same worker/task.  Celery's ``State`` raises while applying
+    them or when a monitor then queries it (``alive_workers()``,
+    ``Task.as_dict()``, ``tasks_by_time()``); ours must do neither.  Kept as
+    data so the unit tests and the differential tests share it.
     """
     ts = 1_795_249_881.0
-    base_w = {
+    w = {
         "hostname": "bad@lab",
         "pid": 1,
         "freq": 2.0,
@@ -441,42 +477,71 @@ def malformed_events(seed: int = 0) -> list[Any]:
         "local_received": ts,
         "utcoffset": 0,
     }
-    base_t = {
+    t = {
         "uuid": "bad-task",
         "hostname": "bad@lab",
         "clock": 6,
         "timestamp": ts,
         "local_received": ts,
     }
-    return [
-        dict(base_w, type="worker-heartbeat", timestamp="now"),
-        dict(base_w, type="worker-heartbeat", local_received="later"),
-        dict(base_w, type="worker-elect", id="e1", topic="task", action={"task": "x"}),
-        dict(base_w, type="worker-elect-ack", id="e1"),
-        dict(base_w, type="worker-heartbeat", alive=True, status_string="x"),
-        dict(base_w, type="worker-heartbeat", heartbeat_expires=3),
-        dict(base_w, type="worker-heartbeat", event="boom", update=1),
-        dict(base_w, type="worker-heartbeat", hostname=["not", "hashable"]),
-        {"type": "worker-heartbeat"},
-        {"hostname": "x@y", "timestamp": ts, "local_received": ts},
-        {"type": 5, "hostname": "x@y"},
-        {"type": None},
-        "not-an-event",
-        42,
-        None,
-        {"type": "task-received", "hostname": "x@y"},
-        {"type": "task-received", "uuid": "nofields"},
-        dict(base_t, type="task-received", uuid=["unhashable"]),
-        dict(base_t, type="task-received", hostname={"a": 1}),
-        dict(base_t, type="task-received", name="t", parent_id=["p"]),
-        dict(base_t, type="task-started", clock="seven"),
-        dict(base_t, type="task-succeeded", timestamp="now", clock=0),
-        dict(base_t, type="task-progress", children=[1, 2], worker="w", info="x"),
-        dict(base_t, type="task-received", name={"n": 1}),
-        dict(base_t, type="task-custom", event=1, as_dict=2, cluster_state=3),
-        dict(base_w, type="worker-heartbeat", freq="fast"),
-        dict(base_w, type="worker-heartbeat", timestamp=float("nan")),
+    bad: list[tuple[str, Any]] = [
+        ("heartbeat timestamp 'now'", dict(w, type="worker-heartbeat", timestamp="now")),
+        ("heartbeat local_received str", dict(w, type="worker-heartbeat", local_received="x")),
+        ("heartbeat timestamp NaN", dict(w, type="worker-heartbeat", timestamp=float("nan"))),
+        ("heartbeat freq str", dict(w, type="worker-heartbeat", freq="fast")),
+        (
+            "worker-elect",
+            dict(w, type="worker-elect", id="e1", topic="task", action={"task": "x"}, cver=1),
+        ),
+        ("worker-elect-ack", dict(w, type="worker-elect-ack", id="e1")),
+        ("worker field alive", dict(w, type="worker-heartbeat", alive=True)),
+        ("worker field status_string", dict(w, type="worker-heartbeat", status_string="x")),
+        ("worker field heartbeat_expires", dict(w, type="worker-heartbeat", heartbeat_expires=3)),
+        ("worker field event", dict(w, type="worker-heartbeat", event="boom")),
+        ("worker field heartbeats", dict(w, type="worker-heartbeat", heartbeats="abc")),
+        ("worker hostname unhashable", dict(w, type="worker-heartbeat", hostname=["x"])),
+        ("no type", {"hostname": "x@y", "timestamp": ts, "local_received": ts}),
+        ("type int", {"type": 5, "hostname": "x@y"}),
+        ("type None", {"type": None}),
+        ("body is a string", "not-an-event"),
+        ("body is a number", 42),
+        ("body is null", None),
+        ("task event without uuid", {"type": "task-received", "hostname": "x@y"}),
+        ("task event without hostname/clock", {"type": "task-received", "uuid": "nofields"}),
+        ("task uuid unhashable", dict(t, type="task-received", uuid=["u"])),
+        ("task hostname unhashable", dict(t, type="task-received", hostname={"a": 1})),
+        ("task parent_id unhashable", dict(t, type="task-received", name="t", parent_id=["p"])),
+        ("task clock str", dict(t, type="task-started", clock="seven")),
+        ("task timestamp 'now'", dict(t, type="task-succeeded", timestamp="now", clock=0)),
+        ("task field children", dict(t, type="task-progress", children=[1, 2])),
+        ("task field event", dict(t, type="task-custom", event=1)),
+        ("task name unhashable", dict(t, type="task-received", name={"n": 1})),
+        (
+            "late custom event with state unhashable",
+            [dict(t, type="task-succeeded"), dict(t, type="task-custom", state=["X"])],
+        ),
     ]
+    return [
+        (label, [*(item if isinstance(item, list) else [item]), *_followups(ts)])
+        for label, item in bad
+    ]
+
+
+#: Odd inputs Celery's State survives (it ignores them); ours must too.
+HARMLESS_ODDITIES: list[Any] = [
+    {"type": "worker-heartbeat"},
+    {"type": "worker-heartbeat", "hostname": "x@y", "timestamp": 1.0},
+    {"type": "queue-declared", "hostname": "x@y"},
+    {
+        "type": "task",
+        "uuid": "t",
+        "hostname": "x@y",
+        "clock": 1,
+        "timestamp": 1.0,
+        "local_received": 1.0,
+    },
+    {"type": "worker-", "hostname": "x@y", "timestamp": 1.0, "local_received": 1.0},
+]
 
 
 def write_ndjson(items: Iterable[Item], path: Path) -> int:
