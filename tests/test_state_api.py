@@ -275,7 +275,7 @@ def test_task_class_attributes(which: str) -> None:
 @pytest.mark.parametrize("name", sorted(WORKER_METHODS))
 def test_worker_method_signature(which: str, name: str) -> None:
     Worker = module(which).Worker
-    fn = getattr(Worker, name) if name != "event" else getattr(Worker(), "event")
+    fn = getattr(Worker, name) if name != "event" else Worker().event
     got = params(fn)
     if which == "celery" and name == "event":
         got = got[:4]  # Celery's event is a closure with extra defaults
