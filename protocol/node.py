@@ -758,10 +758,14 @@ class Node:
             return
         self._receive_clock(headers.get("clock"), sender, now, out)
         problem = schema_problem(body, "hello-reply")
-        if problem and not all(v is None for v in body.values()):
-            self._reject(sender, "hello reply", problem, now, out)
-            return
         result = self._sync or SyncResult()
+        if problem and not all(v is None for v in body.values()):
+            # One reply is one node's: rejecting it skips that node only.
+            self._reject(sender, "hello reply", problem, now, out)
+            for nodename in list(body)[:16]:
+                if isinstance(nodename, str) and nodename != self.name:
+                    result.failed[nodename] = f"invalid reply: {problem}"
+            return
         for nodename, value in session.on_reply(body, now):
             clock, revoked, error = sync_fields(value)
             if error:
