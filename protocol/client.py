@@ -34,7 +34,13 @@ from typing import Any
 
 from kombu import Connection, Consumer, Producer, Queue
 
-from .broker import BrokerSettings, event_exchange, pidbox_exchange, reply_exchange
+from .broker import (
+    FANOUT_EVENT_TRANSPORTS,
+    BrokerSettings,
+    event_exchange,
+    pidbox_exchange,
+    reply_exchange,
+)
 from .clock import LamportClock
 from .election import ElectRequest, pick_winner
 from .wire import (
@@ -694,6 +700,9 @@ class EventStream:
         self.rejected: list[tuple[str, str]] = []
         self.reconnects = 0
         self._pending: list[Any] = []
+        self._down = False
+        self._lost_at = 0.0
+        self._interval = backoff_start
         self._consumer: Consumer | None = None
         self._channel: Any = None
 
@@ -738,12 +747,20 @@ class EventStream:
             accept=["json"],
         )
         self._consumer.consume()
+        if self.settings.transport in FANOUT_EVENT_TRANSPORTS:
+            # kombu subscribes to an emulated fanout exchange (Redis PUB/SUB)
+            # only at the first poll: poll once now, so that events answering
+            # a request published right after open() are not lost.
+            try:
+                self.connection.drain_events(timeout=0.05)
+            except TimeoutError:
+                pass
 
     def open(self) -> EventStream:
         """Connect (if not given a connection), declare and bind the queue, consume."""
         if self.connection is None:
             self.connection = self.settings.connection()
-        self.connection.ensure_connection(max_retries=1)
+        self.connection.ensure_connection(max_retries=0, timeout=self.settings.connect_timeout)
         self._attach()
         return self
 
@@ -778,47 +795,49 @@ class EventStream:
             + (OSError, ConnectionError)
         )
 
-    def _reconnect(self, exc: BaseException, deadline: float | None) -> bool:
-        """Reconnect with backoff until it works or ``deadline`` (monotonic) passes."""
-        lost_at = time.monotonic()
-        reason = str(exc).strip() or type(exc).__name__
-        interval = self.backoff_start
-        assert self.connection is not None
-        self._notice(
-            StreamNotice(
-                "lost",
-                f"connection to broker {self.settings.masked_url} lost ({reason}); "
-                f"reconnecting in {interval:.1f} s",
-                interval,
+    def _reconnect(self, exc: BaseException | None, deadline: float | None) -> bool:
+        """Reconnect with backoff until it works or ``deadline`` (monotonic) passes.
+
+        Returns False at the deadline; the stream stays down and the next
+        :meth:`poll` goes on trying (without announcing the loss again).
+        """
+        if not self._down:
+            self._down = True
+            self._lost_at = time.monotonic()
+            self._interval = self.backoff_start
+            reason = (str(exc).strip() or type(exc).__name__) if exc else "unknown reason"
+            if self.settings.url in reason:
+                reason = reason.replace(self.settings.url, self.settings.masked_url)
+            self._notice(
+                StreamNotice(
+                    "lost",
+                    f"connection to broker {self.settings.masked_url} lost ({reason}); "
+                    f"reconnecting in {self._interval:.1f} s",
+                    self._interval,
+                )
             )
-        )
-        try:
-            self.connection.release()
-        except Exception:
-            pass
-        attempt = 0
+            self._release()
         while True:
-            wait = interval
+            wait = self._interval
             if deadline is not None:
                 wait = min(wait, max(0.0, deadline - time.monotonic()))
             time.sleep(wait)
             if deadline is not None and time.monotonic() >= deadline:
                 return False
-            attempt += 1
             try:
                 self.connection = self.settings.connection()
-                self.connection.ensure_connection(max_retries=1)
+                self.connection.ensure_connection(
+                    max_retries=0, timeout=self.settings.connect_timeout
+                )
                 self._attach()
             except Exception as again:  # still down: back off and try again
-                try:
-                    self.connection.release()
-                except Exception:
-                    pass
-                interval = min(interval * 2, self.backoff_max)
-                logger.debug("reconnect attempt %d failed: %r", attempt, again)
+                self._release()
+                self._interval = min(self._interval * 2, self.backoff_max)
+                logger.debug("reconnect failed (%r); next attempt in %.1f s", again, self._interval)
                 continue
+            self._down = False
             self.reconnects += 1
-            down = time.monotonic() - lost_at
+            down = time.monotonic() - self._lost_at
             self._notice(
                 StreamNotice(
                     "reconnected",
@@ -828,6 +847,15 @@ class EventStream:
                 )
             )
             return True
+
+    def _release(self) -> None:
+        self._consumer = None
+        self._channel = None
+        if self.connection is not None:
+            try:
+                self.connection.release()
+            except Exception:  # a dead connection may fail to close; it is dropped anyway
+                pass
 
     def _notice(self, notice: StreamNotice) -> None:
         if self.on_notice is not None:
@@ -842,6 +870,9 @@ class EventStream:
         if self._pending:
             out, self._pending = self._pending, []
             return out
+        if self._down:
+            if not self._reconnect(None, deadline):
+                return []
         if self.connection is None or self._consumer is None:
             raise RuntimeError("EventStream.poll() before open()")
         try:

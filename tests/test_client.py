@@ -1,0 +1,400 @@
+"""The client side of the protocol: sans-IO rules, then the kombu layer for real.
+
+The sans-IO parts are checked against messages captured from real Celery
+5.7 and 5.4 workers (``tests/data``); the kombu parts run against wkctl
+nodes on the embedded broker and against RabbitMQ through a TCP proxy the
+test cuts (reconnection).
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from wkctl.protocol.broker import BrokerSettings, embedded_settings
+from wkctl.protocol.client import (
+    Client,
+    ElectionWatch,
+    EventStream,
+    ReplyCollector,
+    StreamNotice,
+    decode_events,
+    gossiping_celery_workers,
+    hello_table,
+    normalize_revoked,
+    prepare_event,
+)
+from wkctl.protocol.clock import LamportClock
+from wkctl.protocol.wire import Names, Rejected
+
+DATA = Path(__file__).parent / "data"
+
+
+def records(name: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in (DATA / name).read_text().splitlines() if line.strip()]
+
+
+CAPTURES = ["celery-5.7+5.4-amqp.ndjson", "celery-5.7+5.4-redis.ndjson"]
+
+
+# -- revoked ids, both wire forms --------------------------------------------
+
+
+def test_normalize_revoked_list_and_mapping_forms() -> None:
+    assert normalize_revoked(["a", "b", "a"]) == ["a", "b"]
+    assert normalize_revoked({"x": [12.5, "x"], "y": [13.0, "y"]}) == ["x", "y"]
+    assert normalize_revoked({"z": 3.0}) == ["z"]
+    assert normalize_revoked(None) == []
+    assert normalize_revoked({}) == []
+    assert normalize_revoked("abc") == []
+    assert normalize_revoked(["ok", 5, None, {"a": 1}]) == ["ok"]
+
+
+@pytest.mark.parametrize("capture", CAPTURES)
+def test_hello_replies_of_celery_57_and_54_normalize_alike(capture: str) -> None:
+    replies: dict[str, Any] = {}
+    forms = set()
+    for rec in records(capture):
+        if rec["kind"] == "pidbox-reply:hello":
+            replies.update(rec["body"])
+            for value in rec["body"].values():
+                forms.add(type(value["revoked"]).__name__)
+    assert forms == {"list", "dict"}, "the capture should hold both wire forms"
+    table = hello_table(replies)
+    assert len(table) == 3
+    revoked_sets = {tuple(sorted(info["revoked"])) for info in table.values()}
+    assert len(revoked_sets) == 1, table  # same ids whatever the form
+    assert all(isinstance(info["clock"], int) for info in table.values())
+
+
+def test_hello_table_skips_null_and_malformed_values() -> None:
+    table = hello_table({"self@x": None, "bad@x": [1], "ok@x": {"clock": 5, "revoked": {}}})
+    assert table == {"ok@x": {"clock": 5, "revoked": []}}
+
+
+# -- reply collection ----------------------------------------------------------
+
+
+def test_collector_matches_ticket_adjusts_clock_and_stops_at_expect() -> None:
+    clock = LamportClock()
+    c = ReplyCollector("hello", "T1", expect=2, clock=clock, published_at=100.0)
+    assert not c.feed({"a@x": {"clock": 7}}, {"ticket": "OTHER", "clock": 50}, 100.001)
+    assert c.result.replies == {}
+    assert clock.value == 51  # every reply's clock counts, even another ticket's
+    assert c.feed({"a@x": {"clock": 7}}, {"ticket": "T1", "clock": 60}, 100.002)
+    assert not c.done
+    # a second reply from the same node is not a second node
+    assert c.feed({"a@x": {"clock": 8}}, {"ticket": "T1", "clock": 61}, 100.003)
+    assert not c.done and c.result.replies["a@x"] == {"clock": 7}
+    assert c.feed({"b@x": {"clock": 9}}, {"ticket": "T1", "clock": 62}, 100.004)
+    assert c.done
+    assert c.result.elapsed == pytest.approx(0.004)
+    assert clock.value == 63
+    assert c.result.meta()["replied"] == 2
+
+
+def test_collector_drops_expired_and_non_json_replies() -> None:
+    c = ReplyCollector("clock", "T", published_at=0.0)
+    assert not c.feed({"a@x": 1}, {"ticket": "T", "expires": 5.0}, 6.0)
+    assert not c.feed_message(
+        b"\x80\x04K\x01.", "application/x-python-serialize", "binary", {}, 1.0
+    )
+    assert not c.feed_message(b"{not json", "application/json", "utf-8", {"ticket": "T"}, 1.0)
+    assert not c.feed(["a list"], {"ticket": "T"}, 1.0)
+    assert c.result.replies == {}
+    reasons = [r for r, _ in c.result.rejected]
+    assert reasons == ["expired", "content type refused", "invalid JSON", "not a reply"]
+    assert c.feed_message(
+        b'{"a@x": {"clock": 3}}', "application/json", "utf-8", {"ticket": "T"}, 2.0
+    )
+    assert c.result.replies == {"a@x": {"clock": 3}}
+
+
+def test_collector_ignores_hostile_clock_headers() -> None:
+    clock = LamportClock(10, synced=True, max_jump=1000)
+    c = ReplyCollector("hello", "T", clock=clock)
+    c.feed({"a@x": {}}, {"ticket": "T", "clock": 2**70}, 0.0)
+    c.feed({"b@x": {}}, {"ticket": "T", "clock": "12"}, 0.0)
+    assert clock.value < 100
+
+
+# -- events --------------------------------------------------------------------
+
+
+def test_decode_events_expands_batches_and_refuses_other_content_types() -> None:
+    batch = json.dumps([{"type": "task-received"}, {"type": "task-started"}]).encode()
+    assert [e["type"] for e in decode_events(batch, "application/json")] == [
+        "task-received",
+        "task-started",
+    ]
+    with pytest.raises(Rejected):
+        decode_events(b"\x80\x04N.", "application/x-python-serialize", "binary")
+    with pytest.raises(Rejected):
+        decode_events(b"- a: 1", "application/x-yaml")
+
+
+def test_prepare_event_stamps_like_celerys_receiver() -> None:
+    clock = LamportClock(5)
+    sent = prepare_event({"type": "task-sent", "clock": 999}, clock, 42.0)
+    assert sent["clock"] == 4 and sent["local_received"] == 42.0
+    hb = prepare_event({"type": "worker-heartbeat", "clock": 100}, clock, 43.0)
+    assert hb["clock"] == 100 and clock.value == 101
+    bare = prepare_event({"type": "worker-heartbeat"}, clock, 44.0)
+    assert bare["clock"] == 102
+    assert prepare_event("junk", clock, 45.0) == "junk"
+
+
+# -- elections, observed ---------------------------------------------------
+
+
+def _elect(host: str, clock: int, pid: int, id_: str = "E") -> dict[str, Any]:
+    return {
+        "type": "worker-elect",
+        "id": id_,
+        "hostname": host,
+        "clock": clock,
+        "pid": pid,
+        "topic": "task",
+        "action": None,
+        "cver": 1,
+    }
+
+
+def _ack(host: str, id_: str = "E") -> dict[str, Any]:
+    return {"type": "worker-elect-ack", "id": id_, "hostname": host, "clock": 1}
+
+
+@pytest.mark.parametrize("capture", CAPTURES)
+def test_election_watch_on_a_captured_celery_election(capture: str) -> None:
+    events = [r["body"] for r in records(capture) if r["kind"].startswith("event:worker-elect")]
+    election_id = events[0]["id"]
+    watch = ElectionWatch(election_id, started_at=0.0)
+    done = [watch.feed(e, 0.01 * i) for i, e in enumerate(events, 1)]
+    assert done.count(True) == 1 and done[-1] is True  # complete with the 9th ack
+    out = watch.outcome()
+    assert out.complete and out.acks == 9 and len(out.candidates) == 3
+    expected = min(out.candidates, key=lambda r: (r.clock, f"{r.hostname}.{r.pid}"))
+    assert out.winner == expected
+    doc = out.as_dict()
+    assert set(doc) == {"id", "topic", "winner", "winner_id", "candidates", "acks", "elapsed_ms"}
+    assert doc["winner_id"] == f"{expected.hostname}.{expected.pid}"
+
+
+def test_election_watch_tie_on_clock_broken_by_hostname_pid() -> None:
+    w = ElectionWatch("E")
+    for ev in [_elect("b@h", 7, 1), _elect("a@h", 7, 99), _elect("c@h", 9, 1)]:
+        w.feed(ev, 0.0)
+    for host in ["a@h", "b@h", "c@h"] * 3:
+        w.feed(_ack(host), 0.0)
+    assert w.outcome().winner.hostname == "a@h"  # type: ignore[union-attr]
+    # clocks compare numerically, not as strings
+    w2 = ElectionWatch("E")
+    for ev in [_elect("a@h", 10, 1), _elect("b@h", 9, 1)]:
+        w2.feed(ev, 0.0)
+    for host in ["a@h", "b@h"] * 2:
+        w2.feed(_ack(host), 0.0)
+    assert w2.outcome().winner.hostname == "b@h"  # type: ignore[union-attr]
+
+
+def test_election_watch_incomplete_names_the_silent_and_waits_for_expected() -> None:
+    w = ElectionWatch("E", expected={"a@h", "b@h", "c@h"})
+    for ev in [_elect("a@h", 1, 1), _elect("b@h", 2, 1)]:
+        w.feed(ev, 0.0)
+    for host in ["a@h", "a@h", "b@h"]:
+        w.feed(_ack(host), 0.0)
+    out = w.outcome()
+    assert out.winner is None and out.not_acked == ["b@h"] and out.absent == ["c@h"]
+    w.feed(_ack("b@h"), 0.0)
+    assert w.acks_complete and not w.complete  # c@h, seen alive, has not stood yet
+    assert w.outcome().winner.hostname == "a@h"  # type: ignore[union-attr]
+    # other elections, junk and forged acks without a hostname change nothing
+    assert not w.feed(_elect("z@h", 0, 1, id_="OTHER"), 0.0)
+    assert not w.feed({"type": "worker-elect-ack", "id": "E"}, 0.0)
+    assert not w.feed("junk", 0.0)
+    assert w.outcome().winner.hostname == "a@h"  # type: ignore[union-attr]
+
+
+def test_gossiping_celery_workers_only_on_gossip_transports() -> None:
+    hbs = [
+        {"hostname": "w1@h", "sw_ident": "py-celery"},
+        {"hostname": "w1@h", "sw_ident": "py-celery"},
+        {"hostname": "n1@h", "sw_ident": "wkctl"},
+    ]
+    assert gossiping_celery_workers(hbs, "amqp") == ["w1@h"]
+    assert gossiping_celery_workers(hbs, "redis") == ["w1@h"]
+    assert gossiping_celery_workers(hbs, "filesystem") == []
+
+
+# -- against wkctl nodes on the embedded broker ----------------------------
+
+
+@pytest.fixture
+def embedded_nodes(tmp_path: Path):
+    from wkctl.protocol.binding import Binding
+
+    settings = embedded_settings(tmp_path / "broker")
+    binding = Binding(settings)
+    handles = [binding.add_node(f"n{i}@client-test", heartbeat=1.0) for i in range(3)]
+    binding.start()
+    for h in handles:
+        assert h.wait_synced(15), h.log_text()
+    yield settings, handles
+    binding.shutdown()
+
+
+def test_client_against_embedded_nodes(embedded_nodes) -> None:
+    settings, handles = embedded_nodes
+    names = sorted(h.name for h in handles)
+    with settings.connection() as conn, Client(conn, settings.names) as client:
+        result = client.hello(revoked=["rid-1"], timeout=5.0, expect=3)
+        assert sorted(result.replies) == names
+        assert result.waited < 5.0 and result.elapsed is not None
+        table = hello_table(result.replies)
+        assert all("rid-1" in info["revoked"] for info in table.values())
+        clocks = client.clock_values(timeout=5.0, expect=3)
+        assert sorted(clocks.replies) == names
+        assert client.clock.value > max(v["clock"] for v in clocks.replies.values())
+
+
+def test_event_stream_sees_requested_heartbeats(embedded_nodes) -> None:
+    settings, handles = embedded_nodes
+    stream = EventStream(settings).open()
+    try:
+        assert stream.connection is not None
+        with Client(stream.connection, settings.names) as client:
+            client.heartbeat()
+        seen: set[str] = set()
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and len(seen) < 3:
+            for ev in stream.poll(0.2):
+                if ev.get("type") == "worker-heartbeat":
+                    seen.add(ev["hostname"])
+        assert seen == {h.name for h in handles}
+    finally:
+        stream.close()
+
+
+# -- reconnection, through a proxy the test cuts ---------------------------
+
+
+class Proxy:
+    """A TCP proxy to the broker whose connections the test can cut."""
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        self.target = target
+        self.server = socket.socket()
+        self.server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.server.bind(("127.0.0.1", 0))
+        self.server.listen(16)
+        self.port = self.server.getsockname()[1]
+        self.socks: list[socket.socket] = []
+        self.accepting = threading.Event()
+        self.accepting.set()
+        self.closed = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self.closed:
+            try:
+                client, _ = self.server.accept()
+            except OSError:
+                return
+            if not self.accepting.is_set():
+                client.close()
+                continue
+            try:
+                upstream = socket.create_connection(self.target)
+            except OSError:
+                client.close()
+                continue
+            self.socks += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(a: socket.socket, b: socket.socket) -> None:
+        try:
+            while data := a.recv(65536):
+                b.sendall(data)
+        except OSError:
+            pass
+        for s in (a, b):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def cut(self) -> None:
+        for s in self.socks:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+                s.close()
+            except OSError:
+                pass
+        self.socks.clear()
+
+    def close(self) -> None:
+        self.closed = True
+        self.cut()
+        self.server.close()
+
+
+def publish_heartbeat(settings: BrokerSettings, hostname: str) -> None:
+    """One valid heartbeat on the event exchange, as any broker user could send."""
+    from kombu import Producer
+
+    from wkctl.protocol.broker import event_exchange
+    from wkctl.protocol.wire import event
+
+    exchange = event_exchange(settings.names, settings.transport)
+    with settings.connection() as conn:
+        Producer(conn.channel()).publish(
+            event("worker-heartbeat", hostname=hostname, clock=1, freq=2.0),
+            exchange=exchange,
+            declare=[exchange],  # kombu's redis transport routes by the declared type
+            routing_key="worker.heartbeat",
+            serializer="json",
+        )
+
+
+@pytest.mark.broker
+def test_event_stream_reconnects_after_the_connection_is_cut(broker_url: str) -> None:
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(broker_url)
+    proxy = Proxy((parts.hostname or "127.0.0.1", parts.port or 5672))
+    netloc = parts.netloc.rsplit("@", 1)
+    host = f"127.0.0.1:{proxy.port}"
+    url = urlunsplit(parts._replace(netloc=f"{netloc[0]}@{host}" if len(netloc) == 2 else host))
+    notices: list[StreamNotice] = []
+    settings = BrokerSettings(url=url, names=Names(), connect_timeout=2.0)
+    stream = EventStream(settings, on_notice=notices.append, backoff_start=0.1).open()
+    direct = BrokerSettings(url=broker_url)
+    try:
+        proxy.accepting.clear()
+        proxy.cut()
+        down_at = time.monotonic()
+        stream.poll(0.3, deadline=time.monotonic() + 0.6)  # finds the cut, cannot reconnect yet
+        assert notices and notices[0].kind == "lost"
+        proxy.accepting.set()
+        got: list[Any] = []
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and not got:
+            if any(n.kind == "reconnected" for n in notices):
+                publish_heartbeat(direct, "probe@test")
+            got = [e for e in stream.poll(0.3, deadline) if e.get("hostname") == "probe@test"]
+        assert got, f"no event after reconnecting: {notices}"
+        kinds = [n.kind for n in notices]
+        assert kinds[0] == "lost" and "reconnected" in kinds
+        assert stream.reconnects >= 1
+        assert time.monotonic() - down_at < 15
+        assert "guest:guest" not in " ".join(n.message for n in notices)
+    finally:
+        stream.close()
+        proxy.close()
