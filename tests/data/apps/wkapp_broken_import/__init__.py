@@ -1,0 +1,3 @@
+"""Imports a dependency that is not installed."""
+
+import wkapp_no_such_dependency  # noqa: F401

@@ -1,0 +1,2 @@
+"""The app the test suite's Celery workers run (``tests/support/celeryapp.py``,
+which must be importable), exposed as a project's ``proj.celery`` submodule."""

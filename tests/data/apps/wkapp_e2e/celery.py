@@ -1,0 +1,3 @@
+from celeryapp import app
+
+__all__ = ("app",)

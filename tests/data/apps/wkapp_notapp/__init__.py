@@ -1,0 +1,3 @@
+"""``app`` exists but is not a Celery app."""
+
+app = 42
