@@ -67,6 +67,7 @@ class DemoNodes:
         self.app = app
         self.logdir = logdir or Path(tempfile.mkdtemp(prefix="wkctl-demo-"))
         self.processes: list[subprocess.Popen[bytes]] = []
+        self._reported: set[str] = set()
 
     def start(self) -> None:
         env = dict(os.environ, PYTHONUNBUFFERED="1")
@@ -109,6 +110,18 @@ class DemoNodes:
                     f"demo node {name} exited with status {proc.returncode}: "
                     + (self.log_tail(name, 1) or "no output"),
                     ExitCode.FAILURE,
+                )
+
+    def warn_dead(self) -> None:
+        """Say on stderr which demo nodes exited meanwhile (and their last line)."""
+        for name, proc in zip(self.names, self.processes, strict=False):
+            if proc.poll() is not None and name not in self._reported:
+                self._reported.add(name)
+                click.echo(
+                    f"wkctl: warning: demo node {name} exited with status {proc.returncode}: "
+                    + (self.log_tail(name, 1) or "no output")
+                    + f" (log: {self.logdir / (name + '.log')})",
+                    err=True,
                 )
 
     def stop(self, timeout: float = 5.0) -> None:
@@ -155,25 +168,26 @@ def heading(number: int, title: str, command: str) -> None:
     click.echo(style(f"   $ {command}", dim=True))
 
 
-def wait_ready(app: AppContext, nodes: DemoNodes, timeout: float) -> float:
-    """Until every demo node answers ``ping``; returns the seconds it took."""
-    from .hello import open_client
-
+def wait_online(app: AppContext, nodes: DemoNodes, stream: Any, timeout: float) -> float:
+    """Until every demo node announced itself (``worker-online`` or a heartbeat,
+    sent once its Mingle round is over); returns the seconds it took."""
     start = time.monotonic()
-    wanted = set(nodes.names)
-    with open_client(app) as client:
-        while True:
-            nodes.check_running()
-            result = client.ping(timeout=0.5, expect=None)
-            if wanted <= result.replies.keys():
-                return time.monotonic() - start
-            if time.monotonic() - start > timeout:
-                missing = ", ".join(sorted(wanted - result.replies.keys()))
-                raise CliError(
-                    f"demo nodes not answering after {timeout:g} s: {missing} "
-                    f"(logs in {nodes.logdir})",
-                    ExitCode.FAILURE,
-                )
+    waiting = set(nodes.names)
+    while waiting:
+        nodes.check_running()
+        if time.monotonic() - start > timeout:
+            raise CliError(
+                f"demo nodes not online after {timeout:g} s: {', '.join(sorted(waiting))} "
+                f"(logs in {nodes.logdir})",
+                ExitCode.FAILURE,
+            )
+        for event in stream.poll(0.2, start + timeout):
+            if isinstance(event, dict) and event.get("type") in (
+                "worker-online",
+                "worker-heartbeat",
+            ):
+                waiting.discard(event.get("hostname"))
+    return time.monotonic() - start
 
 
 def tail_for(app: AppContext, seconds: float) -> int:
@@ -228,6 +242,7 @@ def demo_cmd(app: AppContext, ctx: click.Context, tail_seconds: float, dump_seco
     from .dump import dump_cmd
     from .elect import elect_cmd
     from .hello import hello_cmd
+    from .tail import open_stream
 
     settings = app.settings
     app.connect(settings).release()  # fail fast, with the one-line broker message
@@ -236,26 +251,53 @@ def demo_cmd(app: AppContext, ctx: click.Context, tail_seconds: float, dump_seco
         + f": three reference nodes on {settings.masked_url} ({settings.source})"
     )
     nodes = DemoNodes(app)
+    failed: list[str] = []
+
+    def step(number: int, title: str, command: str, run: Any) -> None:
+        heading(number, title, command)
+        try:
+            run()
+        except CliError as exc:
+            click.echo(f"wkctl: error: {exc.message}", err=True)
+            failed.append(command)
+        nodes.warn_dead()
+
     with _sigterm_as_interrupt():
         try:
-            nodes.start()
-            took = wait_ready(app, nodes, timeout=30.0)
-            click.echo(f"started {', '.join(nodes.names)} (ready after {took:.1f} s)")
-
-            heading(1, "hello: every node's clock and revoked ids", "wkctl hello --expect 3")
-            ctx.invoke(hello_cmd, expect=3, timeout=2.0, revoked=("demo-revoked-id",))
-
-            heading(
-                2, "an election: who wins, by (clock, hostname.pid)", "wkctl elect --topic task"
+            stream = open_stream(app, routing_key="worker.#")
+            try:
+                nodes.start()
+                took = wait_online(app, nodes, stream, timeout=30.0)
+            finally:
+                stream.close()
+            click.echo(f"started {', '.join(nodes.names)} (online after {took:.1f} s)")
+            step(
+                1,
+                "hello: every node's clock and revoked ids",
+                "wkctl hello --expect 3 --revoked demo-revoked-id",
+                lambda: ctx.invoke(hello_cmd, expect=3, timeout=2.0, revoked=("demo-revoked-id",)),
             )
-            ctx.invoke(elect_cmd, topic="task", timeout=5.0)
-
-            heading(3, f"{tail_seconds:g} s of events", f"wkctl tail --duration {tail_seconds:g}")
-            tail_for(app, tail_seconds)
-
-            heading(4, "the cluster state", f"wkctl dump --duration {dump_seconds:g}")
-            ctx.invoke(dump_cmd, duration=dump_seconds)
+            step(
+                2,
+                "an election: the lowest (clock, hostname.pid) wins",
+                "wkctl elect --topic task",
+                lambda: ctx.invoke(elect_cmd, topic="task", timeout=5.0),
+            )
+            step(
+                3,
+                f"{tail_seconds:g} s of events",
+                f"wkctl tail --duration {tail_seconds:g}",
+                lambda: tail_for(app, tail_seconds),
+            )
+            step(
+                4,
+                "the cluster state",
+                f"wkctl dump --duration {dump_seconds:g}",
+                lambda: ctx.invoke(dump_cmd, duration=dump_seconds),
+            )
         finally:
             nodes.stop()
     click.echo("")
     click.echo(style("demo nodes stopped.", dim=True))
+    if failed:
+        raise CliError(f"demo step(s) failed: {'; '.join(failed)}", ExitCode.FAILURE)

@@ -74,6 +74,14 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 
+#: Reason recorded when the transport itself cannot decode its envelope.
+#: kombu's filesystem transport (the embedded broker) reads a message file
+#: without taking the writer's lock, so it can read a file still being
+#: written and raise ``JSONDecodeError``; that message is lost, the stream
+#: must go on.
+TRANSPORT_DECODE_ERROR = "unreadable transport envelope"
+
+
 def default_node_name() -> str:
     """A name no worker has: Celery workers answer ``null`` to a ``hello``
     from their own name, so the asker must never borrow one."""
@@ -583,6 +591,8 @@ class Client:
                         self.connection.drain_events(timeout=remaining)
                     except TimeoutError:
                         break
+                    except ValueError as exc:  # see TRANSPORT_DECODE_ERROR
+                        collector.result.rejected.append((TRANSPORT_DECODE_ERROR, str(exc)))
                 collector.result.waited = time.perf_counter() - start
         finally:
             try:
@@ -879,6 +889,8 @@ class EventStream:
             self.connection.drain_events(timeout=max(timeout, 0.0))
         except TimeoutError:
             pass
+        except ValueError as exc:  # see TRANSPORT_DECODE_ERROR
+            self.rejected.append((TRANSPORT_DECODE_ERROR, str(exc)))
         except self._errors() as exc:
             self._reconnect(exc, deadline)
         out, self._pending = self._pending, []
