@@ -1,0 +1,1 @@
+"""Benchmarks of wkctl against Celery on the same work: ``python -m bench``."""
