@@ -20,7 +20,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, BinaryIO
 
 import click
 import yaml
@@ -99,22 +99,26 @@ def _json_error(exc: Exception) -> str:
     return f"malformed JSON: {exc}"
 
 
-def _iter_ndjson(stream: TextIO, name: str, capture: bool) -> Iterator[Message]:
+def _iter_ndjson(stream: BinaryIO, name: str, capture: bool) -> Iterator[Message]:
+    # Lines are read as bytes and decoded one by one, so that a line that is
+    # not UTF-8 is reported with its own number and the next lines still count.
     lineno = 0
     while True:
         try:
-            line = stream.readline()
-        except (OSError, UnicodeDecodeError) as exc:
+            raw = stream.readline()
+        except OSError as exc:
             yield Message(f"{name}:{lineno + 1}", name, lineno + 1, read_error=_read_error(exc))
             return
-        if not line:
+        if not raw:
             return
         lineno += 1
-        if not line.strip():
+        if not raw.strip():
             continue
         message = Message(f"{name}:{lineno}", name, line=lineno)
         try:
-            message.body = _loads(line)
+            message.body = _loads(raw.decode("utf-8"))
+        except UnicodeDecodeError as exc:
+            message.read_error = _read_error(exc)
         except (ValueError, RecursionError) as exc:
             message.read_error = _json_error(exc)
         yield _unwrap(message, force=capture)
@@ -166,13 +170,12 @@ def iter_messages(path: str, capture: bool = False) -> Iterator[Message]:
     Problems reading or parsing become messages with ``read_error`` set.
     """
     if path == "-":
-        stdin = click.get_text_stream("stdin", encoding="utf-8", errors="strict")
-        yield from _iter_ndjson(stdin, "<stdin>", capture)
+        yield from _iter_ndjson(click.get_binary_stream("stdin"), "<stdin>", capture)
         return
     suffix = Path(path).suffix.lower()
     try:
         if suffix in (".ndjson", ".jsonl"):
-            with open(path, encoding="utf-8") as stream:
+            with open(path, "rb") as stream:
                 yield from _iter_ndjson(stream, path, capture)
             return
         with open(path, encoding="utf-8") as stream:
@@ -189,7 +192,7 @@ def iter_messages(path: str, capture: bool = False) -> Iterator[Message]:
         if suffix == ".json" or "\n" not in text.strip():
             yield Message(path, path, read_error=_json_error(exc))
             return
-        yield from _iter_ndjson(io.StringIO(text), path, capture)
+        yield from _iter_ndjson(io.BytesIO(text.encode("utf-8")), path, capture)
         return
     message = Message(path, path, body=body)
     yield _unwrap(message, force=capture)
