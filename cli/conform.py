@@ -1,0 +1,131 @@
+"""``wkctl conform``: probe a live node and report, statement by statement.
+
+What h2spec is for HTTP/2: a Celery-compatible worker written in any
+language runs its node against a broker, and this command says which of
+the spec's statements it honours.  Exit 0 iff every MUST check passed
+(every selected check with ``--strict``); known deviations of real Celery
+workers, documented in the spec as Celery defects, do not fail the run but
+are reported as such.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from .context import AppContext, broker_error, pass_app
+from .errors import CliError, ExitCode
+from .render import emit_json
+
+__all__ = ["conform_cmd"]
+
+
+@click.command("conform")
+@click.option("--node", "node", metavar="NAME", help="Name of the node to probe (e.g. w1@host).")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0.0, min_open=True),
+    default=None,
+    metavar="SECONDS",
+    help="How long to wait for each reply or event (default: the config file's timeout, 1.0 s).",
+)
+@click.option(
+    "--only",
+    "only",
+    multiple=True,
+    metavar="ID",
+    help="Run only these checks: a check id, a statement id (PIDBOX-3) or a section (clock). Repeatable.",
+)
+@click.option("--strict", is_flag=True, help="Also run the SHOULD-level checks, and fail on them.")
+@click.option("--json", "json_flag", is_flag=True, help="Print the report as JSON.")
+@click.option(
+    "--junit",
+    "junit_path",
+    metavar="PATH",
+    type=click.Path(dir_okay=False, writable=True),
+    help="Also write the report as JUnit XML (one suite per section, one case per check).",
+)
+@click.option("--list", "list_flag", is_flag=True, help="List the checks and exit; probe nothing.")
+@pass_app
+@click.pass_context
+def conform_cmd(
+    ctx: click.Context,
+    app: AppContext,
+    node: str | None,
+    timeout: float | None,
+    only: tuple[str, ...],
+    strict: bool,
+    json_flag: bool,
+    junit_path: str | None,
+    list_flag: bool,
+) -> None:
+    """Check a live node against the spec's numbered statements.
+
+    Sends real requests and events on the broker in use and reports each
+    check with its statement id: pass, fail (expected vs actual) or skip.
+    Exit 0 iff every MUST check passed.
+    """
+    from wkctl.conform import CHECKS, select
+    from wkctl.conform.report import human_lines, json_report, junit_xml, list_lines, result_lines
+    from wkctl.conform.runner import run
+
+    try:
+        chosen = select(only, strict=strict or list_flag and not only)
+    except KeyError as exc:
+        raise CliError(
+            f"--only {exc.args[0]}: no check, statement or section of that name "
+            "(see wkctl conform --list)",
+            ExitCode.USAGE,
+        ) from None
+    if list_flag:
+        checks = chosen if only else list(CHECKS.values())
+        if json_flag:
+            emit_json(
+                [
+                    {
+                        "id": c.id,
+                        "statement": c.statement,
+                        "level": c.level,
+                        "section": c.section,
+                        "title": c.title,
+                        "requirement": c.requirement,
+                    }
+                    for c in checks
+                ]
+            )
+        else:
+            for line in list_lines(checks):
+                click.echo(line)
+        return
+    if not node:
+        raise CliError("--node NAME is required (the node to probe)", ExitCode.USAGE)
+    settings = app.settings
+    wait = app.default_timeout(timeout)
+
+    def progress(result: object) -> None:
+        if not json_flag:
+            for line in result_lines(result):  # type: ignore[arg-type]
+                app.log(line.strip(), level=2)
+
+    try:
+        outcome = run(settings, node, chosen, timeout=wait, strict=strict, on_result=progress)
+    except (ConnectionError, OSError) as exc:
+        raise broker_error(settings, exc) from None
+    except Exception as exc:
+        # kombu's connection errors have many types; they all mean "broker".
+        if type(exc).__module__.split(".")[0] in ("kombu", "amqp", "redis"):
+            raise broker_error(settings, exc) from None
+        raise
+    if junit_path:
+        try:
+            Path(junit_path).write_text(junit_xml(outcome), encoding="utf-8")
+        except OSError as exc:
+            raise CliError(f"--junit {junit_path}: {exc.strerror or exc}", ExitCode.USAGE) from None
+    if json_flag:
+        click.echo(json.dumps(json_report(outcome), indent=2, ensure_ascii=False, default=str))
+    else:
+        for line in human_lines(outcome):
+            click.echo(line)
+    ctx.exit(ExitCode.OK if outcome.passed else ExitCode.FAILURE)

@@ -1,0 +1,133 @@
+"""Report writers: human text grouped by spec section, JSON, JUnit XML.
+
+The human report is for a person reading a CI log: one line per check with
+its statement id, and under each failure the requirement quoted, what was
+expected and what was observed.  JSON is for programs; JUnit XML is what
+CI systems render (one test suite per section, one test case per check,
+failures with the expected-vs-actual text, skips with their reason).
+"""
+
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ET
+from collections.abc import Iterable
+from typing import Any
+
+from .registry import Check
+from .runner import DEVIATION, FAIL, PASS, SKIP, Result, Run
+
+__all__ = ["human_lines", "json_report", "junit_xml", "list_lines", "result_lines"]
+
+_MARK = {PASS: "PASS", FAIL: "FAIL", SKIP: "SKIP", DEVIATION: "KNOWN"}
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    try:
+        return json.dumps(value, ensure_ascii=False, default=str)
+    except (TypeError, ValueError):
+        return repr(value)
+
+
+def result_lines(result: Result) -> list[str]:
+    """The lines of one check in the human report."""
+    head = f"  {_MARK[result.status]:5} [{result.statement}] {result.id}: {result.title}"
+    if result.level != "MUST":
+        head += f" ({result.level})"
+    lines = [head]
+    if result.status == PASS:
+        if result.detail:
+            lines[0] += f" - {result.detail}"
+        return lines
+    if result.status == SKIP:
+        lines.append(f"        skipped: {result.detail}")
+        return lines
+    lines.append(f"        requirement: {result.requirement}")
+    lines.append(
+        f"        {'deviation' if result.status == DEVIATION else 'failure'}: {result.detail}"
+    )
+    if result.expected is not None or result.actual is not None:
+        lines.append(f"        expected: {_show(result.expected)}")
+        lines.append(f"        actual:   {_show(result.actual)}")
+    return lines
+
+
+def human_lines(run: Run) -> list[str]:
+    lines = [f"conformance of {run.node} on {run.broker}" + (" (strict)" if run.strict else "")]
+    if run.identity:
+        who = ", ".join(f"{k} {v}" for k, v in run.identity.items())
+        lines.append(f"node reports: {who}")
+    section = None
+    for result in run.results:
+        if result.section != section:
+            section = result.section
+            lines.append("")
+            lines.append(f"{section}:")
+        lines.extend(result_lines(result))
+    lines.append("")
+    lines.append(run.summary())
+    return lines
+
+
+def json_report(run: Run) -> dict[str, Any]:
+    return run.as_dict()
+
+
+def junit_xml(run: Run) -> str:
+    root = ET.Element(
+        "testsuites",
+        name=f"wkctl conform {run.node}",
+        tests=str(len(run.results)),
+        failures=str(run.count(FAIL)),
+        skipped=str(run.count(SKIP)),
+        time=f"{run.duration:.3f}",
+    )
+    sections: dict[str, list[Result]] = {}
+    for result in run.results:
+        sections.setdefault(result.section, []).append(result)
+    for name, results in sections.items():
+        suite = ET.SubElement(
+            root,
+            "testsuite",
+            name=name,
+            tests=str(len(results)),
+            failures=str(sum(r.status == FAIL for r in results)),
+            skipped=str(sum(r.status == SKIP for r in results)),
+            errors="0",
+            time=f"{sum(r.duration for r in results):.3f}",
+        )
+        for result in results:
+            case = ET.SubElement(
+                suite,
+                "testcase",
+                classname=f"conform.{name}",
+                name=f"[{result.statement}] {result.id}: {result.title}",
+                time=f"{result.duration:.3f}",
+            )
+            text = "\n".join(result_lines(result)[1:])
+            if result.status == FAIL:
+                failure = ET.SubElement(case, "failure", message=result.detail, type=result.level)
+                failure.text = text
+            elif result.status == SKIP:
+                ET.SubElement(case, "skipped", message=result.detail)
+            elif result.status == DEVIATION:
+                out = ET.SubElement(case, "system-out")
+                out.text = f"known deviation {result.deviation}\n{text}"
+    ET.indent(root)
+    return '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
+
+
+def list_lines(checks: Iterable[Check]) -> list[str]:
+    """``--list``: every check with its statement, level and requirement."""
+    lines = []
+    section = None
+    for chk in checks:
+        if chk.section != section:
+            section = chk.section
+            if lines:
+                lines.append("")
+            lines.append(f"{section}:")
+        lines.append(f"  {chk.id:28} {'[' + chk.statement + ']':12} {chk.level:6} {chk.title}")
+    return lines

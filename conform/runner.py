@@ -1,0 +1,324 @@
+"""Runs the selected checks against one node and collects their results.
+
+The run is bounded whatever the node does: every wait has a deadline
+derived from ``timeout``; a node that does not answer the opening ``ping``
+fails every check at once (with that reason) instead of making each one
+wait; a node that stops answering mid-run is noticed by the first check
+that times out, and the pidbox checks after it fail immediately.  Nothing
+a node sends can raise out of :func:`run`: an unexpected exception inside
+a check is that check's failure.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from wkctl.protocol.broker import BrokerSettings
+
+from .probe import CallResult, EventRecorder, Probe, RecordedEvent
+from .registry import Check, Failed, Skipped
+
+__all__ = ["Context", "Result", "Run", "run"]
+
+PASS, FAIL, SKIP, DEVIATION = "pass", "fail", "skip", "deviation"
+
+#: ``sw_ident`` of Celery workers in their heartbeats
+CELERY_SW_IDENT = "py-celery"
+
+
+@dataclass
+class Result:
+    id: str
+    statement: str
+    level: str
+    section: str
+    title: str
+    requirement: str
+    status: str
+    detail: str = ""
+    expected: Any = None
+    actual: Any = None
+    duration: float = 0.0
+    #: the defect statement a known deviation is documented by
+    deviation: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status in (PASS, SKIP, DEVIATION)
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "id": self.id,
+            "statement": self.statement,
+            "level": self.level,
+            "section": self.section,
+            "title": self.title,
+            "requirement": self.requirement,
+            "result": self.status,
+            "detail": self.detail,
+            "duration": round(self.duration, 4),
+        }
+        if self.status in (FAIL, DEVIATION):
+            out["expected"] = self.expected
+            out["actual"] = self.actual
+        if self.deviation:
+            out["known_deviation"] = self.deviation
+        return out
+
+
+@dataclass
+class Run:
+    node: str
+    broker: str
+    strict: bool
+    results: list[Result] = field(default_factory=list)
+    duration: float = 0.0
+    #: what the node told about itself (sw_ident, sw_ver, freq) if it did
+    identity: dict[str, Any] = field(default_factory=dict)
+
+    def count(self, status: str) -> int:
+        return sum(1 for r in self.results if r.status == status)
+
+    @property
+    def passed(self) -> bool:
+        """Every MUST check (every check with ``strict``) passed or is a known deviation."""
+        for result in self.results:
+            if result.status != FAIL:
+                continue
+            if result.level == "MUST" or self.strict:
+                return False
+        return True
+
+    def summary(self) -> str:
+        line = f"{self.count(PASS)} passed, {self.count(FAIL)} failed, {self.count(SKIP)} skipped"
+        deviations = self.count(DEVIATION)
+        if deviations:
+            line += f", {deviations} known deviation{'s' if deviations != 1 else ''}"
+        return line
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "node": self.node,
+            "broker": self.broker,
+            "strict": self.strict,
+            "passed": self.passed,
+            "summary": {
+                "passed": self.count(PASS),
+                "failed": self.count(FAIL),
+                "skipped": self.count(SKIP),
+                "known_deviations": self.count(DEVIATION),
+            },
+            "identity": self.identity,
+            "duration": round(self.duration, 3),
+            "checks": [r.as_dict() for r in self.results],
+        }
+
+
+class NodeSilent(Exception):
+    """The node stopped answering: later pidbox checks fail at once."""
+
+
+class Context:
+    """What a check works with: the probe, the event record and shared facts."""
+
+    def __init__(self, probe: Probe, recorder: EventRecorder, timeout: float) -> None:
+        self.probe = probe
+        self.recorder = recorder
+        self.node = probe.node
+        self.timeout = timeout
+        self.facts: dict[str, Any] = {}
+        self.silent: str | None = None
+        self.started = time.monotonic()
+
+    # -- pidbox helpers ----------------------------------------------------
+
+    def call(
+        self, method: str, arguments: dict[str, Any] | None = None, **kwargs: Any
+    ) -> CallResult:
+        if self.silent:
+            raise Failed(self.silent)
+        return self.probe.call(method, arguments, **kwargs)
+
+    def answer(
+        self, method: str, arguments: dict[str, Any] | None = None, **kwargs: Any
+    ) -> tuple[CallResult, Any]:
+        """Call and return the node's reply value; fails when it does not reply."""
+        result = self.call(method, arguments, **kwargs)
+        reply = result.reply_from(self.node)
+        if reply is None:
+            self._no_reply(method, result)
+        return result, reply.body[self.node]  # type: ignore[union-attr]
+
+    def _no_reply(self, method: str, result: CallResult) -> None:
+        if result.replies:
+            got = result.replies[0]
+            actual = got.body if got.refused is None else f"refused: {got.refused}"
+            raise Failed(
+                f"the reply to {method} does not name the node",
+                expected=f"a JSON object with the key {self.node!r}",
+                actual=actual,
+            )
+        reason = f"no reply to {method} within {self.probe.timeout:g} s"
+        # Is the node gone, or just silent on this method?  One ping says.
+        ping = self.probe.call("ping", {})
+        if ping.reply_from(self.node) is None:
+            self.silent = f"the node stopped answering (no reply to {method}, nor to ping, within {self.probe.timeout:g} s)"
+            raise Failed(self.silent, expected=f"a reply to {method}", actual="nothing")
+        raise Failed(reason, expected=f"a reply to {method}", actual="nothing")
+
+    # -- events ------------------------------------------------------------
+
+    def node_events(
+        self, type_: str | None = None, events: Iterable[RecordedEvent] | None = None
+    ) -> list[RecordedEvent]:
+        source = self.recorder.snapshot() if events is None else events
+        return [e for e in source if e.hostname == self.node and (type_ is None or e.type == type_)]
+
+    def wait_events(
+        self, predicate: Callable[[list[RecordedEvent]], Any], timeout: float
+    ) -> tuple[Any, list[RecordedEvent]]:
+        return self.recorder.wait_for(predicate, timeout)
+
+    @property
+    def is_celery(self) -> bool | None:
+        """True/False once a heartbeat said who the node is; None before."""
+        ident = self.facts.get("sw_ident")
+        if ident is None:
+            for ev in self.node_events():
+                if isinstance(ev.body, dict) and isinstance(ev.body.get("sw_ident"), str):
+                    ident = self.facts["sw_ident"] = ev.body["sw_ident"]
+                    break
+        if ident is None:
+            return None
+        return ident == CELERY_SW_IDENT
+
+
+def _result(check: Check, status: str, **kwargs: Any) -> Result:
+    return Result(
+        id=check.id,
+        statement=check.statement,
+        level=check.level,
+        section=check.section,
+        title=check.title,
+        requirement=check.requirement,
+        status=status,
+        **kwargs,
+    )
+
+
+def run(
+    settings: BrokerSettings,
+    node: str,
+    checks: list[Check],
+    *,
+    timeout: float = 1.0,
+    strict: bool = False,
+    on_result: Callable[[Result], None] | None = None,
+) -> Run:
+    """Probe ``node`` with ``checks``; never raises for anything the node does.
+
+    Broker problems (unreachable, refused) do raise: they are the user's
+    configuration, not the node's conformance.
+    """
+    started = time.monotonic()
+    outcome = Run(node=node, broker=settings.masked_url, strict=strict)
+    recorder = EventRecorder(settings)
+    recorder.start(timeout)
+    probe = Probe(settings, node, timeout=timeout)
+    try:
+        ctx = Context(probe, recorder, timeout)
+        opening = _opening(ctx)
+        for chk in checks:
+            t0 = time.monotonic()
+            if opening:
+                result = _result(
+                    chk, FAIL, detail=opening, expected="a node answering ping", actual="no reply"
+                )
+            else:
+                result = _run_one(ctx, chk)
+            result.duration = time.monotonic() - t0
+            outcome.results.append(result)
+            if on_result is not None:
+                on_result(result)
+        outcome.identity = {
+            k: ctx.facts[k] for k in ("sw_ident", "sw_ver", "freq") if k in ctx.facts
+        }
+        _farewell(ctx)
+    finally:
+        probe.close()
+        recorder.stop()
+    outcome.duration = time.monotonic() - started
+    return outcome
+
+
+def _run_one(ctx: Context, chk: Check) -> Result:
+    try:
+        detail = chk.func(ctx) or ""
+    except Failed as exc:
+        if chk.deviation and ctx.is_celery:
+            return _result(
+                chk,
+                DEVIATION,
+                detail=f"{exc.reason} (known Celery defect {chk.deviation})",
+                expected=exc.expected,
+                actual=exc.actual,
+                deviation=chk.deviation,
+            )
+        return _result(chk, FAIL, detail=exc.reason, expected=exc.expected, actual=exc.actual)
+    except Skipped as exc:
+        return _result(chk, SKIP, detail=str(exc))
+    except Exception as exc:  # a bug or a broker failure: this check's failure, not a crash
+        return _result(chk, FAIL, detail=f"probe error: {type(exc).__name__}: {exc}")
+    return _result(chk, PASS, detail=detail)
+
+
+def _opening(ctx: Context) -> str:
+    """Ping the node, ask it for a heartbeat; the reason to fail everything, or ''."""
+    probe = ctx.probe
+    try:
+        result = probe.call("ping", {})
+    except Exception as exc:
+        return f"cannot send requests: {type(exc).__name__}: {exc}"
+    ctx.facts["opening_ping"] = result
+    if result.reply_from(ctx.node) is None:
+        if result.replies:
+            return (
+                f"the node's reply to ping is unusable ({_describe(result.replies[0])}); "
+                "every check needs a node that answers"
+            )
+        return (
+            f"node {ctx.node!r} did not answer ping within {probe.timeout:g} s "
+            "(is it running, on this broker, with exactly this name?)"
+        )
+    # Heartbeats start arriving while the pidbox checks run.
+    ctx.facts["heartbeat_asked"] = time.monotonic()
+    probe.cast("heartbeat", {})
+    return ""
+
+
+def _farewell(ctx: Context) -> None:
+    """Take the synthetic peer out of the node's view of the cluster."""
+    if ctx.facts.get("peer_announced"):
+        try:
+            ctx.probe.peer_event(
+                "worker-offline",
+                freq=2.0,
+                sw_ident="wkctl-conform",
+                sw_ver="1",
+                sw_sys="Linux",
+                active=0,
+                processed=0,
+                loadavg=[0.0, 0.0, 0.0],
+            )
+        except Exception:
+            pass
+
+
+def _describe(reply: Any) -> str:
+    if reply.refused:
+        return f"refused: {reply.refused}"
+    text = repr(reply.body)
+    return text if len(text) <= 200 else text[:197] + "..."
