@@ -61,9 +61,10 @@ def test_unreachable_broker_is_one_line_exit_4(tmp_path: Path) -> None:
         "-b", "amqp://guest:topsecret@127.0.0.1:1//", "hello", "--timeout", "0.5", cwd=tmp_path
     )
     assert result.returncode == 4
-    assert result.stderr.startswith(
-        "wkctl: error: cannot connect to broker amqp://guest:**@127.0.0.1:1//: "
-    ), result.stderr
+    assert result.stderr == (
+        "wkctl: error: cannot connect to broker amqp://guest:**@127.0.0.1:1//: [Errno 111] Connection refused "
+        "(is it running? choose another with --broker, WKCTL_BROKER_URL or broker_url in wkctl.yaml)\n"
+    )
     assert result.stderr.count("\n") == 1
     assert "Traceback" not in result.stderr and "topsecret" not in result.stderr + result.stdout
 
