@@ -1,0 +1,192 @@
+"""``wkctl elect`` against real Celery workers (5.7 + 5.4), alone and with wkctl nodes."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from test_cli_hello import Cluster, run_cli, run_wkctl, shared_cluster
+
+pytestmark = [pytest.mark.broker, pytest.mark.celery]
+
+
+@pytest.fixture(scope="module", params=["amqp", "redis"])
+def cluster(request: pytest.FixtureRequest, broker_pool: Any, worker_pool: Any) -> Cluster:
+    return shared_cluster(request.param, broker_pool, worker_pool)
+
+
+def wait_records(folder: Path, key: str, timeout: float = 10.0, settle: float = 1.0) -> list[str]:
+    """Hostnames that ran ``tasks.record(key)``; waits for one, then a little more."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and not list(folder.glob(f"{key}.*")):
+        time.sleep(0.05)
+    time.sleep(settle)  # a second run would show up now
+    return sorted(p.name[len(key) + 1 :] for p in folder.glob(f"{key}.*"))
+
+
+def test_elect_reports_the_worker_that_won_and_ran_the_action(
+    cluster: Cluster, worker_pool: Any, capsys
+) -> None:
+    key = f"elect-{uuid.uuid4().hex[:8]}"
+    action = {"task": "tasks.record", "args": [key], "options": {"queue": cluster.queue}}
+    code, out, err = run_cli(
+        [*cluster.args, "elect", "--topic", "task", "--action", json.dumps(action), "--json"],
+        capsys,
+    )
+    assert code == 0, err
+    doc = json.loads(out)
+    assert set(doc) == {"id", "topic", "winner", "winner_id", "candidates", "acks", "elapsed_ms"}
+    assert doc["topic"] == "task"
+    assert sorted(c["hostname"] for c in doc["candidates"]) == cluster.hostnames
+    assert doc["acks"] >= 9  # every participant acks every request: 3 x 3
+    assert 0 < doc["elapsed_ms"] < 5000
+    winner = next(w for w in cluster.workers if w.hostname == doc["winner"])
+    assert doc["winner_id"] == f"{winner.hostname}.{winner.pid}"
+    # the spec's order: lowest (clock, "hostname.pid")
+    lowest = min(doc["candidates"], key=lambda c: (c["clock"], c["id"]))
+    assert lowest["hostname"] == doc["winner"]
+    # Celery agrees: the winner's log says so, the others name it
+    election_id = doc["id"]
+    assert winner.wait_log(f"I won the election '{election_id}'"), winner.log_text()[-2000:]
+    for other in cluster.workers:
+        if other is not winner:
+            assert other.wait_log(f"node {doc['winner_id']} elected for '{election_id}'"), (
+                other.log_text()[-2000:]
+            )
+            assert f"I won the election '{election_id}'" not in other.log_text()
+    # and the action ran exactly once (any worker may execute the task it sent)
+    ran = wait_records(worker_pool.record_dir, key)
+    assert len(ran) == 1 and ran[0] in cluster.hostnames, ran
+
+
+def test_elect_human_output_and_action_from_a_file(
+    cluster: Cluster, tmp_path: Path, capsys
+) -> None:
+    action = tmp_path / "action.json"
+    action.write_text(
+        json.dumps({"task": "tasks.add", "args": [2, 3], "options": {"queue": cluster.queue}})
+    )
+    election_id = f"human-{uuid.uuid4().hex[:6]}"
+    code, out, err = run_cli(
+        [*cluster.args, "elect", "--topic", "task", "--action", f"@{action}", "--id", election_id],
+        capsys,
+    )
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[0] == f"Election {election_id}  topic task"
+    assert lines[1].startswith("Winner ")
+    assert lines[2].split() == ["CANDIDATE", "ID", "CLOCK"]
+    assert "3 candidate(s)" in lines[-1] and "decided in" in lines[-1]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--topic", "task", "--action", "{nope"], "--action: invalid JSON: "),
+        (["--topic", "task", "--action", "[1, 2]"], "--action: for topic 'task' the action must"),
+        (
+            ["--topic", "task", "--action", "@/nonexistent/a.json"],
+            "--action file /nonexistent/a.json: cannot read",
+        ),
+        (["--topic", "party"], "--topic: unknown election topic 'party'"),
+    ],
+)
+def test_elect_input_errors_are_one_line_usage_errors(
+    args: list[str], message: str, tmp_path: Path
+) -> None:
+    proc = run_wkctl("elect", *args, env={"XDG_STATE_HOME": str(tmp_path)})
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"wkctl: error: {message}"), lines
+
+
+def test_elect_with_wkctl_nodes_among_celery_workers(cluster: Cluster, capsys) -> None:
+    from wkctl.protocol.binding import Binding
+    from wkctl.protocol.broker import BrokerSettings
+    from wkctl.protocol.wire import Names
+
+    names = Names(control_exchange=cluster.control_exchange, event_exchange=cluster.event_exchange)
+    binding = Binding(BrokerSettings(url=cluster.url, names=names))
+    tag = uuid.uuid4().hex[:4]
+    handles = [binding.add_node(f"wk{i}-{tag}@wkctl-test", heartbeat=1.0) for i in range(2)]
+    binding.start()
+    try:
+        for h in handles:
+            assert h.wait_synced(15), h.log_text()
+        # every node (and Celery's gossip) must have seen the others' heartbeats
+        assert handles[0].wait_for(lambda h: set(cluster.hostnames) <= set(h.alive_peers()), 15), (
+            handles[0].alive_peers()
+        )
+        code, out, err = run_cli([*cluster.args, "elect", "--topic", "task", "--json"], capsys)
+        assert code == 0, err
+        doc = json.loads(out)
+        everyone = sorted(cluster.hostnames + [h.name for h in handles])
+        assert sorted(c["hostname"] for c in doc["candidates"]) == everyone
+        assert doc["acks"] >= 25
+        for h in handles:
+            decision = h.wait_decision(doc["id"], 15)
+            assert decision is not None, h.log_text()
+            assert decision.winner.hostname == doc["winner"]
+        for w in cluster.workers:
+            assert w.wait_log(f"'{doc['id']}'"), w.log_text()[-1000:]
+            tail = w.log_text()
+            assert (
+                f"I won the election '{doc['id']}'" in tail
+                if w.hostname == doc["winner"]
+                else f"node {doc['winner_id']} elected for '{doc['id']}'" in tail
+            ), tail[-2000:]
+    finally:
+        binding.shutdown()
+
+
+@pytest.fixture
+def lone_worker(broker_pool: Any, worker_pool: Any, tmp_path: Path):
+    """One Celery worker alone on its own Redis namespace and exchange names."""
+    from conftest import isolated_url
+
+    url = isolated_url(broker_pool, "redis")
+    tag = uuid.uuid4().hex[:6]
+    config = tmp_path / "wkctl.yaml"
+    config.write_text(
+        json.dumps(
+            {"broker_url": url, "control_exchange": f"lc{tag}", "event_exchange": f"le{tag}"}
+        )
+    )
+    (worker,) = worker_pool.start(
+        url,
+        n=1,
+        prefix="lone",
+        env={"WKCTL_TEST_CONTROL_EXCHANGE": f"lc{tag}", "WKCTL_TEST_EVENT_EXCHANGE": f"le{tag}"},
+        extra_args=("-Q", f"lq{tag}"),
+    )
+    yield worker, ["--config", str(config)]
+    worker_pool.stop([worker])
+    broker_pool.release(url)
+
+
+def test_elect_refuses_a_lone_celery_worker_which_force_would_kill(lone_worker, capsys) -> None:
+    worker, args = lone_worker
+    code, out, err = run_cli([*args, "elect", "--topic", "task"], capsys)
+    assert code == 1
+    assert out == ""
+    (line,) = err.strip().splitlines()
+    assert line.startswith(
+        f"wkctl: error: refusing to hold an election: exactly one gossiping Celery worker "
+        f"({worker.hostname})"
+    )
+    assert "--force" in line
+    time.sleep(0.5)
+    assert worker.alive()
+    # The refusal is warranted: held anyway, Celery's own election code kills the worker.
+    code, out, err = run_cli(
+        [*args, "elect", "--topic", "task", "--force", "--timeout", "2"], capsys
+    )
+    deadline = time.monotonic() + 15
+    while worker.alive() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not worker.alive(), "the lone worker survived an election"
+    assert "IndexError" in worker.log_text() + Path(str(worker.logfile) + ".stderr").read_text()
