@@ -1019,6 +1019,13 @@ class State:
 
     # -- removal hook keeping indexes exact and bounded
     def _task_removed(self, uuid: Any, task: Task) -> None:
+        children = task._children
+        if children:
+            # Children re-link on their next event to a task of this id that
+            # may show up again (Celery re-adds children on every event).
+            for child in list(children):
+                if child._parent_key == uuid:
+                    child._parent_key = None
         key = task._type_key
         if key is not None:
             task._type_key = None
