@@ -1,25 +1,32 @@
 """The checks, one function per observable requirement, in run order.
 
-Each check says what it sends, what it expects and, on failure, what it
-got.  Checks that need a clean effect on the node use fresh task ids and
-election ids (``conform-<hex>``), so that runs can repeat against the
-same node and against nodes shared with real work.
+Each check cites the spec statement it verifies, sends what it needs, and
+on failure says what it expected and what it observed.  Checks that change
+the node's state use fresh task ids and election ids (``conform-...``), so
+runs can repeat against the same node, including one doing real work.
 
-Celery workers are real peers here and must survive the run: the probe
-never sends anything Celery is known to crash on (a malformed heartbeat
-kills every worker of a cluster; an election with a lone gossiping worker
-kills it), which is why the election check injects a synthetic peer's
-``worker-elect`` first and holds the election only once the node has
-acknowledged it.
+Real Celery workers must survive a run.  The probe never sends a Celery
+worker what the spec lists as fatal to it: a malformed heartbeat
+(DEFECT-6, fatal to every Celery worker on the broker), an election it
+would hold alone (DEFECT-1), clock values it cannot handle (DEFECT-8).
+Against a Celery worker those checks report the documented defect as a
+known deviation without sending anything; against any other node they
+probe for real.  The election check injects a synthetic peer's
+``worker-elect`` first, so that a Celery worker never holds one alone.
 """
 
 from __future__ import annotations
 
+import math
 import pickle
 import time
 import uuid
 from typing import Any
+from urllib.parse import urlsplit
 
+from kombu import Exchange
+
+from wkctl.protocol.broker import event_exchange, pidbox_exchange, reply_exchange
 from wkctl.protocol.client import normalize_revoked
 from wkctl.protocol.validation import validate
 
@@ -30,12 +37,21 @@ __all__: list[str] = []
 
 #: A method no implementation has.
 UNKNOWN_METHOD = "wkctl_conform_no_such_method"
+#: A matcher no implementation has.
+UNKNOWN_MATCHER = "wkctl-conform-no-such-matcher"
 #: Election topic no node has a handler for: the winner only logs it.
 ELECTION_TOPIC = "wkctl-conform"
+#: How far above the node's clock the poisoning probe goes (> max_clock_jump).
+POISON_JUMP = 1_000_000_000
 
 
 def _fresh(tag: str) -> str:
     return f"conform-{tag}-{uuid.uuid4().hex[:12]}"
+
+
+def _short(value: Any, limit: int = 300) -> Any:
+    text = repr(value)
+    return value if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _schema(body: Any, kind: str, what: str) -> None:
@@ -44,19 +60,32 @@ def _schema(body: Any, kind: str, what: str) -> None:
         first = issues[0]
         more = f" (and {len(issues) - 1} more)" if len(issues) > 1 else ""
         raise Failed(
-            f"{what} does not validate against the {kind} schema: {first.path or '/'}: {first.message}{more}",
+            f"{what} does not validate against the {kind} schema: "
+            f"{first.path or '/'}: {first.message}{more}",
             expected=f"a body valid against schemas/{kind}.json",
             actual=_short(body),
         )
 
 
-def _short(value: Any, limit: int = 300) -> Any:
-    text = repr(value)
-    return value if len(text) <= limit else text[: limit - 3] + "..."
+def _finite(body: Any, what: str) -> None:
+    """[MSG-4]: NaN and Infinity are not JSON (Python's json reads them)."""
+    stack = [body]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, float) and not math.isfinite(item):
+            raise Failed(
+                f"{what} contains {item!r}, which is not JSON",
+                expected="finite numbers",
+                actual=item,
+            )
+        if isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
 
 
 def _is_clock(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**63
 
 
 def _revoked_now(ctx: Context) -> list[str]:
@@ -70,10 +99,99 @@ def _revoked_now(ctx: Context) -> list[str]:
     return [v for v in value if isinstance(v, str)]
 
 
+def _clock_value(ctx: Context, **kwargs: Any) -> int:
+    _, value = ctx.answer("clock", {}, **kwargs)
+    if not (isinstance(value, dict) and _is_clock(value.get("clock"))):
+        raise Failed(
+            "the clock reply holds no clock value",
+            expected={"clock": "<integer>"},
+            actual=_short(value),
+        )
+    ctx.probe.see_clock(value["clock"])
+    return int(value["clock"])
+
+
+def _still_serving(ctx: Context, after: str) -> None:
+    """[SEC-3]: after something hostile, the node must still answer ping."""
+    result = ctx.call("ping", {})
+    if result.reply_from(ctx.node) is None:
+        ctx.silent = f"the node stopped answering after {after}"
+        raise Failed(ctx.silent, expected="a reply to ping", actual="nothing")
+
+
+def _celery_defect(ctx: Context, defect: str, what: str) -> None:
+    """Against a Celery worker, report ``defect`` instead of triggering it."""
+    if ctx.identity() == "celery":
+        raise Failed(
+            f"not sent: {what}",
+            expected="a node that survives it",
+            actual="a Celery worker",
+        )
+
+
+# -- transport ------------------------------------------------------------------
+
+
+@check(
+    "transport.exchanges",
+    "TRANSPORT-2",
+    "the exchanges exist with Celery's attributes",
+    also=("TRANSPORT-1", "TRANSPORT-3"),
+)
+def exchanges(ctx: Context) -> str:
+    settings = ctx.probe.settings
+    wanted: list[Exchange] = [
+        pidbox_exchange(settings.names),
+        reply_exchange(settings.names),
+        event_exchange(settings.names, settings.transport),
+    ]
+    conn = ctx.probe.conn
+    for exchange in wanted:
+        channel = conn.channel()
+        try:
+            exchange(channel).declare()
+        except Exception as exc:
+            raise Failed(
+                f"exchange {exchange.name} exists with other attributes: {exc}",
+                expected=f"{exchange.type}, durable={exchange.durable}",
+                actual=str(exc),
+            ) from None
+        finally:
+            try:
+                channel.close()
+            except Exception:
+                pass
+    return ", ".join(f"{e.name} ({e.type})" for e in wanted)
+
+
+@check("transport.pidbox-queue", "TRANSPORT-4", "its pidbox queue has the standard name")
+def pidbox_queue(ctx: Context) -> str:
+    settings = ctx.probe.settings
+    if settings.transport not in ("amqp", "amqps", "pyamqp"):
+        raise Skipped(f"queue names are not observable on {settings.transport} (fanout is Pub/Sub)")
+    name = settings.names.node_queue(ctx.node)
+    channel = ctx.probe.conn.channel()
+    try:
+        channel.queue_declare(queue=name, passive=True)
+    except Exception as exc:
+        text = str(exc)
+        if "RESOURCE_LOCKED" in text or "405" in text:
+            return f"{name} exists (exclusive to the node)"
+        raise Failed(
+            f"no queue {name}", expected=f"the queue {name}", actual=text or type(exc).__name__
+        ) from None
+    finally:
+        try:
+            channel.close()
+        except Exception:
+            pass
+    return f"{name} exists"
+
+
 # -- pidbox ---------------------------------------------------------------------
 
 
-@check("pidbox.ping", "PIDBOX-4", "pidbox", "answers ping with {ok: pong}")
+@check("pidbox.ping", "PIDBOX-14", "answers ping with {ok: pong}", also=("PIDBOX-11",))
 def ping(ctx: Context) -> str:
     result, value = ctx.answer("ping", {})
     if value != {"ok": "pong"}:
@@ -84,7 +202,12 @@ def ping(ctx: Context) -> str:
     return f"replied in {reply.after * 1000:.1f} ms"
 
 
-@check("pidbox.broadcast", "PIDBOX-1", "pidbox", "answers a request sent to every node")
+@check(
+    "pidbox.broadcast",
+    "PIDBOX-3",
+    "runs a request sent to every node",
+    also=("TRANSPORT-9",),
+)
 def broadcast(ctx: Context) -> str:
     result = ctx.call(
         "ping", {}, destination=None, until=lambda r: r.reply_from(ctx.node) is not None
@@ -99,69 +222,7 @@ def broadcast(ctx: Context) -> str:
     return "replied to destination=null"
 
 
-@check("pidbox.ticket", "PIDBOX-3", "pidbox", "replies carry the request's ticket header")
-def ticket(ctx: Context) -> str:
-    result, _ = ctx.answer("ping", {})
-    reply = result.reply_from(ctx.node)
-    assert reply is not None
-    got = reply.headers.get("ticket", "<no ticket header>")
-    if got != result.ticket:
-        raise Failed(
-            "the reply's ticket header is not the request's ticket",
-            expected=result.ticket,
-            actual=got,
-        )
-    return "ticket echoed"
-
-
-@check("pidbox.reply-clock", "CLOCK-1", "pidbox", "replies carry an integer clock header")
-def reply_clock(ctx: Context) -> str:
-    result, _ = ctx.answer("ping", {})
-    reply = result.reply_from(ctx.node)
-    assert reply is not None
-    if "clock" not in reply.headers:
-        raise Failed(
-            "the reply has no clock header", expected="clock: <integer>", actual=reply.headers
-        )
-    value = reply.headers["clock"]
-    if not _is_clock(value):
-        raise Failed(
-            "the reply's clock header is not a non-negative integer",
-            expected="a non-negative integer",
-            actual=f"{value!r} ({type(value).__name__})",
-        )
-    return f"clock header {value}"
-
-
-@check("pidbox.reply-shape", "PIDBOX-3", "pidbox", "one JSON reply per request, keyed by node name")
-def reply_shape(ctx: Context) -> str:
-    result = ctx.call("ping", {}, fence=True)
-    mine = [r for r in result.replies]
-    if not mine:
-        raise Failed(
-            f"no reply within {ctx.probe.timeout:g} s", expected="one reply", actual="nothing"
-        )
-    first = mine[0]
-    if first.refused:
-        raise Failed(
-            "the reply is not JSON", expected="content type application/json", actual=first.refused
-        )
-    if not isinstance(first.body, dict) or list(first.body) != [ctx.node]:
-        raise Failed(
-            "the reply body is not {nodename: value}",
-            expected=f"{{{ctx.node!r}: ...}}",
-            actual=_short(first.body),
-        )
-    if len(mine) > 1:
-        raise Failed(
-            "more than one reply to one request",
-            expected="1 reply",
-            actual=f"{len(mine)} replies",
-        )
-    return "one reply, {nodename: value}"
-
-
-@check("pidbox.destination", "PIDBOX-2", "pidbox", "ignores requests addressed to other nodes")
+@check("pidbox.destination", "PIDBOX-3", "ignores requests addressed to other nodes")
 def destination(ctx: Context) -> str:
     other = f"conform-nobody-{uuid.uuid4().hex[:8]}@nowhere"
     result = ctx.call("ping", {}, destination=[other], fence=True)
@@ -180,52 +241,193 @@ def destination(ctx: Context) -> str:
     return f"no reply to destination=[{other!r}]"
 
 
-@check("pidbox.unknown-method", "PIDBOX-5", "pidbox", "keeps serving after an unknown method")
-def unknown_method(ctx: Context) -> str:
-    result = ctx.call(UNKNOWN_METHOD, {"x": 1}, fence=True)
-    ctx.facts["unknown_reply"] = result
-    if not result.fenced:
-        ping = ctx.call("ping", {})
-        if ping.reply_from(ctx.node) is None:
-            raise Failed(
-                f"the node stopped answering after a request for {UNKNOWN_METHOD!r}",
-                expected="a reply to the ping that followed",
-                actual="nothing",
-            )
-    return "still answers ping"
+@check("pidbox.ticket", "PIDBOX-6", "replies carry the request's ticket header")
+def ticket(ctx: Context) -> str:
+    result, _ = ctx.answer("ping", {})
+    reply = result.reply_from(ctx.node)
+    assert reply is not None
+    got = reply.headers.get("ticket", "<no ticket header>")
+    if got != result.ticket:
+        raise Failed(
+            "the reply's ticket header is not the request's ticket",
+            expected=result.ticket,
+            actual=got,
+        )
+    return "ticket echoed"
 
 
 @check(
-    "pidbox.unknown-method-error",
+    "pidbox.reply-clock",
     "PIDBOX-6",
-    "pidbox",
-    "answers an unknown method with {error: ...}",
+    "replies carry a clock header with a clock value",
+    also=("CLOCK-1", "MSG-3"),
 )
-def unknown_method_error(ctx: Context) -> str:
-    result = ctx.facts.get("unknown_reply") or ctx.call(UNKNOWN_METHOD, {"x": 1}, fence=True)
-    value = result.value_from(ctx.node, default=None)
+def reply_clock(ctx: Context) -> str:
+    result, _ = ctx.answer("ping", {})
+    reply = result.reply_from(ctx.node)
+    assert reply is not None
+    if "clock" not in reply.headers:
+        raise Failed(
+            "the reply has no clock header", expected="clock: <integer>", actual=reply.headers
+        )
+    value = reply.headers["clock"]
+    if not _is_clock(value):
+        raise Failed(
+            "the reply's clock header is not a clock value (an integer in 0..2^63-1)",
+            expected="an integer",
+            actual=f"{value!r} ({type(value).__name__})",
+        )
+    return f"clock header {value}"
+
+
+def _one_reply(ctx: Context) -> Any:
+    if "one_reply" not in ctx.facts:
+        ctx.facts["one_reply"] = ctx.call("ping", {}, fence=True)
+    result = ctx.facts["one_reply"]
+    if not result.replies:
+        raise Failed(
+            f"no reply within {ctx.probe.timeout:g} s", expected="one reply", actual="nothing"
+        )
+    return result
+
+
+@check("pidbox.one-reply", "PIDBOX-5", "exactly one reply per request", also=("MSG-1",))
+def one_reply(ctx: Context) -> str:
+    result = _one_reply(ctx)
+    if len(result.replies) > 1:
+        raise Failed(
+            "more than one reply to one request",
+            expected="1 reply",
+            actual=f"{len(result.replies)} replies",
+        )
+    first = result.replies[0]
+    if first.refused:
+        raise Failed(
+            "the reply is not JSON", expected="content type application/json", actual=first.refused
+        )
+    _finite(first.body, "the reply")
+    return "one JSON reply"
+
+
+@check("pidbox.reply-member", "PIDBOX-17", "a reply body has one member: the node's name")
+def reply_member(ctx: Context) -> str:
+    first = _one_reply(ctx).replies[0]
+    if not isinstance(first.body, dict) or list(first.body) != [ctx.node]:
+        raise Failed(
+            "the reply body is not {nodename: value}",
+            expected=f"{{{ctx.node!r}: ...}}",
+            actual=_short(first.body),
+        )
+    return "{nodename: value}"
+
+
+@check("pidbox.commands", "PIDBOX-11", "answers hello, clock, revoked and ping")
+def commands(ctx: Context) -> str:
+    answered = []
+    for method, arguments in (
+        ("hello", {"from_node": ctx.probe.peer, "revoked": []}),
+        ("clock", {}),
+        ("revoked", {}),
+        ("ping", {}),
+    ):
+        _, value = ctx.answer(method, arguments)
+        if isinstance(value, dict) and "error" in value:
+            raise Failed(
+                f"{method} answered with an error", expected=f"the {method} value", actual=value
+            )
+        answered.append(method)
+    return "answered " + ", ".join(answered) + " (revoke, election, heartbeat: checked below)"
+
+
+@check("pidbox.revoked", "PIDBOX-13", "answers revoked with a list of ids")
+def revoked_reply(ctx: Context) -> str:
+    result, value = ctx.answer("revoked", {})
+    reply = result.reply_from(ctx.node)
+    assert reply is not None
+    _schema(reply.body, "revoked-reply", "the revoked reply")
+    if not isinstance(value, list):
+        raise Failed("the revoked reply is not a list", expected="[ids]", actual=_short(value))
+    return f"{len(value)} ids"
+
+
+@check(
+    "pidbox.unknown-method",
+    "PIDBOX-9",
+    "answers an unknown method with {error: ...} and keeps serving",
+    also=("SEC-3",),
+)
+def unknown_method(ctx: Context) -> str:
+    result = ctx.call(UNKNOWN_METHOD, {"x": 1}, fence=True)
+    if not result.fenced:
+        _still_serving(ctx, f"a request for the unknown method {UNKNOWN_METHOD!r}")
+    value = result.value_from(ctx.node)
     if result.reply_from(ctx.node) is None:
         raise Failed(
-            f"no reply to {UNKNOWN_METHOD!r}",
-            expected='{"error": "<message>"}',
+            f"no reply to a request for {UNKNOWN_METHOD!r}",
+            expected='{"error": "<reason>"}',
             actual="nothing",
         )
     if not (isinstance(value, dict) and isinstance(value.get("error"), str)):
         raise Failed(
             "the reply to an unknown method is not an error",
-            expected='{"error": "<message>"}',
+            expected='{"error": "<reason>"}',
             actual=_short(value),
         )
-    return f"error: {value['error'][:80]}"
+    return f"error: {value['error'][:80]}; still serving"
 
 
-@check(
-    "pidbox.expired",
-    "PIDBOX-7",
-    "pidbox",
-    "drops requests whose expires header has passed",
-    deviation="DEFECT-2",
-)
+@check("pidbox.unknown-members", "MSG-2", "ignores object members it does not know")
+def unknown_members(ctx: Context) -> str:
+    result = ctx.call("ping", {"wkctl_conform_extra": 1}, extra={"wkctl_conform_extra": True})
+    value = result.value_from(ctx.node)
+    if result.reply_from(ctx.node) is None:
+        raise Failed(
+            "no reply to a ping carrying an unknown body member and an unknown argument",
+            expected={"ok": "pong"},
+            actual="nothing",
+        )
+    if value != {"ok": "pong"}:
+        raise Failed("unknown members changed the answer", expected={"ok": "pong"}, actual=value)
+    return "unknown members ignored"
+
+
+@check("pidbox.pattern", "PIDBOX-4", "honours pattern with the glob matcher")
+def pattern(ctx: Context) -> str:
+    glob = ctx.node[:-1] + "*" if len(ctx.node) > 1 else "*"
+    result = ctx.call(
+        "ping",
+        {},
+        destination=None,
+        pattern=glob,
+        matcher="glob",
+        until=lambda r: r.reply_from(ctx.node) is not None,
+    )
+    if result.reply_from(ctx.node) is None:
+        raise Failed(
+            f"no reply to a ping addressed by pattern {glob!r} (glob)",
+            expected="a reply",
+            actual="nothing",
+        )
+    return f"answered pattern {glob!r}"
+
+
+@check("pidbox.unknown-matcher", "PIDBOX-18", "does not run a request with an unknown matcher")
+def unknown_matcher(ctx: Context) -> str:
+    result = ctx.call(
+        "ping", {}, destination=None, pattern=ctx.node, matcher=UNKNOWN_MATCHER, fence=True
+    )
+    if result.reply_from(ctx.node) is not None:
+        raise Failed(
+            f"the node ran a request addressed with the unknown matcher {UNKNOWN_MATCHER!r}",
+            expected="no reply",
+            actual=_short(result.value_from(ctx.node)),
+        )
+    if not result.fenced:
+        _still_serving(ctx, "a request with an unknown matcher")
+    return "not run"
+
+
+@check("pidbox.expired", "PIDBOX-8", "drops requests whose expires header has passed")
 def expired(ctx: Context) -> str:
     result = ctx.call("ping", {}, expires=time.time() - 60.0, fence=True)
     if result.replies:
@@ -235,13 +437,14 @@ def expired(ctx: Context) -> str:
             actual=_short(result.replies[0].body),
         )
     if not result.fenced:
-        raise Failed(
-            "cannot tell: no reply to the ping sent after it", expected="a reply", actual="nothing"
-        )
+        _still_serving(ctx, "an expired request")
     return "expired request dropped"
 
 
-@check("sec.json-only", "SEC-1", "security", "never deserializes a non-JSON request")
+# -- security -------------------------------------------------------------------
+
+
+@check("sec.json-only", "SEC-1", "never deserializes a non-JSON request", also=("SEC-3",))
 def json_only(ctx: Context) -> str:
     if ctx.silent:
         raise Failed(ctx.silent)
@@ -261,18 +464,14 @@ def json_only(ctx: Context) -> str:
             actual=_short(result.replies[0].body),
         )
     if not result.fenced:
-        raise Failed(
-            "the node stopped answering after a pickle request",
-            expected="a reply to the ping that followed",
-            actual="nothing",
-        )
+        _still_serving(ctx, "a pickle request")
     return "pickle request dropped, node still answers"
 
 
 # -- clock ------------------------------------------------------------------------
 
 
-@check("clock.reply", "MINGLE-3", "clock", "answers clock with {clock: N}")
+@check("clock.reply", "PIDBOX-12", "answers clock with {clock: N}")
 def clock_reply(ctx: Context) -> str:
     result, value = ctx.answer("clock", {})
     reply = result.reply_from(ctx.node)
@@ -280,43 +479,60 @@ def clock_reply(ctx: Context) -> str:
     _schema(reply.body, "clock-reply", "the clock reply")
     if not (isinstance(value, dict) and _is_clock(value.get("clock"))):
         raise Failed(
-            "no integer clock in the reply", expected={"clock": "<integer>"}, actual=_short(value)
+            "no clock value in the reply", expected={"clock": "<integer>"}, actual=_short(value)
         )
     ctx.probe.see_clock(value["clock"])
     return f"clock {value['clock']}"
 
 
-def _clock_value(ctx: Context, **kwargs: Any) -> int:
-    _, value = ctx.answer("clock", {}, **kwargs)
-    if not (isinstance(value, dict) and _is_clock(value.get("clock"))):
-        raise Failed(
-            "the clock reply holds no integer clock",
-            expected={"clock": "<integer>"},
-            actual=_short(value),
-        )
-    ctx.probe.see_clock(value["clock"])
-    return int(value["clock"])
-
-
-@check("clock.forward", "CLOCK-2", "clock", "its clock moves forward")
+@check("clock.forward", "CLOCK-3", "forwards its clock for every reply it sends")
 def clock_forward(ctx: Context) -> str:
-    first = _clock_value(ctx)
-    second = _clock_value(ctx)
-    if second <= first:
+    first, _ = ctx.answer("ping", {})
+    second, _ = ctx.answer("ping", {})
+    a = first.reply_from(ctx.node).headers.get("clock")  # type: ignore[union-attr]
+    b = second.reply_from(ctx.node).headers.get("clock")  # type: ignore[union-attr]
+    if not (_is_clock(a) and _is_clock(b)):
+        raise Failed("reply clock headers are not clock values", expected="integers", actual=(a, b))
+    if b <= a:
         raise Failed(
-            "two consecutive clock replies did not increase",
-            expected=f"a value above {first}",
-            actual=second,
+            "the clock headers of two consecutive replies did not increase",
+            expected=f"> {a}",
+            actual=b,
         )
-    return f"{first} -> {second}"
+    c1 = _clock_value(ctx)
+    c2 = _clock_value(ctx)
+    if c2 <= c1:
+        raise Failed(
+            "two consecutive clock replies did not increase", expected=f"> {c1}", actual=c2
+        )
+    return f"headers {a} -> {b}, clock {c1} -> {c2}"
 
 
 @check(
-    "clock.adjust-header",
-    "CLOCK-3",
-    "clock",
-    "adjusts past the clock header of a request",
+    "clock.adjust-event",
+    "CLOCK-4",
+    "adjusts past the clock of a peer's event",
+    also=("CLOCK-2",),
 )
+def clock_adjust_event(ctx: Context) -> str:
+    high = max(ctx.probe.clock, _clock_value(ctx)) + 2000
+    ctx.probe.peer_heartbeat(clock=high)
+    ctx.facts["peer_announced"] = True
+    deadline = time.monotonic() + ctx.timeout
+    while True:
+        value = _clock_value(ctx)
+        if value > high:
+            return f"peer heartbeat clock {high}, node clock now {value}"
+        if time.monotonic() >= deadline:
+            raise Failed(
+                f"a peer's worker-heartbeat carried clock {high}; the node's clock stayed below it",
+                expected=f"> {high}",
+                actual=value,
+            )
+        time.sleep(0.05)
+
+
+@check("clock.adjust-header", "CLOCK-5", "adjusts past the clock header of a request")
 def clock_adjust_header(ctx: Context) -> str:
     high = ctx.probe.clock + 1000
     result, _ = ctx.answer("ping", {}, clock=high)
@@ -333,36 +549,10 @@ def clock_adjust_header(ctx: Context) -> str:
 
 
 @check(
-    "clock.adjust-event",
-    "CLOCK-3",
-    "clock",
-    "adjusts past the clock of an event it receives",
-)
-def clock_adjust_event(ctx: Context) -> str:
-    high = ctx.probe.clock + 2000
-    ctx.probe.peer_heartbeat(clock=high)
-    ctx.facts["peer_announced"] = True
-    deadline = time.monotonic() + ctx.timeout
-    value = -1
-    while True:
-        value = _clock_value(ctx)
-        if value > high:
-            return f"peer heartbeat clock {high}, node clock now {value}"
-        if time.monotonic() >= deadline:
-            raise Failed(
-                f"a peer's worker-heartbeat carried clock {high}; the node's clock stayed below it",
-                expected=f"> {high}",
-                actual=value,
-            )
-        time.sleep(0.05)
-
-
-@check(
     "clock.single",
-    "CLOCK-4",
-    "clock",
-    "the clock reply reflects a request's clock header",
-    deviation="DEFECT-1",
+    "CLOCK-5",
+    "its clock reply reflects a request's clock header",
+    deviation="DEFECT-11",
 )
 def clock_single(ctx: Context) -> str:
     high = ctx.probe.clock + 1000
@@ -376,10 +566,99 @@ def clock_single(ctx: Context) -> str:
     return f"sent {high}, clock {value}"
 
 
+@check(
+    "clock.not-a-clock",
+    "CLOCK-1",
+    "neither adopts nor fails on values that are not clocks",
+    also=("SEC-3",),
+    deviation="DEFECT-8",
+)
+def not_a_clock(ctx: Context) -> str:
+    _celery_defect(ctx, "DEFECT-8", "a non-integer clock raises in a Celery worker")
+    before = _clock_value(ctx)
+    bogus = [str(before + 5000), before + 5000.5, True]
+    for value in bogus:
+        result = ctx.call("ping", {}, clock=value)
+        if result.reply_from(ctx.node) is None:
+            _still_serving(ctx, f"a request with clock header {value!r}")
+            raise Failed(
+                f"no reply to a request with clock header {value!r}",
+                expected="a reply, the value ignored",
+                actual="nothing",
+            )
+    after = _clock_value(ctx)
+    if after >= before + 5000:
+        raise Failed(
+            "a clock header that is not a clock value was adopted",
+            expected=f"< {before + 5000}",
+            actual=after,
+        )
+    return f"ignored {bogus!r}"
+
+
+@check(
+    "clock.poison",
+    "CLOCK-6",
+    "ignores a clock jumping more than max_clock_jump",
+    also=("SEC-5",),
+    deviation="DEFECT-8",
+)
+def clock_poison(ctx: Context) -> str:
+    _celery_defect(ctx, "DEFECT-8", "a Celery worker adopts any clock and drags its peers along")
+    before = _clock_value(ctx)
+    huge = before + POISON_JUMP
+    ctx.probe.peer_heartbeat(clock=huge)
+    ctx.facts["peer_announced"] = True
+    # The node handles the event asynchronously: give it the time a clock
+    # reply takes, a few times over.
+    deadline = time.monotonic() + min(ctx.timeout, 0.5)
+    value = before
+    while time.monotonic() < deadline:
+        value = _clock_value(ctx)
+        if value >= huge:
+            break
+        time.sleep(0.05)
+    if value >= huge:
+        raise Failed(
+            f"a peer's heartbeat with clock {huge} ({POISON_JUMP} ahead) was adopted",
+            expected=f"< {huge}",
+            actual=value,
+        )
+    return f"clock stayed at {value} after a heartbeat with clock {huge}"
+
+
+# -- revoke ---------------------------------------------------------------------
+
+
+@check("revoke.adds", "PIDBOX-15", "a revoke adds the ids to its revoked set", also=("REVOKED-2",))
+def revoke_adds(ctx: Context) -> str:
+    single = _fresh("revoke")
+    several = [_fresh("revoke"), str(uuid.uuid4())]
+    if ctx.silent:
+        raise Failed(ctx.silent)
+    ctx.probe.cast("revoke", {"task_id": single, "terminate": False, "signal": "SIGTERM"})
+    ctx.probe.cast("revoke", {"task_id": several, "terminate": False, "signal": "SIGTERM"})
+    # The node handles its pidbox queue in order: the revokes come first.
+    held = set(_revoked_now(ctx))
+    missing = [i for i in [single, *several] if i not in held]
+    if missing:
+        raise Failed(
+            "revoked ids are not in its revoked reply",
+            expected=[single, *several],
+            actual=f"missing {missing}",
+        )
+    return "one id and a list of ids revoked"
+
+
 # -- mingle ---------------------------------------------------------------------
 
 
-@check("mingle.hello", "MINGLE-1", "mingle", "answers hello with its clock and revoked ids")
+@check(
+    "mingle.hello",
+    "MINGLE-4",
+    "answers hello with its clock and revoked ids",
+    also=("REVOKED-6",),
+)
 def hello(ctx: Context) -> str:
     result, value = ctx.answer("hello", {"from_node": ctx.probe.peer, "revoked": []})
     reply = result.reply_from(ctx.node)
@@ -387,13 +666,37 @@ def hello(ctx: Context) -> str:
     _schema(reply.body, "hello-reply", "the hello reply")
     if not isinstance(value, dict) or not _is_clock(value.get("clock")):
         raise Failed(
-            "the hello reply holds no integer clock",
+            "the hello reply holds no clock value",
             expected={"clock": "<integer>", "revoked": "[ids]"},
             actual=_short(value),
         )
     ctx.probe.see_clock(value["clock"])
-    form = "mapping" if isinstance(value.get("revoked"), dict) else "list"
-    return f"clock {value['clock']}, {len(normalize_revoked(value.get('revoked')))} revoked ids ({form} form)"
+    revoked = value.get("revoked")
+    if isinstance(revoked, dict):
+        for key, entry in revoked.items():
+            stamp = entry[0] if isinstance(entry, list) and entry else entry
+            if not isinstance(stamp, float):
+                raise Failed(
+                    f"mapping-form stamp of {key!r} is not a number with a fraction part",
+                    expected="a float stamp",
+                    actual=_short(entry),
+                )
+    form = "mapping" if isinstance(revoked, dict) else "list"
+    return f"clock {value['clock']}, {len(normalize_revoked(revoked))} revoked ids ({form} form)"
+
+
+@check("mingle.reply-clock", "MINGLE-6", "its hello reply clock is forwarded past its clock")
+def hello_clock(ctx: Context) -> str:
+    before = _clock_value(ctx)
+    _, value = ctx.answer("hello", {"from_node": ctx.probe.peer, "revoked": []})
+    got = value.get("clock") if isinstance(value, dict) else None
+    if not _is_clock(got) or got <= before:
+        raise Failed(
+            f"clock was {before} just before; the hello reply's clock is not above it",
+            expected=f"> {before}",
+            actual=got,
+        )
+    return f"clock {before}, hello reply clock {got}"
 
 
 def _merge(ctx: Context, revoked: Any, ids: list[str], form: str) -> str:
@@ -409,7 +712,12 @@ def _merge(ctx: Context, revoked: Any, ids: list[str], form: str) -> str:
     return f"{len(ids)} ids merged ({form} form)"
 
 
-@check("mingle.merge-list", "MINGLE-2", "mingle", "merges revoked ids of a hello (list form)")
+@check(
+    "mingle.merge-list",
+    "REVOKED-4",
+    "merges the revoked ids of a hello (list form)",
+    also=("MINGLE-4",),
+)
 def merge_list(ctx: Context) -> str:
     # Task ids are arbitrary strings, not always UUIDs.
     ids = [str(uuid.uuid4()), _fresh("list")]
@@ -418,17 +726,72 @@ def merge_list(ctx: Context) -> str:
 
 @check(
     "mingle.merge-mapping",
-    "MINGLE-2",
-    "mingle",
-    "merges revoked ids of a hello (mapping form id -> [timestamp, id])",
+    "REVOKED-4",
+    "merges the revoked ids of a hello (mapping form id -> [stamp, id])",
+    also=("MINGLE-7",),
 )
 def merge_mapping(ctx: Context) -> str:
     ids = [str(uuid.uuid4()), _fresh("map")]
-    stamp = time.monotonic()
+    stamp = time.monotonic() + 0.5  # a fraction part: Celery 5.4 demands a float
     return _merge(ctx, {i: [stamp, i] for i in ids}, ids, "mapping")
 
 
-@check("mingle.own-revoked", "MINGLE-1", "mingle", "returns its own revoked ids in hello")
+@check(
+    "mingle.empty-forms",
+    "MINGLE-7",
+    "accepts hello with revoked {}, [], null or absent, without pattern/matcher",
+)
+def empty_forms(ctx: Context) -> str:
+    forms: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
+        ("revoked {}", {"from_node": ctx.probe.peer, "revoked": {}}, {}),
+        ("revoked []", {"from_node": ctx.probe.peer, "revoked": []}, {}),
+        ("revoked null", {"from_node": ctx.probe.peer, "revoked": None}, {}),
+        ("no revoked", {"from_node": ctx.probe.peer}, {}),
+        ("no pattern/matcher", {"from_node": ctx.probe.peer, "revoked": []}, {"legacy": True}),
+    ]
+    for label, arguments, options in forms:
+        result = ctx.call("hello", arguments, **options)
+        value = result.value_from(ctx.node)
+        if result.reply_from(ctx.node) is None:
+            raise Failed(
+                f"no reply to a hello with {label}", expected="a hello reply", actual="nothing"
+            )
+        if not (isinstance(value, dict) and _is_clock(value.get("clock"))):
+            raise Failed(
+                f"unusable reply to a hello with {label}",
+                expected={"clock": "<integer>", "revoked": "[ids]"},
+                actual=_short(value),
+            )
+    return f"{len(forms)} forms answered"
+
+
+@check(
+    "mingle.bad-entry",
+    "REVOKED-4",
+    "skips a malformed mapping entry without failing the sync",
+    deviation="DEFECT-10",
+)
+def bad_entry(ctx: Context) -> str:
+    good, bad = _fresh("good"), _fresh("bad")
+    revoked = {good: [time.monotonic() + 0.5, good], bad: "not-a-stamp"}
+    result = ctx.call("hello", {"from_node": ctx.probe.peer, "revoked": revoked})
+    value = result.value_from(ctx.node)
+    if not (isinstance(value, dict) and _is_clock(value.get("clock"))):
+        raise Failed(
+            "a hello whose revoked mapping has one malformed entry was not answered normally",
+            expected={"clock": "<integer>", "revoked": "[ids]"},
+            actual=_short(value) if result.reply_from(ctx.node) else "nothing",
+        )
+    if good not in set(_revoked_now(ctx)):
+        raise Failed(
+            "the well-formed entry next to a malformed one was not merged",
+            expected=f"{good!r} in its revoked ids",
+            actual="missing",
+        )
+    return "malformed entry skipped, the other merged"
+
+
+@check("mingle.own-revoked", "MINGLE-4", "returns its own revoked ids in hello")
 def own_revoked(ctx: Context) -> str:
     own = set(_revoked_now(ctx))
     if not own:
@@ -449,27 +812,22 @@ def own_revoked(ctx: Context) -> str:
     return f"hello returned all {len(own)} revoked ids"
 
 
-# -- revoke ---------------------------------------------------------------------
-
-
-@check("revoke.adds", "REVOKE-1", "revoke", "a revoke adds the ids to its revoked set")
-def revoke_adds(ctx: Context) -> str:
-    single = _fresh("revoke")
-    several = [_fresh("revoke"), str(uuid.uuid4())]
-    if ctx.silent:
-        raise Failed(ctx.silent)
-    ctx.probe.cast("revoke", {"task_id": single, "terminate": False, "signal": "SIGTERM"})
-    ctx.probe.cast("revoke", {"task_id": several, "terminate": False, "signal": "SIGTERM"})
-    # The node handles its pidbox queue in order: the revokes come first.
-    held = set(_revoked_now(ctx))
-    missing = [i for i in [single, *several] if i not in held]
-    if missing:
+@check("mingle.own-hello", "MINGLE-5", "answers its own hello with null and changes nothing")
+def own_hello(ctx: Context) -> str:
+    marker = _fresh("own")
+    result = ctx.call("hello", {"from_node": ctx.node, "revoked": [marker]})
+    if result.reply_from(ctx.node) is None:
+        raise Failed("no reply to a hello from its own name", expected="null", actual="nothing")
+    value = result.value_from(ctx.node)
+    if value is not None:
+        raise Failed("a hello from its own name was answered", expected=None, actual=_short(value))
+    if marker in set(_revoked_now(ctx)):
         raise Failed(
-            "revoked ids are not in its revoked reply",
-            expected=[single, *several],
-            actual=f"missing {missing}",
+            "a hello from its own name changed its revoked set",
+            expected=f"{marker!r} not merged",
+            actual="merged",
         )
-    return "one id and a list of ids revoked"
+    return "null, nothing merged"
 
 
 # -- events ---------------------------------------------------------------------
@@ -490,10 +848,10 @@ def _heartbeats(ctx: Context) -> list[Any]:
     """The node's heartbeats over at least one advertised period (cached).
 
     The ``heartbeat`` command sent at the start of the run brings the first
-    one at once; the wait then lasts until the heartbeats cover one full
-    period (the smallest ``freq`` advertised: Celery's on-demand heartbeat
-    claims ``freq`` 5 while its periodic ones say 2), or until the node has
-    been silent for longer than 1.5 periods.  Everything is bounded.
+    one at once; the wait then lasts until the heartbeats cover one period
+    (the smallest ``freq`` advertised: Celery's on-demand heartbeat claims
+    ``freq`` 5 while its periodic ones say 2), or until the node has been
+    silent for longer than 1.5 periods.  Everything is bounded.
     """
     if "heartbeats" in ctx.facts:
         return list(ctx.facts["heartbeats"])
@@ -522,7 +880,12 @@ def _heartbeats(ctx: Context) -> list[Any]:
     return list(beats)
 
 
-@check("events.heartbeat", "GOSSIP-2", "events", "sends worker-heartbeat with the required fields")
+@check(
+    "events.heartbeat",
+    "GOSSIP-2",
+    "sends worker-heartbeat with the required fields",
+    also=("GOSSIP-1",),
+)
 def heartbeat(ctx: Context) -> str:
     beats = _heartbeats(ctx)
     if not beats:
@@ -538,13 +901,33 @@ def heartbeat(ctx: Context) -> str:
             )
         _schema(beat.body, "heartbeat", "a worker-heartbeat")
     body = beats[-1].body
-    for key in ("sw_ident", "sw_ver"):
-        if isinstance(body.get(key), str):
-            ctx.facts[key] = body[key]
     return f"{len(beats)} heartbeats, freq {body.get('freq')}, sw {body.get('sw_ident')} {body.get('sw_ver')}"
 
 
-@check("events.freq", "GOSSIP-2", "events", "heartbeats keep coming at the advertised freq")
+@check("events.heartbeat-now", "GOSSIP-6", "sends a heartbeat at once on the heartbeat command")
+def heartbeat_now(ctx: Context) -> str:
+    beats = _heartbeats(ctx)
+    asked = ctx.facts.get("heartbeat_asked")
+    if asked is None:
+        raise Skipped("no heartbeat command was sent")
+    first = next((b for b in beats if b.at >= asked), None)
+    if first is None:
+        raise Failed(
+            "no worker-heartbeat after the heartbeat command",
+            expected="one at once",
+            actual="none",
+        )
+    delay = first.at - asked
+    if delay > max(ctx.timeout, 0.5):
+        raise Failed(
+            f"the first heartbeat came {delay:.2f} s after the heartbeat command",
+            expected=f"within {max(ctx.timeout, 0.5):g} s",
+            actual=f"{delay:.2f} s",
+        )
+    return f"after {delay * 1000:.0f} ms"
+
+
+@check("events.freq", "GOSSIP-1", "heartbeats keep coming at the advertised freq")
 def heartbeat_freq(ctx: Context) -> str:
     beats = _heartbeats(ctx)
     if not beats:
@@ -567,7 +950,8 @@ def heartbeat_freq(ctx: Context) -> str:
     silent = until - beats[-1].at
     if beats[-1].at - beats[0].at < period * 0.75:
         raise Failed(
-            f"heartbeats stopped: none for {silent:.2f} s after the last one, advertised freq {beats[-1].body['freq']}",
+            f"heartbeats stopped: none for {silent:.2f} s after the last one, "
+            f"advertised freq {beats[-1].body['freq']}",
             expected=f"a worker-heartbeat every {period:g} s",
             actual=f"{len(beats)} heartbeat(s), then silence",
         )
@@ -575,7 +959,33 @@ def heartbeat_freq(ctx: Context) -> str:
     return f"{len(beats)} heartbeats over {beats[-1].at - beats[0].at:.2f} s, gaps {gaps} s"
 
 
-@check("events.envelope", "EVENT-1", "events", "events carry the hostname header and routing key")
+@check(
+    "events.heartbeat-extras",
+    "GOSSIP-9",
+    "periodic heartbeats carry active, processed and loadavg",
+)
+def heartbeat_extras(ctx: Context) -> str:
+    beats = _heartbeats(ctx)
+    periodic = beats[1:] if len(beats) > 1 else beats
+    if not periodic:
+        raise Skipped("no heartbeat to look at")
+    for beat in periodic:
+        missing = [k for k in ("active", "processed", "loadavg") if k not in beat.body]
+        if missing:
+            raise Failed(
+                f"a worker-heartbeat lacks {', '.join(missing)}",
+                expected="active, processed, loadavg",
+                actual=sorted(beat.body),
+            )
+    return "present"
+
+
+@check(
+    "events.envelope",
+    "EVENT-1",
+    "events carry the common fields, the hostname header and their routing key",
+    also=("TRANSPORT-6", "MSG-1", "MSG-4"),
+)
 def envelope(ctx: Context) -> str:
     events = ctx.node_events()
     if not events:
@@ -584,6 +994,13 @@ def envelope(ctx: Context) -> str:
     if not events:
         raise Skipped("the node sent no event to look at")
     for ev in events:
+        if ev.refused:
+            raise Failed(
+                f"an event is not JSON: {ev.refused}",
+                expected="application/json",
+                actual=ev.content_type,
+            )
+        _finite(ev.body, f"its {ev.type} event")
         _schema(ev.body, "event", f"its {ev.type} event")
         header = ev.headers.get("hostname")
         if header != ev.hostname:
@@ -598,7 +1015,7 @@ def envelope(ctx: Context) -> str:
     return f"{len(events)} events checked"
 
 
-@check("events.clock", "CLOCK-2", "events", "the clocks of its events increase")
+@check("events.clock", "EVENT-2", "the clocks of its events strictly increase", also=("CLOCK-3",))
 def event_clock(ctx: Context) -> str:
     events = ctx.node_events()
     if len(events) < 2:
@@ -611,7 +1028,7 @@ def event_clock(ctx: Context) -> str:
         a, b = prev.body.get("clock"), nxt.body.get("clock")
         if not (_is_clock(a) and _is_clock(b)):
             raise Failed(
-                f"an event clock is not an integer ({prev.type} -> {nxt.type})",
+                f"an event clock is not a clock value ({prev.type} -> {nxt.type})",
                 expected="integers",
                 actual=f"{a!r}, {b!r}",
             )
@@ -626,7 +1043,7 @@ def event_clock(ctx: Context) -> str:
     )
 
 
-@check("events.online", "GOSSIP-1", "events", "announces itself with worker-online")
+@check("events.online", "GOSSIP-1", "announces itself with worker-online")
 def online(ctx: Context) -> str:
     seen = ctx.node_events("worker-online")
     if not seen:
@@ -635,6 +1052,53 @@ def online(ctx: Context) -> str:
         )
     _schema(seen[0].body, "heartbeat", "its worker-online")
     return "worker-online seen"
+
+
+@check(
+    "events.tolerant",
+    "EVENT-5",
+    "accepts events of unknown types, blind clocks and integer utcoffsets",
+    also=("EVENT-3", "SEC-3"),
+)
+def tolerant(ctx: Context) -> str:
+    ctx.probe.peer_event("wkctlconform-probe", note="a custom event of an unknown group")
+    ctx.probe.peer_event("worker-wkctl-conform", note="a custom worker event")
+    body = ctx.probe.peer_heartbeat(clock=None, utcoffset=0)
+    ctx.facts["peer_announced"] = True
+    _still_serving(ctx, "custom events and a blind heartbeat")
+    return f"still serving after custom events and a heartbeat with clock {body['clock']!r}"
+
+
+@check(
+    "events.malformed-heartbeat",
+    "GOSSIP-5",
+    "survives a malformed worker-heartbeat",
+    also=("SEC-3",),
+    deviation="DEFECT-6",
+)
+def malformed_heartbeat(ctx: Context) -> str:
+    _celery_defect(ctx, "DEFECT-6", "one malformed worker-heartbeat kills every Celery worker")
+    celery = ctx.celery_on_broker()
+    if celery:
+        raise Skipped(
+            f"not sent: Celery workers on this broker ({', '.join(celery[:3])}) would all die "
+            "(DEFECT-6)"
+        )
+    ctx.probe.peer_heartbeat(timestamp="now")
+    _still_serving(ctx, 'a worker-heartbeat with "timestamp": "now"')
+    beats_before = len(ctx.node_events("worker-heartbeat"))
+    ctx.probe.cast("heartbeat", {})
+    found, _ = ctx.wait_events(
+        lambda evs: len(ctx.node_events("worker-heartbeat", evs)) > beats_before,
+        max(ctx.timeout, 1.0),
+    )
+    if not found:
+        raise Failed(
+            "no heartbeat after a malformed heartbeat from a peer",
+            expected="its heartbeats continue",
+            actual="none",
+        )
+    return "still serving and sending heartbeats"
 
 
 # -- election ---------------------------------------------------------------------
@@ -648,7 +1112,7 @@ def _acks(ctx: Context, election: str, events: list[Any]) -> list[Any]:
     ]
 
 
-@check("election.ack-peer", "ELECT-2", "election", "acks a worker-elect from another node")
+@check("election.ack-peer", "ELECT-2", "acks a worker-elect from another node")
 def ack_peer(ctx: Context) -> str:
     election = _fresh("election")
     ctx.facts["election"] = election
@@ -662,16 +1126,16 @@ def ack_peer(ctx: Context) -> str:
         )
     ctx.facts["peer_acked"] = True
     _schema(found[0].body, "elect-ack", "its worker-elect-ack")
-    return f"acked in {(found[0].at - ctx.started):.2f} s into the run"
+    return "acked"
 
 
-@check("election.elect", "ELECT-1", "election", "stands in an election with worker-elect")
+@check("election.elect", "ELECT-1", "stands in an election with one worker-elect")
 def elect(ctx: Context) -> str:
     election = ctx.facts.get("election")
-    if election is None or (not ctx.facts.get("peer_acked") and ctx.is_celery is not False):
+    if election is None or (not ctx.facts.get("peer_acked") and ctx.identity() != "other"):
         raise Skipped(
             "no election held: the node did not acknowledge the synthetic peer's worker-elect, "
-            "and an election with a lone gossiping Celery worker kills it"
+            "and an election with a lone gossiping Celery worker kills it (DEFECT-1)"
         )
     ctx.probe.cast("election", {"id": election, "topic": ELECTION_TOPIC, "action": None})
 
@@ -691,17 +1155,27 @@ def elect(ctx: Context) -> str:
         )
     body = found[0].body
     _schema(body, "elect", "its worker-elect")
-    if body.get("topic") != ELECTION_TOPIC:
+    if body.get("topic") != ELECTION_TOPIC or body.get("cver") != 1:
         raise Failed(
-            "wrong topic in its worker-elect", expected=ELECTION_TOPIC, actual=body.get("topic")
+            "wrong topic or cver in its worker-elect",
+            expected={"topic": ELECTION_TOPIC, "cver": 1},
+            actual={"topic": body.get("topic"), "cver": body.get("cver")},
         )
     # Behave as a peer: acknowledge its request, so that it can decide.
     ctx.probe.peer_event("worker-elect-ack", id=election)
     ctx.facts["stood"] = True
+    time.sleep(0.1)
+    count = len(stood(ctx.recorder.snapshot()))
+    if count != 1:
+        raise Failed(
+            "more than one worker-elect for one election command",
+            expected=1,
+            actual=count,
+        )
     return f"worker-elect clock {body.get('clock')}"
 
 
-@check("election.ack-own", "ELECT-2", "election", "acks its own worker-elect too")
+@check("election.ack-own", "ELECT-2", "acks its own worker-elect too")
 def ack_own(ctx: Context) -> str:
     election = ctx.facts.get("election")
     if not ctx.facts.get("stood") or election is None:
@@ -722,3 +1196,108 @@ def ack_own(ctx: Context) -> str:
     for ack in found:
         _schema(ack.body, "elect-ack", "its worker-elect-ack")
     return f"{len(found)} acks"
+
+
+@check(
+    "election.ack-once",
+    "ELECT-2",
+    "acks a repeated worker-elect only once",
+    deviation="DEFECT-2",
+)
+def ack_once(ctx: Context) -> str:
+    election = _fresh("dup")
+    for _ in range(2):
+        ctx.probe.peer_event(
+            "worker-elect", id=election, topic=ELECTION_TOPIC, action=None, cver=1, clock=7
+        )
+    found, _ = ctx.wait_events(lambda evs: _acks(ctx, election, evs), ctx.timeout)
+    if not found:
+        raise Failed(
+            "no worker-elect-ack for a peer's worker-elect",
+            expected="one worker-elect-ack",
+            actual="none",
+        )
+    time.sleep(min(ctx.timeout, 0.3))
+    acks = _acks(ctx, election, ctx.recorder.snapshot())
+    if len(acks) != 1:
+        raise Failed(
+            "the same worker-elect (same sender, same election) sent twice was acked "
+            f"{len(acks)} times",
+            expected=1,
+            actual=len(acks),
+        )
+    return "one ack for a duplicated request"
+
+
+@check(
+    "election.malformed",
+    "ELECT-10",
+    "drops (does not ack) a worker-elect lacking a field",
+)
+def elect_malformed(ctx: Context) -> str:
+    election = _fresh("bad")
+    ctx.probe.peer_event("worker-elect", id=election, action=None, cver=1)  # no topic
+    fence = _fresh("fence")
+    ctx.probe.peer_event("worker-elect", id=fence, topic=ELECTION_TOPIC, action=None, cver=1)
+    found, events = ctx.wait_events(lambda evs: _acks(ctx, fence, evs), ctx.timeout)
+    bad = _acks(ctx, election, events)
+    if bad:
+        raise Failed(
+            "a worker-elect without topic was acknowledged",
+            expected="no worker-elect-ack",
+            actual=f"{len(bad)} ack(s)",
+        )
+    if not found:
+        raise Skipped(
+            "cannot tell: the well-formed worker-elect sent after it was not acked either"
+        )
+    return "not acked"
+
+
+@check(
+    "election.alone",
+    "ELECT-6",
+    "survives an election it holds without peers",
+    also=("SEC-3",),
+    deviation="DEFECT-1",
+)
+def alone(ctx: Context) -> str:
+    _celery_defect(ctx, "DEFECT-1", "an election with exactly one gossiping Celery worker kills it")
+    election = _fresh("alone")
+    if ctx.facts.get("peer_announced"):
+        ctx.probe.peer_heartbeat("worker-offline")
+        ctx.facts["peer_announced"] = False
+        time.sleep(0.05)
+    ctx.probe.cast("election", {"id": election, "topic": ELECTION_TOPIC, "action": None})
+    found, _ = ctx.wait_events(lambda evs: _acks(ctx, election, evs), ctx.timeout)
+    _still_serving(ctx, "an election it held alone")
+    if not found:
+        raise Failed(
+            "no worker-elect-ack for its own worker-elect in an election without peers",
+            expected="its worker-elect and worker-elect-ack",
+            actual="none",
+        )
+    return "stood, acked, still serving"
+
+
+# -- security (the run as a whole) ------------------------------------------------
+
+
+@check("sec.no-credentials", "SEC-6", "nothing it sent contains the broker password")
+def no_credentials(ctx: Context) -> str:
+    password = urlsplit(ctx.probe.settings.url).password
+    if not password or len(password) < 3:
+        raise Skipped("the broker URL has no password to look for")
+    for ev in ctx.recorder.snapshot():
+        if ev.hostname == ctx.node and password in repr(ev.body):
+            raise Failed(
+                f"its {ev.type} event contains the broker password",
+                expected="no credentials",
+                actual="password found",
+            )
+    for text in ctx.reply_texts():
+        if password in text:
+            raise Failed(
+                "a reply contains the broker password", expected="no credentials", actual="found"
+            )
+    return "no password in its replies and events"

@@ -235,9 +235,41 @@ class Probe:
         self._pidbox(self.channel).declare()
         self._reply(self.channel).declare()
         self._events(self.channel).declare()
+        # One reply queue for the whole run, consumed from start to end; each
+        # call binds it with a routing key of its own and tells its replies
+        # by that key.  (Redis blocks on the queues being consumed for up to
+        # a second: a queue per call would cost that on every call.)
+        #: every reply received during the run, in arrival order
+        self.log: list[Reply] = []
+        self._oid = str(uuid.uuid4())
+        self._inbox: dict[str, tuple[CallResult, float]] = {}
+        self._replies = Queue(
+            self.names.reply_queue(self._oid),
+            exchange=self._reply,
+            routing_key=self._oid,
+            durable=False,
+            exclusive=True,
+            auto_delete=True,
+            expires=self.names.control_queue_expires,
+            message_ttl=self.names.control_queue_ttl,
+        )(self.channel)
+        self._replies.declare()
+        self._consumer = Consumer(
+            self.channel,
+            [self._replies],
+            no_ack=True,
+            on_message=self._on_reply,
+            accept=["json"],
+        )
+        self._consumer.consume()
 
     def close(self) -> None:
-        for closer in (self.channel.close, self.conn.release):
+        for closer in (
+            self._consumer.cancel,
+            self._replies.delete,
+            self.channel.close,
+            self.conn.release,
+        ):
             try:
                 closer()
             except Exception:
@@ -255,21 +287,30 @@ class Probe:
 
     # -- pidbox ---------------------------------------------------------------
 
-    def _reply_queue(self) -> tuple[str, Any]:
-        oid = str(uuid.uuid4())
-        queue = Queue(
-            self.names.reply_queue(oid),
-            exchange=self._reply,
-            routing_key=oid,
-            durable=False,
-            exclusive=True,
-            auto_delete=True,
-            expires=self.names.control_queue_expires,
-            message_ttl=self.names.control_queue_ttl,
+    def _on_reply(self, message: Any) -> None:
+        routing_key = (message.delivery_info or {}).get("routing_key")
+        target = self._inbox.get(routing_key)
+        if target is None:
+            return  # a late reply to an earlier call
+        result, start = target
+        headers = dict(message.headers or {})
+        self.see_clock(headers.get("clock"))
+        try:
+            decoded = decode_body(message.body, message.content_type, message.content_encoding)
+            refused = None
+        except Rejected as exc:
+            decoded, refused = None, str(exc)
+        result.replies.append(
+            Reply(headers, message.content_type, decoded, refused, time.monotonic() - start)
         )
-        bound = queue(self.channel)
-        bound.declare()
-        return oid, bound
+        self.log.append(result.replies[-1])
+
+    def _route(self, result: CallResult, start: float) -> str:
+        """A fresh routing key to the run's reply queue, for one call."""
+        key = str(uuid.uuid4())
+        self._replies.bind_to(self._reply, routing_key=key)
+        self._inbox[key] = (result, start)
+        return key
 
     def _publish_request(
         self,
@@ -314,90 +355,63 @@ class Probe:
         content_type: str = "application/json",
         raw: Callable[[dict[str, Any]], bytes] | None = None,
         fence: bool = False,
+        pattern: str | None = None,
+        matcher: str | None = None,
+        extra: Mapping[str, Any] | None = None,
+        legacy: bool = False,
     ) -> CallResult:
         """Send one request wanting a reply and collect what comes back.
 
         Returns as soon as ``until(result)`` holds (default: the node
-        replied), or after ``timeout`` seconds.  ``raw`` encodes the body
-        itself (with ``content_type``), to send what a JSON client never would.  With ``fence``, a ``ping``
+        replied), or after ``timeout`` seconds.  With ``fence``, a ``ping``
         addressed to the node follows the request, and collection ends once
         the node answered the ping: a node handles its pidbox queue in
         order, so a reply to the request would have come first.  That makes
-        "the node did not reply" fast to establish.
+        "the node did not reply" fast to establish.  ``raw`` encodes the
+        body itself (with ``content_type``), to send what a JSON client
+        never would.  ``pattern``/``matcher`` address by pattern, ``extra``
+        adds body members, ``legacy`` leaves ``pattern``/``matcher`` out (as
+        kombu before 4.5 did).
         """
         timeout = self.timeout if timeout is None else timeout
         if destination is UNSET:
             destination = [self.node]
-        oid, bound = self._reply_queue()
+        start = time.monotonic()
         ticket = str(uuid.uuid4())
-        body = pidbox_request(
+        sent_clock = self.next_clock() if clock is UNSET else clock
+        result = CallResult(method, ticket, sent_clock, None)
+        key = self._route(result, start)
+        result.body = pidbox_request(
             method,
             arguments,
             destination=destination,
             reply_exchange=self._reply.name,
-            reply_routing_key=oid,
+            reply_routing_key=key,
             ticket=ticket,
+            pattern=pattern,
+            matcher=matcher,
         )
-        sent_clock = self.next_clock() if clock is UNSET else clock
-        result = CallResult(method, ticket, sent_clock, body)
+        if legacy:
+            result.body.pop("pattern", None)
+            result.body.pop("matcher", None)
+        if extra:
+            result.body.update(extra)
         fence_result: CallResult | None = None
-        fence_oid, fence_bound = (None, None)
+        fence_key = None
         if fence:
-            fence_oid, fence_bound = self._reply_queue()
             fence_result = CallResult("ping", str(uuid.uuid4()), None, None)
-        start = time.monotonic()
-
-        def collect(target: CallResult) -> Callable[[Any], None]:
-            def on_message(message: Any) -> None:
-                headers = dict(message.headers or {})
-                self.see_clock(headers.get("clock"))
-                try:
-                    decoded = decode_body(
-                        message.body, message.content_type, message.content_encoding
-                    )
-                    refused = None
-                except Rejected as exc:
-                    decoded, refused = None, str(exc)
-                target.replies.append(
-                    Reply(
-                        headers,
-                        message.content_type,
-                        decoded,
-                        refused,
-                        time.monotonic() - start,
-                    )
-                )
-
-            return on_message
-
-        consumers = [
-            Consumer(
-                self.channel, [bound], no_ack=True, on_message=collect(result), accept=["json"]
-            )
-        ]
-        if fence_bound is not None and fence_result is not None:
-            consumers.append(
-                Consumer(
-                    self.channel,
-                    [fence_bound],
-                    no_ack=True,
-                    on_message=collect(fence_result),
-                    accept=["json"],
-                )
-            )
+            fence_key = self._route(fence_result, start)
 
         def done() -> bool:
             if fence_result is not None:
                 return fence_result.reply_from(self.node) is not None
             if until is not None:
                 return until(result)
-            return result.reply_from(self.node) is not None or bool(result.replies)
+            return bool(result.replies)
 
         try:
-            for consumer in consumers:
-                consumer.consume()
             self._publish_request(
-                body,
+                result.body,
                 clock=sent_clock,
                 expires=(time.time() + timeout + 5.0) if expires is UNSET else expires,
                 content_type=content_type,
@@ -409,7 +423,7 @@ class Probe:
                     {},
                     destination=[self.node],
                     reply_exchange=self._reply.name,
-                    reply_routing_key=fence_oid,
+                    reply_routing_key=fence_key,
                     ticket=fence_result.ticket,
                 )
                 self._publish_request(
@@ -429,28 +443,16 @@ class Probe:
                 except TimeoutError:
                     continue
             if fence_result is not None and done():
-                # Replies to two queues may be delivered in either order:
-                # give a reply to the request a moment to land.
-                grace = time.monotonic() + 0.05
-                while time.monotonic() < grace:
-                    try:
-                        self.conn.drain_events(timeout=0.05)
-                    except TimeoutError:
-                        break
+                # Let anything already delivered behind the fence reply land.
+                try:
+                    self.conn.drain_events(timeout=0.02)
+                except TimeoutError:
+                    pass
         finally:
             result.waited = time.monotonic() - start
-            for consumer in consumers:
-                try:
-                    consumer.cancel()
-                except Exception:
-                    pass
-            for queue in (bound, fence_bound):
-                if queue is None:
-                    continue
-                try:
-                    queue.delete()
-                except Exception:
-                    pass
+            self._inbox.pop(key, None)
+            if fence_key is not None:
+                self._inbox.pop(fence_key, None)
         if fence_result is not None:
             result.fenced = fence_result.reply_from(self.node) is not None
         return result
@@ -475,15 +477,28 @@ class Probe:
 
     # -- the synthetic peer ---------------------------------------------------
 
-    def peer_event(self, type_: str, *, clock: int | None = None, **fields: Any) -> dict[str, Any]:
-        """Publish one event as the synthetic peer; returns its body."""
+    def peer_event(
+        self,
+        type_: str,
+        *,
+        clock: Any = UNSET,
+        overrides: Mapping[str, Any] | None = None,
+        **fields: Any,
+    ) -> dict[str, Any]:
+        """Publish one event as the synthetic peer; returns its body.
+
+        ``clock`` defaults to the probe's next clock (``None`` sends a blind
+        event); ``overrides`` replace common fields after they are built.
+        """
         body = event(
             type_,
             hostname=self.peer,
-            clock=self.next_clock() if clock is None else clock,
+            clock=self.next_clock() if clock is UNSET else clock,
             pid=self.peer_pid,
             **fields,
         )
+        if overrides:
+            body.update(overrides)
         self.producer.publish(
             body,
             exchange=self._events.name,
@@ -494,12 +509,19 @@ class Probe:
         )
         return body
 
-    def peer_heartbeat(self, type_: str = "worker-heartbeat", *, clock: int | None = None) -> dict:
-        """A heartbeat exactly as well-formed as Celery's: a malformed one kills
-        every Celery worker of the cluster, so only valid ones are ever sent."""
+    def peer_heartbeat(
+        self, type_: str = "worker-heartbeat", *, clock: Any = UNSET, **overrides: Any
+    ) -> dict[str, Any]:
+        """A heartbeat of the synthetic peer, as complete as Celery's.
+
+        Only the checks of malformed input pass ``overrides`` that break
+        it, and never where a Celery worker would receive it: one malformed
+        heartbeat kills every Celery worker on the broker.
+        """
         return self.peer_event(
             type_,
             clock=clock,
+            overrides=overrides,
             freq=2.0,
             sw_ident="wkctl-conform",
             sw_ver="1",

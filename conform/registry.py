@@ -14,7 +14,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .statements import STATEMENTS, Statement
+from .model import Statement
+from .statements import STATEMENTS
 
 if TYPE_CHECKING:
     from .runner import Context
@@ -39,13 +40,29 @@ class Skipped(Exception):
 @dataclass(frozen=True)
 class Check:
     id: str
+    #: the statement the check verifies (its level is the check's level)
     statement: str
-    section: str
     title: str
     func: Callable[[Context], str | None]
-    #: a statement id documenting a Celery defect this check detects; a
-    #: Celery worker failing the check is reported as a known deviation
+    #: other statements the check also exercises (for coverage)
+    also: tuple[str, ...] = ()
+    #: a known defect of Celery (``DEFECT-N`` in the spec) this check detects;
+    #: a Celery worker failing the check is reported as a known deviation
     deviation: str | None = None
+
+    @property
+    def section(self) -> str:
+        """The spec section of the statement (reports group by it)."""
+        return self.spec.section
+
+    @property
+    def area(self) -> str:
+        """The short group name of the check id (``pidbox`` for ``pidbox.ping``)."""
+        return self.id.split(".", 1)[0]
+
+    @property
+    def statements(self) -> tuple[str, ...]:
+        return (self.statement, *self.also)
 
     @property
     def spec(self) -> Statement:
@@ -65,17 +82,24 @@ CHECKS: dict[str, Check] = {}
 
 
 def check(
-    id: str, statement: str, section: str, title: str, *, deviation: str | None = None
+    id: str,
+    statement: str,
+    title: str,
+    *,
+    also: tuple[str, ...] = (),
+    deviation: str | None = None,
 ) -> Callable[[Callable[[Context], str | None]], Callable[[Context], str | None]]:
-    """Register a check; the statement (and any deviation) must exist."""
+    """Register a check; every statement it cites must exist in the spec."""
 
     def register(func: Callable[[Context], str | None]) -> Callable[[Context], str | None]:
         if id in CHECKS:
             raise ValueError(f"duplicate check id {id}")
-        for ref in (statement, deviation):
+        for ref in (statement, *also, deviation):
             if ref is not None and ref not in STATEMENTS:
                 raise ValueError(f"check {id} cites unknown statement {ref}")
-        CHECKS[id] = Check(id, statement, section, title, func, deviation)
+        if deviation is not None and STATEMENTS[deviation].level != "DEFECT":
+            raise ValueError(f"check {id}: {deviation} is not a known defect")
+        CHECKS[id] = Check(id, statement, title, func, tuple(also), deviation)
         return func
 
     return register
@@ -97,9 +121,7 @@ def select(only: Iterable[str] = (), *, strict: bool = False) -> list[Check]:
         matches = [
             c
             for c in CHECKS.values()
-            if key in (c.id, c.statement, c.section)
-            or key.upper() == c.statement
-            or c.id.startswith(key + ".")
+            if key in (c.id, c.section, c.area) or key.upper() in c.statements
         ]
         if not matches:
             raise KeyError(selector)

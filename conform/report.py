@@ -31,6 +31,20 @@ def _show(value: Any) -> str:
         return repr(value)
 
 
+def _section_key(section: str) -> tuple[int, str]:
+    """Spec order: sections are numbered (``4. Pidbox: ...``)."""
+    number = section.split(".", 1)[0]
+    return (int(number), section) if number.isdigit() else (10_000, section)
+
+
+def by_section(items: Iterable[Any]) -> list[tuple[str, list[Any]]]:
+    """Items (results or checks) grouped by spec section, in spec order."""
+    groups: dict[str, list[Any]] = {}
+    for item in items:
+        groups.setdefault(item.section, []).append(item)
+    return sorted(groups.items(), key=lambda kv: _section_key(kv[0]))
+
+
 def result_lines(result: Result) -> list[str]:
     """The lines of one check in the human report."""
     head = f"  {_MARK[result.status]:5} [{result.statement}] {result.id}: {result.title}"
@@ -59,13 +73,11 @@ def human_lines(run: Run) -> list[str]:
     if run.identity:
         who = ", ".join(f"{k} {v}" for k, v in run.identity.items())
         lines.append(f"node reports: {who}")
-    section = None
-    for result in run.results:
-        if result.section != section:
-            section = result.section
-            lines.append("")
-            lines.append(f"{section}:")
-        lines.extend(result_lines(result))
+    for section, results in by_section(run.results):
+        lines.append("")
+        lines.append(f"{section}:")
+        for result in results:
+            lines.extend(result_lines(result))
     lines.append("")
     lines.append(run.summary())
     return lines
@@ -84,10 +96,7 @@ def junit_xml(run: Run) -> str:
         skipped=str(run.count(SKIP)),
         time=f"{run.duration:.3f}",
     )
-    sections: dict[str, list[Result]] = {}
-    for result in run.results:
-        sections.setdefault(result.section, []).append(result)
-    for name, results in sections.items():
+    for name, results in by_section(run.results):
         suite = ET.SubElement(
             root,
             "testsuite",
@@ -121,13 +130,11 @@ def junit_xml(run: Run) -> str:
 
 def list_lines(checks: Iterable[Check]) -> list[str]:
     """``--list``: every check with its statement, level and requirement."""
-    lines = []
-    section = None
-    for chk in checks:
-        if chk.section != section:
-            section = chk.section
-            if lines:
-                lines.append("")
-            lines.append(f"{section}:")
-        lines.append(f"  {chk.id:28} {'[' + chk.statement + ']':12} {chk.level:6} {chk.title}")
+    lines: list[str] = []
+    for section, group in by_section(checks):
+        if lines:
+            lines.append("")
+        lines.append(f"{section}:")
+        for chk in group:
+            lines.append(f"  {chk.id:28} {'[' + chk.statement + ']':13} {chk.level:6} {chk.title}")
     return lines

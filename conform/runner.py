@@ -182,18 +182,52 @@ class Context:
     ) -> tuple[Any, list[RecordedEvent]]:
         return self.recorder.wait_for(predicate, timeout)
 
-    @property
-    def is_celery(self) -> bool | None:
-        """True/False once a heartbeat said who the node is; None before."""
+    def _learn_identity(self, events: Iterable[RecordedEvent]) -> str | None:
+        for ev in reversed(list(events)):
+            if ev.hostname == self.node and isinstance(ev.body, dict):
+                ident = ev.body.get("sw_ident")
+                if isinstance(ident, str):
+                    self.facts["sw_ident"] = ident
+                    for key in ("sw_ver", "freq"):
+                        if key in ev.body:
+                            self.facts[key] = ev.body[key]
+                    return ident
+        return None
+
+    def identity(self, wait: float | None = None) -> str | None:
+        """``"celery"`` or ``"other"`` from the node's heartbeats (``sw_ident``),
+        waiting a little for the first one; ``None`` when it sent none."""
         ident = self.facts.get("sw_ident")
         if ident is None:
-            for ev in self.node_events():
-                if isinstance(ev.body, dict) and isinstance(ev.body.get("sw_ident"), str):
-                    ident = self.facts["sw_ident"] = ev.body["sw_ident"]
-                    break
+            asked = self.facts.get("heartbeat_asked", self.started)
+            budget = max(self.timeout, 1.0) if wait is None else wait
+            remaining = budget - (time.monotonic() - asked)
+            found, events = self.recorder.wait_for(
+                lambda evs: self._learn_identity(evs), max(remaining, 0.0)
+            )
+            ident = found or self._learn_identity(events)
         if ident is None:
             return None
-        return ident == CELERY_SW_IDENT
+        return "celery" if ident == CELERY_SW_IDENT else "other"
+
+    @property
+    def is_celery(self) -> bool | None:
+        kind = self.identity(wait=0.0)
+        return None if kind is None else kind == "celery"
+
+    def celery_on_broker(self) -> list[str]:
+        """Celery workers heard on the broker during the run (any node)."""
+        names = {
+            ev.hostname
+            for ev in self.recorder.snapshot()
+            if isinstance(ev.body, dict)
+            and ev.body.get("sw_ident") == CELERY_SW_IDENT
+            and isinstance(ev.hostname, str)
+        }
+        return sorted(names)
+
+    def reply_texts(self) -> list[str]:
+        return [repr(reply.body) + repr(reply.headers) for reply in self.probe.log]
 
 
 def _result(check: Check, status: str, **kwargs: Any) -> Result:
@@ -243,6 +277,7 @@ def run(
             outcome.results.append(result)
             if on_result is not None:
                 on_result(result)
+        ctx.identity(wait=0.0)
         outcome.identity = {
             k: ctx.facts[k] for k in ("sw_ident", "sw_ver", "freq") if k in ctx.facts
         }

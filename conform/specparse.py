@@ -11,11 +11,14 @@ and a test re-parses ``spec/`` and fails when the compiled copy is stale,
 or when a MUST statement has no check and is not marked as not testable
 from outside.
 
-What counts as a statement: a paragraph, list item or table row that
-*starts* with ``[ID]`` (optionally bold, after a list marker).  Its level is
-the strongest RFC 2119 keyword in its text; it is not testable when its text
-says "not testable" (for example "not testable from outside").  Ids merely
-mentioned inside other text are references, not definitions.
+What counts as a statement is the spec's own convention (its section 1):
+a list item ``- **[AREA-N]** (LEVEL) text`` whose continuation lines are
+indented, LEVEL being ``MUST``, ``SHOULD`` or ``MAY``, optionally followed
+by ``; not testable from outside``.  Without the parenthesised level the
+strongest RFC 2119 keyword of the text decides.  The rows of the table of
+Celery's known defects (first cell ``DEFECT-N``) are read too, with level
+``DEFECT``: a check cites one when real Celery workers fail it by design.
+Ids merely mentioned inside other text are references, not definitions.
 """
 
 from __future__ import annotations
@@ -23,8 +26,9 @@ from __future__ import annotations
 import re
 import sys
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
+
+from .model import Statement
 
 __all__ = ["Statement", "parse_markdown", "parse_spec_dir", "render_module"]
 
@@ -32,6 +36,8 @@ _ID = r"[A-Z][A-Z0-9]*(?:-[A-Z0-9]+)*-\d+[a-z]?"
 _START = re.compile(
     r"^\s*(?:[-*+]\s+|\d+[.)]\s+|\|\s*)?(?:\*\*|__)?\[(?P<id>" + _ID + r")\](?:\*\*|__)?[:.]?\s*"
 )
+_LEVEL_MARK = re.compile(r"^\((?P<level>MUST|SHOULD|MAY)(?P<rest>[^)]*)\)\s*")
+_DEFECT_ROW = re.compile(r"^\|\s*(?P<id>DEFECT-\d+)\s*\|(?P<rest>.*)$")
 _HEADING = re.compile(r"^(#{1,6})\s+(.*?)\s*#*\s*$")
 _NOT_TESTABLE = re.compile(r"not\s+(?:externally\s+)?testable", re.IGNORECASE)
 _LEVELS = (
@@ -39,17 +45,6 @@ _LEVELS = (
     ("SHOULD", re.compile(r"\b(?:SHOULD(?: NOT)?|RECOMMENDED|NOT RECOMMENDED)\b")),
     ("MAY", re.compile(r"\b(?:MAY|OPTIONAL)\b")),
 )
-
-
-@dataclass(frozen=True)
-class Statement:
-    id: str
-    #: MUST, SHOULD, MAY, or INFO (no RFC 2119 keyword: a definition)
-    level: str
-    #: the heading the statement appears under
-    section: str
-    text: str
-    testable: bool = True
 
 
 def _clean(text: str) -> str:
@@ -91,8 +86,9 @@ def _blocks(markdown: str) -> Iterator[tuple[str, str]]:
         if not line.strip():
             yield from flush()
             continue
-        starts_item = bool(re.match(r"^\s*(?:[-*+]\s+|\d+[.)]\s+|\|)", line))
-        if starts_item or _START.match(line):
+        # Only an unindented list marker or table row starts a new block:
+        # indented lines continue the statement above them.
+        if re.match(r"^(?:[-*+]\s+|\d+[.)]\s+|\|)", line):
             yield from flush()
         block.append(line)
     yield from flush()
@@ -101,19 +97,25 @@ def _blocks(markdown: str) -> Iterator[tuple[str, str]]:
 def parse_markdown(markdown: str) -> list[Statement]:
     out: list[Statement] = []
     for section, block in _blocks(markdown):
+        defect = _DEFECT_ROW.match(block)
+        if defect:
+            cells = [c.strip() for c in defect.group("rest").split("|")]
+            text = _clean(cells[0]) if cells else ""
+            out.append(Statement(defect.group("id"), "DEFECT", section, text, testable=False))
+            continue
         match = _START.match(block)
         if not match:
             continue
         text = _clean(block[match.end() :])
-        out.append(
-            Statement(
-                id=match.group("id"),
-                level=_level(text),
-                section=section,
-                text=text,
-                testable=not _NOT_TESTABLE.search(text),
-            )
-        )
+        mark = _LEVEL_MARK.match(text)
+        if mark:
+            level = mark.group("level")
+            testable = not _NOT_TESTABLE.search(mark.group("rest"))
+            text = text[mark.end() :]
+        else:
+            level = _level(text)
+            testable = not _NOT_TESTABLE.search(text)
+        out.append(Statement(match.group("id"), level, section, text, testable))
     return out
 
 
@@ -142,7 +144,7 @@ def render_module(statements: Iterable[Statement]) -> str:
         "",
         "from __future__ import annotations",
         "",
-        "from .specparse import Statement",
+        "from .model import Statement",
         "",
         '__all__ = ["STATEMENTS", "Statement"]',
         "",
