@@ -255,7 +255,9 @@ def run(ctx: BenchContext) -> dict[str, Any]:
                 },
             )
 
-        def at(side: str, rate: float, key: str) -> list[float | None]:
+        def at(
+            side: str, rate: float, key: str, res: dict[str, list[Any]] = res
+        ) -> list[float | None]:
             return [
                 run_[key]
                 for lad in res[side]

@@ -130,7 +130,7 @@ def _prepare_check_jsonschema(workdir: Path, data: Path, kinds: Path, limit: int
         doc.pop("$id", None)
         (root / "schemas" / path.name).write_text(json.dumps(doc))
     with data.open() as f:
-        for i, (line, kind) in enumerate(zip(f, kinds.read_text().split()[:limit])):
+        for i, (line, kind) in enumerate(zip(f, kinds.read_text().split()[:limit], strict=False)):
             folder = root / "inst" / kind
             folder.mkdir(parents=True, exist_ok=True)
             (folder / f"m{i}.json").write_text(line)

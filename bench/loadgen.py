@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     publish = producer.publish
     if flush is not _no_flush:
         publish = publish_fast
-    tail = '"utcoffset":%d,"pid":4242,"clock":%d,"timestamp":%.6f}'
+    tail = '"utcoffset":%d,"pid":4242,"clock":%d,"timestamp":%.6f}'  # noqa: UP031 (fast)
 
     def task_event(host: str, type_: str, task_id: str, now: float) -> str:
         nonlocal clock
@@ -111,17 +111,16 @@ def main(argv: list[str] | None = None) -> int:
         extra = ""
         if type_ == "task-received":
             extra = (
-                '"name":"proj.tasks.add","args":"(2, 3)","kwargs":"{}","root_id":"%s",'
-                '"parent_id":null,"retries":0,"eta":null,"expires":null,' % task_id
+                f'"name":"proj.tasks.add","args":"(2, 3)","kwargs":"{{}}","root_id":"{task_id}",'
+                '"parent_id":null,"retries":0,"eta":null,"expires":null,'
             )
         elif type_ == "task-succeeded":
             extra = '"result":"5","runtime":0.0012,'
-        return '{"hostname":"%s","type":"%s","uuid":"%s",%s' % (
-            host,
-            type_,
-            task_id,
-            extra,
-        ) + tail % (offset, clock, now)
+        return f'{{"hostname":"{host}","type":"{type_}","uuid":"{task_id}",{extra}' + tail % (
+            offset,
+            clock,
+            now,
+        )
 
     start = time.time()
     end = start + args.duration
@@ -137,9 +136,9 @@ def main(argv: list[str] | None = None) -> int:
             if seq % beat_every == 0:
                 clock += 1
                 body = (
-                    '{"hostname":"%s","type":"worker-heartbeat","freq":2.0,"active":1,'
-                    '"processed":%d,"loadavg":[0.5,0.4,0.3],"sw_ident":"py-celery",'
-                    '"sw_ver":"5.7.0","sw_sys":"Linux",' % (host, seq)
+                    f'{{"hostname":"{host}","type":"worker-heartbeat","freq":2.0,"active":1,'
+                    f'"processed":{seq},"loadavg":[0.5,0.4,0.3],"sw_ident":"py-celery",'
+                    '"sw_ver":"5.7.0","sw_sys":"Linux",'
                 ) + tail % (offset, clock, now)
                 publish(
                     body,

@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     feed = state.event
     with open(args.file) as f:
         while True:
-            lines = [line for _, line in zip(range(CHUNK), f)]
+            lines = [line for _, line in zip(range(CHUNK), f, strict=False)]
             if not lines:
                 break
             chunk = [loads(line) for line in lines]
