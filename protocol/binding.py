@@ -471,6 +471,8 @@ class Binding:
                     actions = handle.node.start(now)
                 handle.started.set()
                 self._perform(handle, actions)
+                with self.changed:
+                    self.changed.notify_all()
             elif op in ("stop", "kill"):
                 if not handle.alive:
                     continue
