@@ -80,24 +80,36 @@ def conform_cmd(
             ExitCode.USAGE,
         ) from None
     if list_flag:
+        from wkctl.conform.coverage import NOT_PROBED
+
         checks = chosen if only else list(CHECKS.values())
         if json_flag:
             emit_json(
-                [
-                    {
-                        "id": c.id,
-                        "statement": c.statement,
-                        "level": c.level,
-                        "section": c.section,
-                        "title": c.title,
-                        "requirement": c.requirement,
-                    }
-                    for c in checks
-                ]
+                {
+                    "checks": [
+                        {
+                            "id": c.id,
+                            "statement": c.statement,
+                            "also": list(c.also),
+                            "level": c.level,
+                            "section": c.section,
+                            "title": c.title,
+                            "requirement": c.requirement,
+                            "known_deviation": c.deviation,
+                        }
+                        for c in checks
+                    ],
+                    "not_probed": NOT_PROBED,
+                }
             )
         else:
             for line in list_lines(checks):
                 click.echo(line)
+            if not only:
+                click.echo("")
+                click.echo("MUST statements not probed (and why):")
+                for sid, reason in NOT_PROBED.items():
+                    click.echo(f"  [{sid}] {reason}")
         return
     if not node:
         raise CliError("--node NAME is required (the node to probe)", ExitCode.USAGE)
