@@ -965,6 +965,8 @@ class State:
     Task = Task
     event_count = 0
     task_count = 0
+    #: Kept for compatibility: Celery bounds its event heap to
+    #: ``heap_multiplier * max_tasks_in_memory``; this State has no heap.
     heap_multiplier = 4
 
     def __init__(
@@ -985,7 +987,9 @@ class State:
         self.max_tasks_in_memory = max_tasks_in_memory
         self.on_node_join = on_node_join
         self.on_node_leave = on_node_leave
-        self._mutex = threading.Lock()
+        # Re-entrant: a freeze_while() callback (a snapshot camera) may query
+        # tasks_by_time() / tasks_by_type(), which take the lock too.
+        self._mutex = threading.RLock()
         #: Custom handlers by event group: ``handlers['foo'](subject, event)``.
         self.handlers: dict[str, Callable[[str, dict[str, Any]], Any]] = {}
         #: Seen task names in first-seen order, bounded like the tasks.

@@ -568,6 +568,16 @@ def test_clear_and_freeze_while() -> None:
     assert len(s.tasks) == 0
 
 
+def test_freeze_while_callback_can_query_the_state() -> None:
+    """Snapshot cameras run inside freeze_while() and read the state there."""
+    s = State()
+    s.event(received())
+    result = s.freeze_while(
+        lambda: [u for u, _ in s.tasks_by_time()] + [u for u, _ in s.tasks_by_type("proj.add")]
+    )
+    assert result == ["t1", "t1"]
+
+
 def test_itertasks_and_repr() -> None:
     s = State()
     for i in range(5):
