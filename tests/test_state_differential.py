@@ -34,7 +34,7 @@ from support.eventstreams import (
     flatten,
     realistic_stream,
 )
-from wkctl.protocol.state import State
+from wkctl.protocol.state import State, Task
 
 celery_state = pytest.importorskip("celery.events.state")
 CeleryState = celery_state.State
@@ -381,3 +381,115 @@ def test_property_never_raises_stays_bounded_and_matches_celery(
     assert len(ours.tasks_by_type) <= max_tasks and len(ours.tasks_by_worker) <= max_tasks
     assert len(ours._tasks_to_resolve) <= max_tasks
     run.check(exact_type_index=False)
+
+
+# --------------------------------------------------------------------------
+# Celery 5.4 (what most clusters still run), in its own interpreter
+# --------------------------------------------------------------------------
+_C54_SCRIPT = r"""
+import gc, json, sys
+from celery.events.state import State
+path, max_tasks, probes = sys.argv[1], int(sys.argv[2]), json.loads(sys.argv[3])
+s = State(max_tasks_in_memory=max_tasks)
+tainted, crashes, task_events = set(), 0, 0
+for line in open(path):
+    ev = json.loads(line)
+    try:
+        s.event(ev)
+    except Exception:
+        crashes += 1
+        if isinstance(ev, dict) and str(ev.get("type", "")).startswith("worker-"):
+            tainted.add(ev.get("hostname"))
+        continue
+    if str(ev.get("type", "")).startswith("task-"):
+        task_events += 1
+gc.collect()
+plain = [f for f in s.Task._fields if f not in ("children", "worker", "root", "parent")]
+out = {
+    "event_count": s.event_count,
+    "task_count": s.task_count,
+    "crashes": crashes,
+    "task_events": task_events,
+    "by_time": [u for u, _ in s.tasks_by_time()],
+    "by_time_fwd": [u for u, _ in s.tasks_by_time(reverse=False)],
+    "task_types": s.task_types(),
+    "tasks": [
+        [u, t.state, t.info(fields=plain), t.worker and t.worker.hostname,
+         sorted(c.id for c in t.children)]
+        for u, t in s.tasks.items()
+    ],
+    "workers": {
+        h: [w.pid, w.freq, w.sw_ver, w.processed, h in tainted,
+            [bool(w.heartbeats and now < w.heartbeat_expires) for now in probes]]
+        for h, w in s.workers.items()
+    },
+}
+print(json.dumps(out, default=repr))
+"""
+
+
+def test_differential_against_celery_54(tmp_path: Path) -> None:
+    """Same comparison against Celery 5.4's State (5.4 keeps pending children unbounded)."""
+    import os
+    import subprocess
+
+    from support.workers import celery_python
+
+    python = celery_python("5.4")
+    if python is None:
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail("Celery 5.4 interpreter missing (CI must compare with 5.4)")
+        pytest.skip("no Celery 5.4 interpreter (set WKCTL_TEST_CELERY54_PYTHON)")
+    max_tasks = 400
+    items = sample_items() + list(
+        realistic_stream(
+            2500,
+            seed=54,
+            workers=6,
+            out_of_order=True,
+            duplicates=True,
+            batches=True,
+            p_election=0.005,
+            p_child=0.4,
+        )
+    )
+    flat = list(flatten(items))
+    path = tmp_path / "stream.ndjson"
+    path.write_text("".join(json.dumps(ev) + "\n" for ev in flat))
+    end = max(ev["local_received"] for ev in flat)
+    probes = [end - 1.0, end, end + 0.5, end + 3.0, end + 100.0]
+    proc = subprocess.run(
+        [python, "-c", _C54_SCRIPT, str(path), str(max_tasks), json.dumps(probes)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    theirs = json.loads(proc.stdout)
+    assert theirs["crashes"] > 0  # the elections
+    assert len(theirs["tasks"]) == max_tasks and len(theirs["workers"]) >= 6
+
+    ours = State(max_tasks_in_memory=max_tasks)
+    for item in items:
+        ours.event(copy.deepcopy(item))
+    assert ours.event_count == theirs["event_count"]
+    assert ours.task_count == theirs["task_count"]
+    assert ours.task_types() == theirs["task_types"]
+    if theirs["task_events"] < max_tasks * 4:
+        assert [u for u, _ in ours.tasks_by_time()] == theirs["by_time"]
+        assert [u for u, _ in ours.tasks_by_time(reverse=False)] == theirs["by_time_fwd"]
+    assert [row[0] for row in theirs["tasks"]] == list(ours.tasks.keys())
+    plain = [f for f in Task._fields if f not in _TASK_INTERNAL]
+    for uuid, state, info, worker, children in theirs["tasks"]:
+        task = ours.tasks.data[uuid]
+        assert task.state == state, uuid
+        assert json.loads(json.dumps(task.info(fields=plain), default=repr)) == info, uuid
+        assert (task.worker and task.worker.hostname) == worker, uuid
+        assert set(children) <= {c.id for c in task.children}, uuid
+    assert set(theirs["workers"]) == set(ours.workers.keys())
+    for host, (pid, freq, sw_ver, processed, tainted, alive) in theirs["workers"].items():
+        if tainted:
+            continue
+        w = ours.workers.data[host]
+        assert (w.pid, w.freq, w.sw_ver, w.processed) == (pid, freq, sw_ver, processed), host
+        assert [w.is_alive(now) for now in probes] == alive, host
