@@ -695,10 +695,12 @@ class EventStream:
         backoff_start: float = 0.2,
         backoff_max: float = 5.0,
         connection: Connection | None = None,
+        max_batch: int = 1000,
     ) -> None:
         self.settings = settings
         self.names = settings.names
         self.routing_key = routing_key
+        self.max_batch = max_batch
         self.limits = limits or Limits()
         self.on_notice = on_notice
         self.backoff_start = backoff_start
@@ -885,14 +887,25 @@ class EventStream:
                 return []
         if self.connection is None or self._consumer is None:
             raise RuntimeError("EventStream.poll() before open()")
-        try:
-            self.connection.drain_events(timeout=max(timeout, 0.0))
-        except TimeoutError:
-            pass
-        except ValueError as exc:  # see TRANSPORT_DECODE_ERROR
-            self.rejected.append((TRANSPORT_DECODE_ERROR, str(exc)))
-        except self._errors() as exc:
-            self._reconnect(exc, deadline)
+        wait = max(timeout, 0.0)
+        # One blocking wait, then whatever else is already there (up to
+        # ``max_batch`` events): amqp hands over one message per drain, and
+        # returning them in batches keeps the caller's per-poll work (output
+        # flushes, progress) off the per-event path.
+        while True:
+            before = len(self._pending)
+            try:
+                self.connection.drain_events(timeout=wait)
+            except TimeoutError:
+                break
+            except ValueError as exc:  # see TRANSPORT_DECODE_ERROR
+                self.rejected.append((TRANSPORT_DECODE_ERROR, str(exc)))
+            except self._errors() as exc:
+                self._reconnect(exc, deadline)
+                break
+            if len(self._pending) >= self.max_batch or len(self._pending) == before:
+                break
+            wait = 0.0
         out, self._pending = self._pending, []
         return out
 
