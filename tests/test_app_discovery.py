@@ -254,6 +254,7 @@ def test_commands_without_app_never_import_celery(tmp_path: Path) -> None:
     """Celery is an optional extra: nothing but ``-A`` may need it."""
     code = (
         "import sys; import wkctl.cli.main, wkctl.cli.context, wkctl.cli.app, wkctl.protocol; "
+        "import wkctl.protocol.bootsteps; "
         "print('celery' in sys.modules)"
     )
     out = subprocess.run(
