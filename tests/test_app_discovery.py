@@ -125,6 +125,35 @@ def test_every_setting_is_taken_from_the_app(apps_on_path: None) -> None:
     assert names.reply_exchange == "reply.ctl_attr_app.pidbox"
 
 
+def test_read_url_tls_options_and_a_serializer_wkctl_cannot_read(
+    apps_on_path: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    settings = settings_from_app("wkapp_options")
+    # One connection serves both directions: the read URL when no broker_url.
+    assert settings.url == "amqps://guest:guest@broker.example:5671//read"
+    assert settings.ssl == {"cert_reqs": 2, "ca_certs": "/etc/ssl/ca.pem"}
+    err = capsys.readouterr().err
+    assert "event_serializer='pickle'" in err and "JSON events only" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_an_app_without_broker_uses_celerys_default_or_celery_broker_url(
+    apps_on_path: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = settings_from_app("wkapp_nobroker")
+    assert settings.url == "amqp://guest:guest@localhost:5672//"
+    assert settings.source == "app wkapp_nobroker:app (Celery's default broker)"
+    # As for Celery, CELERY_BROKER_URL then says where the broker is; the
+    # app still names the exchanges.
+    monkeypatch.setenv("CELERY_BROKER_URL", "redis://127.0.0.1:6379/5")
+    ctx = AppContext(app_name="wkapp_nobroker")
+    assert (ctx.settings.url, ctx.settings.source) == (
+        "redis://127.0.0.1:6379/5",
+        "CELERY_BROKER_URL",
+    )
+    assert ctx.settings.names.control_exchange == "ctl_nobroker"
+
+
 def test_app_url_read_without_celerys_environment_override(
     apps_on_path: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
