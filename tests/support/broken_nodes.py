@@ -200,12 +200,12 @@ class ProbeTarget:
             headers["clock"] = str(clock)
         if self.breaks == "garbage":
             self._producer.publish(
-                b"\x00garbage, not JSON",
+                "garbage, not JSON",
                 exchange=reply_to.get("exchange"),
                 routing_key=reply_to.get("routing_key"),
                 headers=headers,
                 content_type="application/json",
-                content_encoding="binary",
+                content_encoding="utf-8",
             )
             return
         self._producer.publish(
