@@ -569,3 +569,36 @@ def flatten(items: Iterable[Item]) -> Iterator[Any]:
             yield from it
         else:
             yield it
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Write a generated stream as NDJSON (input for the State benchmark).
+
+    ``python tests/support/eventstreams.py N OUT [--batches] [--workers W]
+    [--seed S] [--elections]``; elections are off by default because they
+    crash Celery's State, which the benchmark runs on the same stream.
+    """
+    import argparse
+
+    p = argparse.ArgumentParser(description=main.__doc__)
+    p.add_argument("n", type=int)
+    p.add_argument("out", type=Path)
+    p.add_argument("--batches", action="store_true")
+    p.add_argument("--workers", type=int, default=200)
+    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--elections", action="store_true")
+    a = p.parse_args(argv)
+    items = realistic_stream(
+        a.n,
+        seed=a.seed,
+        workers=a.workers,
+        batches=a.batches,
+        p_election=0.0005 if a.elections else 0.0,
+    )
+    lines = write_ndjson(items, a.out)
+    print(f"{a.n} events in {lines} lines -> {a.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
