@@ -47,6 +47,13 @@ __all__ = ["conform_cmd"]
     type=click.Path(dir_okay=False, writable=True),
     help="Also write the report as JUnit XML (one suite per section, one case per check).",
 )
+@click.option(
+    "--launch",
+    "launch",
+    metavar="CMD",
+    help="Start the node with this command line once the kit listens (and stop it with "
+    "SIGTERM at the end), to also check what it does at start and stop.",
+)
 @click.option("--list", "list_flag", is_flag=True, help="List the checks and exit; probe nothing.")
 @pass_app
 @click.pass_context
@@ -59,13 +66,20 @@ def conform_cmd(
     strict: bool,
     json_flag: bool,
     junit_path: str | None,
+    launch: str | None,
     list_flag: bool,
 ) -> None:
     """Check a live node against the spec's numbered statements.
 
     Sends real requests and events on the broker in use and reports each
-    check with its statement id: pass, fail (expected vs actual) or skip.
-    Exit 0 iff every MUST check passed.
+    check with its statement id: pass, fail (expected vs actual), skip, or
+    known deviation (a Celery defect documented in the spec). Exit 0 iff
+    every MUST check passed (every check with --strict).
+
+    With --launch CMD the kit starts the node itself, answers its Mingle
+    hello as synthetic peers and stops it at the end, which adds the checks
+    of what a node does at start (hello, worker-online) and stop
+    (worker-offline).
     """
     from wkctl.conform import CHECKS, select
     from wkctl.conform.report import human_lines, json_report, junit_xml, list_lines, result_lines
@@ -122,7 +136,15 @@ def conform_cmd(
                 app.log(line.strip(), level=2)
 
     try:
-        outcome = run(settings, node, chosen, timeout=wait, strict=strict, on_result=progress)
+        outcome = run(
+            settings,
+            node,
+            chosen,
+            timeout=wait,
+            strict=strict,
+            on_result=progress,
+            launch=launch,
+        )
     except (ConnectionError, OSError) as exc:
         raise broker_error(settings, exc) from None
     except Exception as exc:

@@ -31,7 +31,7 @@ from wkctl.protocol.client import normalize_revoked
 from wkctl.protocol.validation import validate
 
 from .registry import Failed, Skipped, check
-from .runner import Context
+from .runner import SYNC_CLOCK, SYNC_CLOCK_TOO_BIG, Context
 
 __all__: list[str] = []
 
@@ -836,6 +836,121 @@ def own_hello(ctx: Context) -> str:
     return "null, nothing merged"
 
 
+# -- a launched node's start ------------------------------------------------------
+
+
+def _launched(ctx: Context) -> None:
+    if ctx.process is None:
+        raise Skipped(
+            "the node was already running when the run began: "
+            "use --launch CMD to probe what it does at start and stop"
+        )
+
+
+def _hello_seen(ctx: Context) -> dict[str, Any]:
+    _launched(ctx)
+    if not ctx.probe.hellos:
+        raise Skipped("the node sent no hello at start (see launch.hello)")
+    return ctx.probe.hellos[0]
+
+
+@check(
+    "launch.hello",
+    "MINGLE-1",
+    "broadcasts hello with its name and revoked ids at start",
+    also=("PIDBOX-1", "PIDBOX-2", "TRANSPORT-5"),
+)
+def launch_hello(ctx: Context) -> str:
+    _launched(ctx)
+    if not ctx.probe.hellos:
+        raise Failed(
+            "no hello from the node after it started",
+            expected=f"a hello broadcast with from_node {ctx.node!r}",
+            actual="none",
+        )
+    seen = ctx.probe.hellos[0]
+    body, headers = seen["body"], seen["headers"]
+    _schema(body, "hello", "its hello")
+    arguments = body.get("arguments") or {}
+    problems = []
+    if "revoked" not in arguments:
+        problems.append("no revoked argument")
+    reply_to = body.get("reply_to")
+    if not isinstance(body.get("ticket"), str) or not isinstance(reply_to, dict):
+        problems.append("no ticket/reply_to")
+    else:
+        if reply_to.get("exchange") != ctx.probe.settings.names.reply_exchange:
+            problems.append(f"reply_to.exchange {reply_to.get('exchange')!r}")
+        if not isinstance(reply_to.get("routing_key"), str) or not reply_to.get("routing_key"):
+            problems.append("reply_to.routing_key is not a non-empty string")
+    if body.get("destination"):
+        problems.append(f"destination {body.get('destination')!r} (a broadcast has none)")
+    if not _is_clock(headers.get("clock")):
+        problems.append(f"clock header {headers.get('clock')!r}")
+    expires = headers.get("expires")
+    if isinstance(expires, bool) or not isinstance(expires, (int, float)):
+        problems.append(f"expires header {expires!r}")
+    if seen["routing_key"] not in ("", None):
+        problems.append(f"routing key {seen['routing_key']!r} (must be empty)")
+    if problems:
+        raise Failed(
+            "its hello at start is not a well-formed broadcast: " + "; ".join(problems),
+            expected="hello {from_node, revoked}, ticket, reply_to, headers clock and expires",
+            actual=_short(body),
+        )
+    return (
+        f"hello with {len(normalize_revoked(arguments.get('revoked')))} revoked ids, "
+        f"clock header {headers.get('clock')}"
+    )
+
+
+@check(
+    "launch.sync",
+    "MINGLE-3",
+    "adopts the clock and revoked ids of the hello replies at start",
+    also=("REVOKED-4",),
+)
+def launch_sync(ctx: Context) -> str:
+    _hello_seen(ctx)
+    clock = _clock_value(ctx)
+    if clock <= SYNC_CLOCK:
+        raise Failed(
+            f"a peer answered its hello with clock {SYNC_CLOCK}; its clock is not above it",
+            expected=f"> {SYNC_CLOCK}",
+            actual=clock,
+        )
+    held = set(_revoked_now(ctx))
+    wanted = [ctx.sync["list_id"], ctx.sync["map_id"]]
+    missing = [i for i in wanted if i not in held]
+    if missing:
+        raise Failed(
+            "ids in the hello replies (list form, mapping form; next to an error and a null "
+            "reply) are not in its revoked set",
+            expected=wanted,
+            actual=f"missing {missing}",
+        )
+    return f"clock {clock}, both ids merged"
+
+
+@check(
+    "launch.initial-bound",
+    "CLOCK-7",
+    "ignores a clock above 2^53-1 during the initial sync",
+    deviation="DEFECT-8",
+)
+def launch_initial_bound(ctx: Context) -> str:
+    _hello_seen(ctx)
+    clock = _clock_value(ctx)
+    if clock >= SYNC_CLOCK_TOO_BIG:
+        raise Failed(
+            f"a peer answered its hello with clock {SYNC_CLOCK_TOO_BIG} (above 2^53-1) "
+            "and it adopted it",
+            expected=f"< {2**53}",
+            actual=clock,
+        )
+    return f"clock {clock}"
+
+
 # -- events ---------------------------------------------------------------------
 
 
@@ -1053,11 +1168,28 @@ def event_clock(ctx: Context) -> str:
 def online(ctx: Context) -> str:
     seen = ctx.node_events("worker-online")
     if not seen:
-        raise Skipped(
-            "the node was already running when the run began (worker-online is sent at start)"
+        _launched(ctx)
+        raise Failed(
+            "no worker-online from the node after it started",
+            expected="worker-online",
+            actual="none",
         )
     _schema(seen[0].body, "heartbeat", "its worker-online")
     return "worker-online seen"
+
+
+@check("events.offline", "GOSSIP-1", "says goodbye with worker-offline", after_stop=True)
+def offline(ctx: Context) -> str:
+    _launched(ctx)
+    seen = ctx.node_events("worker-offline")
+    if not seen:
+        raise Failed(
+            "no worker-offline from the node after SIGTERM",
+            expected="worker-offline at a clean stop",
+            actual=f"none (exit code {ctx.facts.get('exit_code')})",
+        )
+    _schema(seen[0].body, "heartbeat", "its worker-offline")
+    return f"worker-offline seen, exit code {ctx.facts.get('exit_code')}"
 
 
 @check(

@@ -30,11 +30,8 @@ _INTERNAL = "an effect inside the node that no message shows"
 
 #: statement id -> why ``wkctl conform`` does not probe it
 NOT_PROBED: dict[str, str] = {
-    "TRANSPORT-5": _REQUESTER,
     "TRANSPORT-8": "task events reach a node's worker.# binding only on Redis, and ignoring them has no visible effect",
     "TRANSPORT-10": "about transports other than AMQP and Redis, where Mingle and Gossip are not defined",
-    "PIDBOX-1": _REQUESTER,
-    "PIDBOX-2": _REQUESTER,
     "PIDBOX-7": "a reply to a request without reply_to has no address a probe could watch",
     "PIDBOX-10": "no command fails portably on a valid request (a node that runs no tasks has nothing to fail)",
     "PIDBOX-16": _REQUESTER,
@@ -48,9 +45,6 @@ NOT_PROBED: dict[str, str] = {
     "REVOKED-1": "needs 50,000 ids or 3 hours of expiry; destructive on a node in use",
     "REVOKED-3": _INTERNAL + " (stamps are never sent back in the list form)",
     "REVOKED-5": "Celery 4.4 to 5.6 answer hello in the mapping form and the spec documents it as a version difference, not a defect",
-    "MINGLE-1": "happens when the node starts, before a probe of a running node begins",
-    "MINGLE-3": "happens when the node starts, before a probe of a running node begins",
-    "CLOCK-7": "happens when the node starts, before a probe of a running node begins",
     "EVENT-4": "the probe runs no tasks, so the node sends no task events",
     "EVENT-6": _INTERNAL,
     "GOSSIP-3": _INTERNAL + " (the node's view of its peers)",

@@ -241,6 +241,9 @@ class Probe:
         # a second: a queue per call would cost that on every call.)
         #: every reply received during the run, in arrival order
         self.log: list[Reply] = []
+        #: the node's own ``hello`` requests, when the probe answers them
+        self.hellos: list[dict[str, Any]] = []
+        self._hello_consumer: Consumer | None = None
         self._oid = str(uuid.uuid4())
         self._inbox: dict[str, tuple[CallResult, float]] = {}
         self._replies = Queue(
@@ -263,7 +266,83 @@ class Probe:
         )
         self._consumer.consume()
 
+    def answer_hellos(self, replies: Callable[[dict[str, Any]], list[dict[str, Any]]]) -> None:
+        r"""Consume the pidbox as the synthetic peer and answer ``hello``\ s.
+
+        Used when the probe launches the node itself: the node's Mingle
+        ``hello`` at start is recorded in :attr:`hellos` (body, headers,
+        routing key, content type), and ``replies(request)`` gives the
+        reply bodies to publish to its ``reply_to``, each ``{name: value}``.
+        """
+        queue = Queue(
+            self.names.node_queue(self.peer),
+            exchange=self._pidbox,
+            routing_key="",
+            durable=False,
+            auto_delete=True,
+            expires=self.names.control_queue_expires,
+            message_ttl=self.names.control_queue_ttl,
+        )(self.channel)
+        queue.declare()
+
+        def on_request(message: Any) -> None:
+            try:
+                body = decode_body(message.body, message.content_type, message.content_encoding)
+            except Rejected:
+                return
+            if not isinstance(body, dict) or body.get("method") != "hello":
+                return
+            destination = body.get("destination")
+            if destination and self.peer not in destination:
+                return  # not addressed to the synthetic peer
+            arguments = body.get("arguments")
+            if not isinstance(arguments, dict) or arguments.get("from_node") != self.node:
+                return
+            self.hellos.append(
+                {
+                    "body": body,
+                    "headers": dict(message.headers or {}),
+                    "routing_key": (message.delivery_info or {}).get("routing_key"),
+                    "content_type": message.content_type,
+                    "at": time.monotonic(),
+                }
+            )
+            reply_to = body.get("reply_to")
+            if not isinstance(reply_to, dict) or not isinstance(body.get("ticket"), str):
+                return
+            for reply in replies(body):
+                self.producer.publish(
+                    reply,
+                    exchange=self._reply.name,
+                    routing_key=reply_to.get("routing_key"),
+                    headers={"ticket": body["ticket"], "clock": self.next_clock()},
+                    serializer="json",
+                    retry=True,
+                )
+
+        self._hello_consumer = Consumer(
+            self.channel, [queue], no_ack=True, on_message=on_request, accept=["json"]
+        )
+        self._hello_consumer.consume()
+
+    def pump(self, seconds: float) -> None:
+        """Handle whatever arrives for ``seconds`` (answers hellos meanwhile)."""
+        deadline = time.monotonic() + seconds
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            try:
+                self.conn.drain_events(timeout=min(remaining, 0.1))
+            except TimeoutError:
+                continue
+
     def close(self) -> None:
+        if self._hello_consumer is not None:
+            try:
+                self._hello_consumer.cancel()
+            except Exception:
+                pass
         for closer in (
             self._consumer.cancel,
             self._replies.delete,

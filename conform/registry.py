@@ -49,6 +49,8 @@ class Check:
     #: a known defect of Celery (``DEFECT-N`` in the spec) this check detects;
     #: a Celery worker failing the check is reported as a known deviation
     deviation: str | None = None
+    #: run after a launched node was stopped (``--launch`` only)
+    after_stop: bool = False
 
     @property
     def section(self) -> str:
@@ -88,6 +90,7 @@ def check(
     *,
     also: tuple[str, ...] = (),
     deviation: str | None = None,
+    after_stop: bool = False,
 ) -> Callable[[Callable[[Context], str | None]], Callable[[Context], str | None]]:
     """Register a check; every statement it cites must exist in the spec."""
 
@@ -99,7 +102,7 @@ def check(
                 raise ValueError(f"check {id} cites unknown statement {ref}")
         if deviation is not None and STATEMENTS[deviation].level != "DEFECT":
             raise ValueError(f"check {id}: {deviation} is not a known defect")
-        CHECKS[id] = Check(id, statement, title, func, tuple(also), deviation)
+        CHECKS[id] = Check(id, statement, title, func, tuple(also), deviation, after_stop)
         return func
 
     return register

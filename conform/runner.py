@@ -11,8 +11,13 @@ a check is that check's failure.
 
 from __future__ import annotations
 
+import os
+import shlex
+import signal
+import subprocess
+import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +32,17 @@ PASS, FAIL, SKIP, DEVIATION = "pass", "fail", "skip", "deviation"
 
 #: ``sw_ident`` of Celery workers in their heartbeats
 CELERY_SW_IDENT = "py-celery"
+
+#: What the synthetic peers answer a launched node's Mingle ``hello`` with:
+#: one usable reply (a clock to adopt, ids in the list form), one in the
+#: mapping form with a clock above 2**53-1 (not to be adopted during the
+#: initial sync), and an error and a null value (to be skipped).
+SYNC_CLOCK = 5_000_000
+SYNC_CLOCK_TOO_BIG = 2**53 + 5
+#: seconds a launched node gets to start answering ping
+LAUNCH_WAIT = 60.0
+#: seconds a launched node gets to stop after SIGTERM
+STOP_WAIT = 15.0
 
 
 @dataclass
@@ -78,6 +94,8 @@ class Run:
     duration: float = 0.0
     #: what the node told about itself (sw_ident, sw_ver, freq) if it did
     identity: dict[str, Any] = field(default_factory=dict)
+    #: the command line of the node, when the kit launched it
+    launched: list[str] | None = None
 
     def count(self, status: str) -> int:
         return sum(1 for r in self.results if r.status == status)
@@ -112,6 +130,7 @@ class Run:
                 "known_deviations": self.count(DEVIATION),
             },
             "identity": self.identity,
+            "launched": self.launched,
             "duration": round(self.duration, 3),
             "checks": [r.as_dict() for r in self.results],
         }
@@ -132,6 +151,10 @@ class Context:
         self.facts: dict[str, Any] = {}
         self.silent: str | None = None
         self.started = time.monotonic()
+        #: the node process, when the kit launched it
+        self.process: subprocess.Popen[bytes] | None = None
+        #: ids and peers the synthetic peers answered the node's hello with
+        self.sync: dict[str, Any] = {}
 
     # -- pidbox helpers ----------------------------------------------------
 
@@ -251,8 +274,15 @@ def run(
     timeout: float = 1.0,
     strict: bool = False,
     on_result: Callable[[Result], None] | None = None,
+    launch: Sequence[str] | str | None = None,
+    launch_wait: float = LAUNCH_WAIT,
 ) -> Run:
     """Probe ``node`` with ``checks``; never raises for anything the node does.
+
+    With ``launch`` (a command line), the kit starts the node itself once
+    it listens, so that it also sees what a node does at start (Mingle
+    ``hello``, ``worker-online``) and at a clean stop (``worker-offline``):
+    the node is stopped with SIGTERM after the checks that need it running.
 
     Broker problems (unreachable, refused) do raise: they are the user's
     configuration, not the node's conformance.
@@ -262,31 +292,129 @@ def run(
     recorder = EventRecorder(settings)
     recorder.start(timeout)
     probe = Probe(settings, node, timeout=timeout)
+    ctx = Context(probe, recorder, timeout)
     try:
-        ctx = Context(probe, recorder, timeout)
-        opening = _opening(ctx)
-        for chk in checks:
-            t0 = time.monotonic()
-            if opening:
-                result = _result(
-                    chk, FAIL, detail=opening, expected="a node answering ping", actual="no reply"
-                )
-            else:
-                result = _run_one(ctx, chk)
-            result.duration = time.monotonic() - t0
-            outcome.results.append(result)
-            if on_result is not None:
-                on_result(result)
+        opening = ""
+        if launch:
+            argv = shlex.split(launch) if isinstance(launch, str) else list(launch)
+            outcome.launched = argv
+            opening = _launch(ctx, argv, launch_wait)
+        if not opening:
+            opening = _opening(ctx)
+        running = [c for c in checks if not c.after_stop]
+        stopped = [c for c in checks if c.after_stop]
+        for phase in (running, stopped):
+            if phase is stopped and ctx.process is not None:
+                _stop_launched(ctx)
+            for chk in phase:
+                t0 = time.monotonic()
+                if opening:
+                    result = _result(
+                        chk,
+                        FAIL,
+                        detail=opening,
+                        expected="a node answering ping",
+                        actual="no reply",
+                    )
+                else:
+                    result = _run_one(ctx, chk)
+                result.duration = time.monotonic() - t0
+                outcome.results.append(result)
+                if on_result is not None:
+                    on_result(result)
         ctx.identity(wait=0.0)
         outcome.identity = {
             k: ctx.facts[k] for k in ("sw_ident", "sw_ver", "freq") if k in ctx.facts
         }
         _farewell(ctx)
     finally:
+        if ctx.process is not None:
+            _stop_launched(ctx)
         probe.close()
         recorder.stop()
     outcome.duration = time.monotonic() - started
     return outcome
+
+
+def _sync_replies(ctx: Context) -> Callable[[dict[str, Any]], list[dict[str, Any]]]:
+    import uuid
+
+    tag = uuid.uuid4().hex[:8]
+    peers = [f"wkctl-conform-{tag}-{i}@probe" for i in range(4)]
+    listed, mapped = f"conform-sync-list-{tag}", f"conform-sync-map-{tag}"
+    ctx.sync = {"list_id": listed, "map_id": mapped, "peers": peers}
+
+    def replies(request: dict[str, Any]) -> list[dict[str, Any]]:
+        return [
+            {peers[0]: {"clock": SYNC_CLOCK, "revoked": [listed]}},
+            {peers[1]: {"clock": SYNC_CLOCK_TOO_BIG, "revoked": {mapped: [12.5, mapped]}}},
+            {peers[2]: {"error": "wkctl conform: a peer that failed"}},
+            {peers[3]: None},
+        ]
+
+    return replies
+
+
+def _launch(ctx: Context, argv: list[str], wait: float) -> str:
+    """Start the node, answer its hello, wait until it answers ping; '' or why not."""
+    ctx.probe.answer_hellos(_sync_replies(ctx))
+    ctx.facts["launched_at"] = time.monotonic()
+    try:
+        ctx.process = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=sys.stderr.fileno() if _has_fileno(sys.stderr) else subprocess.DEVNULL,
+            stderr=sys.stderr.fileno() if _has_fileno(sys.stderr) else subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    except OSError as exc:
+        return f"cannot launch {shlex.join(argv)}: {exc.strerror or exc}"
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        code = ctx.process.poll()
+        if code is not None:
+            return f"the launched node exited with code {code} before answering ping"
+        result = ctx.probe.call("ping", {}, timeout=min(ctx.timeout, 0.5))
+        if result.reply_from(ctx.node) is not None:
+            # Let its Mingle round end (Celery waits 1 s for replies).
+            ctx.probe.pump(1.2)
+            return ""
+    return f"the launched node did not answer ping within {wait:g} s"
+
+
+def _has_fileno(stream: Any) -> bool:
+    try:
+        stream.fileno()
+    except (AttributeError, OSError, ValueError):
+        return False
+    return True
+
+
+def _stop_launched(ctx: Context) -> None:
+    """SIGTERM, then wait for the process and for its worker-offline."""
+    process = ctx.process
+    if process is None or "stopped_at" in ctx.facts:
+        return
+    ctx.facts["stopped_at"] = time.monotonic()
+    if process.poll() is None:
+        try:
+            os.killpg(process.pid, signal.SIGTERM)
+        except (ProcessLookupError, PermissionError):
+            process.terminate()
+        try:
+            process.wait(STOP_WAIT)
+        except subprocess.TimeoutExpired:
+            try:
+                os.killpg(process.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                process.kill()
+            process.wait(5)
+            ctx.facts["killed"] = True
+    ctx.facts["exit_code"] = process.returncode
+    ctx.recorder.wait_for(
+        lambda evs: [e for e in evs if e.hostname == ctx.node and e.type == "worker-offline"],
+        max(ctx.timeout, 1.0),
+    )
 
 
 def _run_one(ctx: Context, chk: Check) -> Result:

@@ -15,7 +15,9 @@ Workers are shared by the tests of this module (one cluster per broker).
 from __future__ import annotations
 
 import json
+import sys
 import time
+import uuid
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from pathlib import Path
@@ -43,6 +45,16 @@ CELERY_DEVIATIONS = {
     "election.alone": "DEFECT-1",
     "mingle.bad-entry": "DEFECT-10",  # 5.4 only: a malformed mapping entry fails the sync
     "clock.single": "DEFECT-11",  # --strict
+    "launch.initial-bound": "DEFECT-8",  # --launch: adopts 2**53+5 from a hello reply
+}
+
+#: Checks that only run when the kit launched the node itself.
+LAUNCH_ONLY = {
+    "events.online",
+    "events.offline",
+    "launch.hello",
+    "launch.sync",
+    "launch.initial-bound",
 }
 
 #: rule broken -> the checks that must fail (all others pass or skip)
@@ -144,7 +156,7 @@ def test_celery_worker_passes_every_must_check(
     if version == "5.4":
         assert deviations.get("mingle.bad-entry") == "DEFECT-10"
     skipped = {i for i, c in checks.items() if c["result"] == "skip"}
-    allowed = {"events.online", "transport.pidbox-queue", "sec.no-credentials"}
+    allowed = LAUNCH_ONLY | {"transport.pidbox-queue", "sec.no-credentials"}
     assert skipped <= allowed, skipped - allowed
     # The issue's list, all passing on a real worker:
     for check_id in (
@@ -224,11 +236,54 @@ def test_wkctl_node_passes_every_check_strict(node_url: str, tmp_path: Path) -> 
         }
         assert code == 0 and not failed, failed
         skipped = {i for i, c in checks.items() if c["result"] == "skip"}
-        assert skipped <= {"events.online", "transport.pidbox-queue", "sec.no-credentials"}
+        assert skipped <= LAUNCH_ONLY | {"transport.pidbox-queue", "sec.no-credentials"}
         assert set(checks) == {c.id for c in select(strict=True)}
         assert doc["identity"]["sw_ident"] == "wkctl"
     finally:
         node.stop()
+
+
+def test_launched_wkctl_node_passes_every_check(node_url: str) -> None:
+    """--launch: the kit starts the node, answers its hello, stops it."""
+    name = unique_name("launched")
+    command = f"{sys.executable} -m wkctl --broker {node_url} node --name {name} --heartbeat 1"
+    code, output = conform(node_url, "--node", name, "--strict", "--json", "--launch", command)
+    doc = json.loads(output)
+    checks = by_id(doc)
+    not_passed = {i: c["detail"] for i, c in checks.items() if c["result"] != "pass"}
+    allowed = {"transport.pidbox-queue", "sec.no-credentials"}
+    assert set(not_passed) <= allowed, not_passed
+    assert code == 0
+    for check_id in LAUNCH_ONLY:
+        assert checks[check_id]["result"] == "pass", check_id
+    assert doc["launched"][-4:] == ["--name", name, "--heartbeat", "1"]
+
+
+@pytest.mark.celery
+def test_launched_celery_worker(
+    module_broker_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A Celery worker launched by the kit: its Mingle at start conforms, except
+    that it adopts a clock above 2**53-1 (DEFECT-8); it stops with worker-offline."""
+    require("5.7")
+    support = Path(__file__).resolve().parent / "support"
+    monkeypatch.setenv("PYTHONPATH", str(support))
+    monkeypatch.setenv("WKCTL_TEST_BROKER_URL", module_broker_url)
+    name = f"launched-{uuid.uuid4().hex[:6]}@wkctl-test"
+    command = (
+        f"{sys.executable} -m celery -A celeryapp --broker {module_broker_url} worker "
+        f"-P solo -n {name} -E -l INFO --logfile {tmp_path / 'worker.log'}"
+    )
+    monkeypatch.chdir(support)
+    code, output = conform(module_broker_url, "--node", name, "--json", "--launch", command)
+    checks = by_id(json.loads(output))
+    failed = {i: c["detail"] for i, c in checks.items() if c["result"] == "fail"}
+    assert code == 0 and not failed, failed
+    for check_id in ("launch.hello", "launch.sync", "events.online", "events.offline"):
+        assert checks[check_id]["result"] == "pass", (check_id, checks[check_id]["detail"])
+    assert checks["launch.initial-bound"]["result"] == "deviation"
+    assert checks["launch.initial-bound"]["known_deviation"] == "DEFECT-8"
+    assert "sync with" in (tmp_path / "worker.log").read_text()
 
 
 # -- broken targets -----------------------------------------------------------------
