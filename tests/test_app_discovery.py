@@ -327,6 +327,31 @@ def test_hello_and_clock_reach_workers_on_the_apps_custom_exchanges(
     assert clock.returncode == 0, clock.stderr
     assert worker.hostname in json.loads(clock.stdout)
 
+    # A reference node started with the app joins the worker's cluster: its
+    # Mingle hello reaches the worker, and it answers hello next to it.
+    node_name = f"app-node-{tag}@wkctl-test"
+    node = subprocess.Popen(
+        [sys.executable, "-m", "wkctl", "-A", "wkapp_e2e", "node", "--name", node_name],
+        env=env,
+        cwd=str(tmp_path),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert worker.wait_log(f"sync with {node_name}", 15), worker.log_text()[-2000:]
+        both = run_wkctl(
+            ["-A", "wkapp_e2e", "hello", "--expect", "2", "--timeout", "5", "--json"],
+            env,
+            tmp_path,
+        )
+        assert both.returncode == 0, both.stderr
+        assert {worker.hostname, node_name} <= set(json.loads(both.stdout))
+    finally:
+        node.terminate()
+        _, node_err = node.communicate(timeout=15)
+    assert node.returncode == 0, node_err
+
     # Control: the same broker with Celery's default exchange names reaches
     # nobody, so it is the app's names that made the difference.
     # (Other nodes may share a Redis database with this test when suites run
@@ -340,11 +365,11 @@ def test_hello_and_clock_reach_workers_on_the_apps_custom_exchanges(
     assert worker.hostname not in (json.loads(plain.stdout) if plain.stdout.strip() else {})
 
     # --broker wins over the app, the app's names still apply: the worker answers.
-    both = run_wkctl(
+    winner = run_wkctl(
         ["-v", "--broker", broker_url, "-A", "wkapp_e2e", "hello", "--expect", "1", "--json"],
         dict(env, WKCTL_TEST_BROKER_URL="amqp://guest:guest@127.0.0.1:1//nowhere"),
         tmp_path,
     )
-    assert both.returncode == 0, both.stderr
-    assert "(from --broker)" in both.stderr
-    assert worker.hostname in json.loads(both.stdout)
+    assert winner.returncode == 0, winner.stderr
+    assert "(from --broker)" in winner.stderr
+    assert worker.hostname in json.loads(winner.stdout)
