@@ -25,7 +25,7 @@ from support.celeryapp import client_app
 from support.workers import CeleryWorker, WorkerPool
 from wkctl.protocol.binding import Binding
 from wkctl.protocol.bootsteps import Events, Gossip, Mingle, driver_type
-from wkctl.protocol.broker import BrokerSettings, event_exchange
+from wkctl.protocol.broker import BrokerSettings, embedded_settings, event_exchange
 from wkctl.protocol.client import Client, EventStream
 from wkctl.protocol.gossip import WorkerInfo, heartbeat_fields
 from wkctl.protocol.wire import Names, event, event_routing_key
@@ -145,6 +145,33 @@ def test_incompatible_transport_disables_both_steps_with_a_reason(
     assert "Gossip disabled: transport 'memory' is not one of" in caplog.text
     assert mingle.start(c) is None  # a disabled step does nothing
     assert c.gossip is gossip  # Celery's ``c.gossip``
+
+
+def test_steps_run_on_the_embedded_filesystem_broker(tmp_path: Path) -> None:
+    """wkctl's extension: Celery never enables Mingle or Gossip on the
+    filesystem transport; wkctl's embedded broker routes fanout across
+    processes, so both steps run there."""
+    settings = embedded_settings(tmp_path / "broker")
+    peer_binding = Binding(settings)
+    peer = peer_binding.add_node(unique("fs-peer"), heartbeat=0.5)
+    peer.revoke_local(["fs-revoked"])
+    binding = Binding(settings)
+    c = binding.add_node(unique("fs"), mingle=False)
+    mingle, gossip = Mingle(c), Gossip(c)
+    assert mingle.enabled and gossip.enabled
+    seen = Recorder()
+    seen.attach(gossip)
+    peer_binding.start()
+    binding.start()
+    try:
+        assert peer.wait_synced(10) and c.wait_synced(10)
+        assert wait_until(lambda: peer.name in seen.joined, 5)
+        result = mingle.sync(c)
+        assert result.peers == [peer.name]
+        assert "fs-revoked" in c.node.revoked
+    finally:
+        binding.shutdown()
+        peer_binding.shutdown()
 
 
 # -- a cluster of real Celery workers ----------------------------------------------
