@@ -59,6 +59,7 @@ being absent from ``tasks_by_time``.
 from __future__ import annotations
 
 import bisect
+import heapq
 import logging
 import threading
 import time
@@ -66,7 +67,6 @@ from collections import OrderedDict, defaultdict
 from collections.abc import Callable, Iterable, Iterator, MutableMapping
 from decimal import Decimal
 from functools import cmp_to_key
-from itertools import islice
 from typing import Any
 from weakref import WeakSet
 
@@ -919,21 +919,21 @@ def _origin_str(origin: Any) -> str:
     return f"{origin.hostname}.{origin.pid}"
 
 
-def _key_cmp(a: tuple[Any, ...], b: tuple[Any, ...]) -> int:
+def _row_cmp(a: tuple[Any, ...], b: tuple[Any, ...]) -> int:
     """Celery's ``timetuple`` order: clock (then origin) if both have one, else timestamp.
 
     Ties fall back to arrival (``seq``), as an insort into a sorted list does.
-    Key layout: ``(clock, timestamp, seq, origin_str)``.
+    Row layout: ``(clock, origin, seq, timestamp, task)``.
     """
     ca, cb = a[0], b[0]
     if ca and cb:
         if ca != cb:
             return -1 if ca < cb else 1
-        oa, ob = a[3], b[3]
+        oa, ob = a[1], b[1]
         if oa != ob:
             return -1 if oa < ob else 1
     else:
-        ta, tb = a[1] or 0.0, b[1] or 0.0
+        ta, tb = a[3] or 0.0, b[3] or 0.0
         if ta != tb:
             return -1 if ta < tb else 1
     return -1 if a[2] < b[2] else (1 if a[2] > b[2] else 0)
@@ -1334,26 +1334,47 @@ class State:
                 if task._worker_key != worker.hostname:
                     self._index_worker(task, worker.hostname)
 
-    def _ordered(self, tasks: Iterable[Task], reverse: bool) -> list[tuple[tuple[Any, ...], Task]]:
+    def _ordered(
+        self, tasks: Iterable[Task], reverse: bool, limit: int | None = None
+    ) -> list[Task]:
+        """Tasks sorted by their latest (``reverse``) or earliest event key.
+
+        Rows are ``(clock, origin, seq, timestamp, task)``: when every key has a
+        clock (the normal case, the receiver fills it in) plain tuple order is
+        Celery's order and the sort runs in C; otherwise Celery's mixed
+        clock/timestamp comparison is applied.  ``seq`` is unique, so ``task``
+        itself is never compared.
+        """
+        origins: dict[int, str] = {}
         rows = []
+        append = rows.append
         all_clocks = True
         for task in tasks:
             key = task._last if reverse else task._first
             if key is None:
                 continue
-            clock = key[0]
+            clock, ts, seq, origin = key
+            if origin.__class__ is str:
+                o = origin
+            else:
+                o = origins.get(id(origin))  # type: ignore[assignment]
+                if o is None:
+                    o = origins[id(origin)] = _origin_str(origin)
             if not clock:
                 all_clocks = False
-            rows.append(((clock, key[1], key[2], _origin_str(key[3])), task))
+            append((clock, o, seq, ts, task))
         if all_clocks:
             try:
-                rows.sort(key=lambda r: (r[0][0], r[0][3], r[0][2]), reverse=reverse)
-                return rows
+                if limit is not None and limit < len(rows):
+                    pick = heapq.nlargest if reverse else heapq.nsmallest
+                    rows = pick(limit, rows)
+                else:
+                    rows.sort(reverse=reverse)
+                return [r[4] for r in rows]
             except TypeError:  # pragma: no cover - clocks are numbers by construction
                 pass
-        cmp = cmp_to_key(_key_cmp)
-        rows.sort(key=lambda r: cmp(r[0]), reverse=reverse)
-        return rows
+        rows.sort(key=cmp_to_key(_row_cmp), reverse=reverse)
+        return [r[4] for r in rows[:limit]]
 
     def itertasks(self, limit: int | None = None) -> Iterator[tuple[str, Task]]:
         for index, row in enumerate(self.tasks.items()):
@@ -1370,8 +1391,8 @@ class State:
         ``limit`` is a number of tasks.
         """
         with self._mutex:
-            rows = self._ordered(list(self.tasks.data.values()), reverse)
-        for _, task in islice(rows, 0, limit):
+            ordered = self._ordered(list(self.tasks.data.values()), reverse, limit)
+        for task in ordered:
             yield task.uuid, task
 
     tasks_by_timestamp = tasks_by_time
@@ -1383,8 +1404,8 @@ class State:
         with self._mutex:
             bucket = self.tasks_by_type.get(name)
             members = list(bucket) if bucket else []
-            rows = self._ordered(members, reverse)
-        return islice(((t.uuid, t) for _, t in rows), 0, limit)
+            ordered = self._ordered(members, reverse, limit)
+        return ((t.uuid, t) for t in ordered)
 
     def _tasks_by_worker(
         self, hostname: str, limit: int | None = None, reverse: bool = True
@@ -1393,8 +1414,8 @@ class State:
         with self._mutex:
             bucket = self.tasks_by_worker.get(hostname)
             members = list(bucket) if bucket else []
-            rows = self._ordered(members, reverse)
-        return islice(((t.uuid, t) for _, t in rows), 0, limit)
+            ordered = self._ordered(members, reverse, limit)
+        return ((t.uuid, t) for t in ordered)
 
     def task_types(self) -> list[str]:
         """Sorted list of the task names seen (bounded)."""
