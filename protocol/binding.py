@@ -182,6 +182,7 @@ class Binding:
         self._pidbox_exchange = pidbox_exchange(self.names)
         self._reply_exchange = reply_exchange(self.names)
         self._declared_task_queues: set[str] = set()
+        self._incoming: deque[tuple[Callable[[Any], None], Any]] = deque()
         #: On RabbitMQ every node gets its own pidbox queue, as Celery's
         #: workers do.  Transports that emulate fanout (Redis PUB/SUB, the
         #: filesystem broker) route a broadcast to one queue per exchange and
@@ -277,7 +278,7 @@ class Binding:
             message_ttl=self.names.control_queue_ttl,
         )
         reply_consumer = Consumer(
-            self._consume_channel, [reply_q], no_ack=True, on_message=self._on_reply
+            self._consume_channel, [reply_q], no_ack=True, on_message=self._defer(self._on_reply)
         )
         reply_consumer.consume()
         self._shared_consumers.append(reply_consumer)
@@ -292,14 +293,17 @@ class Binding:
             expires=self.names.event_queue_expires,
         )
         event_consumer = Consumer(
-            self._consume_channel, [event_q], no_ack=True, on_message=self._on_event
+            self._consume_channel, [event_q], no_ack=True, on_message=self._defer(self._on_event)
         )
         event_consumer.consume()
         self._shared_consumers.append(event_consumer)
         if self._shared_pidbox:
             pidbox_q = self._pidbox_queue(f"wkctl-{self.oid}")
             pidbox_consumer = Consumer(
-                self._consume_channel, [pidbox_q], no_ack=True, on_message=self._on_pidbox
+                self._consume_channel,
+                [pidbox_q],
+                no_ack=True,
+                on_message=self._defer(self._on_pidbox),
             )
             pidbox_consumer.consume()
             self._shared_consumers.append(pidbox_consumer)
@@ -313,6 +317,22 @@ class Binding:
             conn.drain_events(timeout=0.01)
         except TimeoutError:
             pass
+
+    def _defer(self, fn: Callable[[Any], None]) -> Callable[[Any], None]:
+        """Queue an inbound message for the loop instead of handling it inside
+        kombu's callback: py-amqp runs callbacks from within any blocking
+        call (a queue declaration, a channel open), and a handler that
+        publishes from there re-enters the connection."""
+
+        def on_message(message: Any) -> None:
+            self._incoming.append((fn, message))
+
+        return on_message
+
+    def _process_incoming(self) -> None:
+        while self._incoming:
+            fn, message = self._incoming.popleft()
+            fn(message)
 
     def _pidbox_queue(self, name: str) -> Queue:
         return Queue(
@@ -351,7 +371,7 @@ class Binding:
                 pass
 
         def on_message(message: Any, handle: NodeHandle = handle) -> None:
-            self._deliver(handle, "pidbox", message)
+            self._incoming.append((lambda m: self._deliver(handle, "pidbox", m), message))
 
         consumer = Consumer(self._consume_channel, [q], no_ack=True, on_message=on_message)
         consumer.consume()
@@ -418,8 +438,10 @@ class Binding:
                 except TimeoutError:
                     pass
                 except self._errors() as exc:
+                    self._incoming.clear()
                     self._reconnect(exc)
                     continue
+                self._process_incoming()
                 self._run_timers()
             self._stop_all()
         except BaseException as exc:  # pragma: no cover - reported to the owner
