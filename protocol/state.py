@@ -1299,11 +1299,11 @@ class State:
 
         d = task.__dict__
         name = d.get("name")
-        if name is not None and task._type_key != name:
+        if name.__class__ is str and task._type_key != name:
             self._index_type(task, name)
         parent_id = d.get("parent_id")
-        if parent_id is not None:
-            if task._parent_key != parent_id and parent_id.__class__ is str:
+        if parent_id.__class__ is str:
+            if task._parent_key != parent_id:
                 self._link_parent(task, parent_id)
             elif parent_id in tdata:
                 # Celery touches the parent on every child event (LRU order).
