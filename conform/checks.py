@@ -119,6 +119,14 @@ def _still_serving(ctx: Context, after: str) -> None:
         raise Failed(ctx.silent, expected="a reply to ping", actual="nothing")
 
 
+def _celery_nearby(ctx: Context, defect: str, what: str) -> None:
+    """Skip a probe other Celery workers on the broker would receive too."""
+    others = [name for name in ctx.celery_on_broker() if name != ctx.node]
+    if others:
+        shown = ", ".join(others[:3]) + (", ..." if len(others) > 3 else "")
+        raise Skipped(f"not sent: Celery workers on this broker ({shown}) {what} ({defect})")
+
+
 def _celery_defect(ctx: Context, defect: str, what: str) -> None:
     """Against a Celery worker, report ``defect`` instead of triggering it."""
     if ctx.identity() == "celery":
@@ -575,6 +583,9 @@ def clock_single(ctx: Context) -> str:
 )
 def not_a_clock(ctx: Context) -> str:
     _celery_defect(ctx, "DEFECT-8", "a non-integer clock raises in a Celery worker")
+    # kombu adjusts the mailbox clock of every worker from every request's
+    # header, before looking at its destination.
+    _celery_nearby(ctx, "DEFECT-8", "would take these values into their pidbox clocks")
     before = _clock_value(ctx)
     bogus = [str(before + 5000), before + 5000.5, True]
     for value in bogus:
@@ -605,6 +616,7 @@ def not_a_clock(ctx: Context) -> str:
 )
 def clock_poison(ctx: Context) -> str:
     _celery_defect(ctx, "DEFECT-8", "a Celery worker adopts any clock and drags its peers along")
+    _celery_nearby(ctx, "DEFECT-8", "would adopt the poisoned clock")
     before = _clock_value(ctx)
     huge = before + POISON_JUMP
     ctx.probe.peer_heartbeat(clock=huge)
@@ -1131,8 +1143,13 @@ def envelope(ctx: Context) -> str:
                 actual=header if "hostname" in ev.headers else "<no hostname header>",
             )
         want = str(ev.type).replace("-", ".")
-        if ev.routing_key and ev.routing_key != want:
-            raise Failed(f"wrong routing key for {ev.type}", expected=want, actual=ev.routing_key)
+        batch = str(ev.type).split("-", 1)[0] + ".multi"  # buffered events ([EVENT-6])
+        if ev.routing_key and ev.routing_key not in (want, batch):
+            raise Failed(
+                f"wrong routing key for {ev.type}",
+                expected=want,
+                actual=f"{ev.routing_key} ({_short(ev.body, 200)})",
+            )
     return f"{len(events)} events checked"
 
 
@@ -1216,12 +1233,7 @@ def tolerant(ctx: Context) -> str:
 )
 def malformed_heartbeat(ctx: Context) -> str:
     _celery_defect(ctx, "DEFECT-6", "one malformed worker-heartbeat kills every Celery worker")
-    celery = ctx.celery_on_broker()
-    if celery:
-        raise Skipped(
-            f"not sent: Celery workers on this broker ({', '.join(celery[:3])}) would all die "
-            "(DEFECT-6)"
-        )
+    _celery_nearby(ctx, "DEFECT-6", "would all die")
     ctx.probe.peer_heartbeat(timestamp="now")
     _still_serving(ctx, 'a worker-heartbeat with "timestamp": "now"')
     beats_before = len(ctx.node_events("worker-heartbeat"))
@@ -1390,6 +1402,156 @@ def elect_malformed(ctx: Context) -> str:
             "cannot tell: the well-formed worker-elect sent after it was not acked either"
         )
     return "not acked"
+
+
+def _task_action(queue: str, election: str) -> dict[str, Any]:
+    """A task signature the winner of a ``task`` election applies: routed to
+    a queue only the probe consumes, so nothing ever runs it."""
+    return {
+        "task": "wkctl.conform.elected",
+        "args": [election],
+        "kwargs": {},
+        "options": {"queue": queue},
+        "subtask_type": None,
+        "immediate": False,
+    }
+
+
+def _pump_until(ctx: Context, predicate: Any, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        ctx.probe.pump(0.05)
+    return bool(predicate())
+
+
+@check(
+    "election.loser-waits",
+    "ELECT-8",
+    "does not run the action of an election a peer wins",
+    also=("ELECT-3",),
+)
+def loser_waits(ctx: Context) -> str:
+    election = _fresh("lose")
+    queue = _fresh("q")
+    landed = ctx.probe.watch_task_queue(queue)
+    try:
+        ctx.probe.peer_heartbeat()
+        ctx.facts["peer_announced"] = True
+        # The synthetic peer stands first, with clock 1: the lowest request
+        # of the election, whatever the node's clock, so the peer wins.
+        ctx.probe.peer_event(
+            "worker-elect",
+            id=election,
+            topic="task",
+            action=_task_action(queue, election),
+            cver=1,
+            clock=1,
+        )
+        found, _ = ctx.wait_events(lambda evs: _acks(ctx, election, evs), ctx.timeout)
+        if not found:
+            raise Skipped(
+                "the node did not acknowledge the peer's worker-elect (see election.ack-peer)"
+            )
+        ctx.probe.cast(
+            "election", {"id": election, "topic": "task", "action": _task_action(queue, election)}
+        )
+
+        def stood(events: list[Any]) -> Any:
+            return [
+                e
+                for e in ctx.node_events("worker-elect", events)
+                if isinstance(e.body, dict) and e.body.get("id") == election
+            ]
+
+        mine, _ = ctx.wait_events(stood, ctx.timeout)
+        if not mine:
+            raise Skipped("the node did not stand (see election.elect)")
+        ctx.probe.peer_event("worker-elect-ack", id=election)
+        ctx.wait_events(lambda evs: len(_acks(ctx, election, evs)) >= 2, min(ctx.timeout, 1.0))
+        if _pump_until(ctx, lambda: bool(landed), min(ctx.timeout, 0.5) + 0.3):
+            raise Failed(
+                "the node ran the action of an election won by a peer "
+                f"(the peer's request had clock 1, the node's {mine[0].body.get('clock')})",
+                expected="no task published by the node",
+                actual=f"{len(landed)} task message(s) in {queue}",
+            )
+    finally:
+        ctx.probe.drop_task_queue(queue)
+    return f"peer (clock 1) won over the node (clock {mine[0].body.get('clock')}); no action run"
+
+
+@check(
+    "election.winner-runs",
+    "ELECT-3",
+    "runs the action, once, when its request is the lowest",
+    also=("ELECT-8", "ELECT-5"),
+    deviation="DEFECT-1",
+)
+def winner_runs(ctx: Context) -> str:
+    _celery_defect(
+        ctx,
+        "DEFECT-1",
+        "a Celery worker standing before the peer decides on its own ack alone and crashes",
+    )
+    others = ctx.other_nodes()
+    if others:
+        shown = ", ".join(others[:3]) + (", ..." if len(others) > 3 else "")
+        raise Skipped(
+            f"other nodes on this broker ({shown}) count as participants of the node's "
+            "election ([ELECT-4]) but are not asked to stand: run against a node alone "
+            "on its broker (namespace) to check who wins"
+        )
+    election = _fresh("win")
+    queue = _fresh("q")
+    landed = ctx.probe.watch_task_queue(queue)
+    action = _task_action(queue, election)
+    try:
+        ctx.probe.peer_heartbeat()
+        ctx.facts["peer_announced"] = True
+        ctx.probe.cast("election", {"id": election, "topic": "task", "action": action})
+
+        def stood(events: list[Any]) -> Any:
+            return [
+                e
+                for e in ctx.node_events("worker-elect", events)
+                if isinstance(e.body, dict) and e.body.get("id") == election
+            ]
+
+        mine, _ = ctx.wait_events(stood, ctx.timeout)
+        if not mine:
+            raise Skipped("the node did not stand (see election.elect)")
+        own_clock = mine[0].body.get("clock")
+        higher = (own_clock if _is_clock(own_clock) else ctx.probe.clock) + 1000
+        ctx.probe.peer_event(
+            "worker-elect", id=election, topic="task", action=action, cver=1, clock=higher
+        )
+        ctx.wait_events(lambda evs: len(_acks(ctx, election, evs)) >= 2, ctx.timeout)
+        # The peer has stood but not acknowledged: the node must wait ([ELECT-5]).
+        if _pump_until(ctx, lambda: bool(landed), 0.3):
+            raise Failed(
+                "the node ran the action before every participant acknowledged",
+                expected="no decision before the peer's worker-elect-ack",
+                actual="the action ran",
+            )
+        ctx.probe.peer_event("worker-elect-ack", id=election)
+        if not _pump_until(ctx, lambda: bool(landed), ctx.timeout):
+            raise Failed(
+                f"the node's request (clock {own_clock}) was the lowest, yet it ran no action",
+                expected=f"one task message in {queue}",
+                actual="none",
+            )
+        ctx.probe.pump(0.3)
+        if len(landed) != 1:
+            raise Failed(
+                "the winner ran the action more than once",
+                expected=1,
+                actual=len(landed),
+            )
+    finally:
+        ctx.probe.drop_task_queue(queue)
+    return f"won with clock {own_clock} against {higher}; ran the action once"
 
 
 @check(

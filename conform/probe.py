@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kombu import Connection, Consumer, Producer, Queue
+from kombu import Exchange as KombuExchange
 
 from wkctl.protocol.broker import BrokerSettings, event_exchange, pidbox_exchange, reply_exchange
 from wkctl.protocol.wire import (
@@ -244,6 +245,7 @@ class Probe:
         #: the node's own ``hello`` requests, when the probe answers them
         self.hellos: list[dict[str, Any]] = []
         self._hello_consumer: Consumer | None = None
+        self._task_queues: dict[str, tuple[Any, Any, Consumer]] = {}
         self._oid = str(uuid.uuid4())
         self._inbox: dict[str, tuple[CallResult, float]] = {}
         self._replies = Queue(
@@ -325,6 +327,35 @@ class Probe:
         )
         self._hello_consumer.consume()
 
+    def watch_task_queue(self, name: str) -> list[dict[str, Any]]:
+        """Declare a task queue as Celery routes ``options.queue`` (direct
+        exchange and routing key of the same name) and record what lands in
+        it: the task messages an election winner publishes.  Nothing ever
+        runs them; :meth:`drop_task_queue` deletes the queue."""
+        exchange = KombuExchange(name, type="direct")
+        queue = Queue(name, exchange, routing_key=name)(self.channel)
+        queue.declare()
+        landed: list[dict[str, Any]] = []
+
+        def on_task(message: Any) -> None:
+            landed.append({"headers": dict(message.headers or {}), "at": time.monotonic()})
+
+        consumer = Consumer(self.channel, [queue], no_ack=True, on_message=on_task)
+        consumer.consume()
+        self._task_queues[name] = (queue, exchange, consumer)
+        return landed
+
+    def drop_task_queue(self, name: str) -> None:
+        entry = self._task_queues.pop(name, None)
+        if entry is None:
+            return
+        queue, exchange, consumer = entry
+        for closer in (consumer.cancel, queue.delete, lambda: exchange(self.channel).delete()):
+            try:
+                closer()
+            except Exception:
+                pass
+
     def pump(self, seconds: float) -> None:
         """Handle whatever arrives for ``seconds`` (answers hellos meanwhile)."""
         deadline = time.monotonic() + seconds
@@ -338,6 +369,8 @@ class Probe:
                 continue
 
     def close(self) -> None:
+        for name in list(self._task_queues):
+            self.drop_task_queue(name)
         if self._hello_consumer is not None:
             try:
                 self._hello_consumer.cancel()

@@ -249,6 +249,19 @@ class Context:
         }
         return sorted(names)
 
+    def other_nodes(self) -> list[str]:
+        """Nodes heard on the broker during the run, other than the probed
+        one and the probe's synthetic peers."""
+        names = {
+            ev.hostname
+            for ev in self.recorder.snapshot()
+            if ev.type in ("worker-online", "worker-heartbeat")
+            and isinstance(ev.hostname, str)
+            and ev.hostname != self.node
+            and not ev.hostname.startswith("wkctl-conform-")
+        }
+        return sorted(names)
+
     def reply_texts(self) -> list[str]:
         return [repr(reply.body) + repr(reply.headers) for reply in self.probe.log]
 
@@ -456,9 +469,11 @@ def _opening(ctx: Context) -> str:
             f"node {ctx.node!r} did not answer ping within {probe.timeout:g} s "
             "(is it running, on this broker, with exactly this name?)"
         )
-    # Heartbeats start arriving while the pidbox checks run.
+    # Heartbeats start arriving while the pidbox checks run.  Every node is
+    # asked (as monitors do), so that Celery workers sharing the broker are
+    # known before a probe they would also receive is sent.
     ctx.facts["heartbeat_asked"] = time.monotonic()
-    probe.cast("heartbeat", {})
+    probe.cast("heartbeat", {}, destination=None)
     return ""
 
 

@@ -24,6 +24,7 @@ from kombu import Connection, Consumer, Producer, Queue
 
 from wkctl.protocol.broker import event_exchange, pidbox_exchange, transport_of
 from wkctl.protocol.clock import LamportClock
+from wkctl.protocol.node import celery_task_message
 from wkctl.protocol.validation import is_valid
 from wkctl.protocol.wire import (
     Names,
@@ -78,6 +79,12 @@ class ProbeTarget:
         self.clock = LamportClock(synced=True)
         self.revoked: dict[str, None] = {}
         self.acked: set[tuple[str, str]] = set()
+        #: hostname -> local time of its last heartbeat
+        self.peers: dict[str, float] = {}
+        #: election id -> {"expected", "requests": {host: (clock, host.pid, topic, action)}, "ackers"}
+        self.elections: dict[str, dict[str, Any]] = {}
+        #: election ids this node won and ran
+        self.won: list[str] = []
         self.errors: list[str] = []
         self.pid = os.getpid()
         self._stop = threading.Event()
@@ -287,14 +294,71 @@ class ProbeTarget:
             self.clock.forward()
         else:
             self._receive_clock(body.get("clock"))
-        if type_ == "worker-elect":
-            key = (str(body.get("id")), str(body.get("hostname")))
-            if self.breaks == "no-acks":
-                return
-            if key in self.acked and self.breaks != "acks-twice":
-                return
-            self.acked.add(key)
-            self._publish_event("worker-elect-ack", id=body["id"])
+        hostname = str(body.get("hostname"))
+        if type_ in ("worker-online", "worker-heartbeat") and hostname != self.name:
+            self.peers[hostname] = time.monotonic()
+        elif type_ == "worker-offline":
+            self.peers.pop(hostname, None)
+        elif type_ == "worker-elect":
+            election = self._election(str(body["id"]))
+            election["requests"].setdefault(
+                hostname,
+                (
+                    body.get("clock"),
+                    f"{hostname}.{body.get('pid')}",
+                    body.get("topic"),
+                    body.get("action"),
+                ),
+            )
+            key = (str(body.get("id")), hostname)
+            if self.breaks != "no-acks" and (key not in self.acked or self.breaks == "acks-twice"):
+                self.acked.add(key)
+                self._publish_event("worker-elect-ack", id=body["id"])
+            self._decide(str(body["id"]))
+        elif type_ == "worker-elect-ack" and isinstance(body.get("id"), str):
+            self._election(body["id"])["ackers"].add(hostname)
+            self._decide(body["id"])
+
+    def _election(self, id_: str) -> dict[str, Any]:
+        """An election's state; participants fixed when it starts here."""
+        if id_ not in self.elections:
+            now = time.monotonic()
+            alive = {h for h, seen in self.peers.items() if now - seen < 4 * self.freq + 2}
+            self.elections[id_] = {
+                "expected": alive | {self.name},
+                "requests": {},
+                "ackers": set(),
+                "done": False,
+            }
+        return self.elections[id_]
+
+    def _decide(self, id_: str) -> None:
+        election = self.elections[id_]
+        if election["done"]:
+            return
+        expected = election["expected"]
+        if not (expected <= election["requests"].keys() and expected <= election["ackers"]):
+            return
+        election["done"] = True
+        clock, ident, topic, action = min(election["requests"].values(), key=lambda r: (r[0], r[1]))
+        if ident != f"{self.name}.{self.pid}" or topic != "task":
+            return
+        self.won.append(id_)
+        message = celery_task_message(action, origin=self.name)
+        assert self._producer is not None
+        if message.declare_queue:
+            from kombu import Exchange
+
+            q = message.declare_queue
+            Queue(q, Exchange(q, type="direct"), routing_key=q)(self._producer.channel).declare()
+        self._producer.publish(
+            message.body,
+            exchange=message.exchange,
+            routing_key=message.routing_key,
+            headers=message.headers,
+            serializer="json",
+            **message.properties,
+        )
 
     # -- commands -------------------------------------------------------------
 
