@@ -646,3 +646,24 @@ def test_lru_cache_api() -> None:
     lru["a"] = 5  # overwrite does not evict
     assert len(lru) == 2 and removed == ["b"] and lru.get("zzz") is None
     assert lru.popitem(last=False) == ("a", 5) and removed == ["b", "a"]
+
+
+def test_decimal_numbers_from_json_decoders_are_accepted() -> None:
+    """Some JSON decoders hand out Decimal; Celery converts them for expiry only."""
+    from decimal import Decimal
+
+    s = State()
+    s.event(wev("heartbeat", timestamp=Decimal(T0), local_received=Decimal(T0), freq=Decimal(2)))
+    w = s.workers["w1@lab"]
+    assert w.heartbeats == [T0] and w.freq == 2.0 and w.is_alive(T0 + 3.9)
+    s.event(received() | {"timestamp": Decimal(T0 + 1), "clock": Decimal(10)})
+    assert s.tasks["t1"].timestamp == T0 + 1 and s.tasks["t1"].received == T0 + 1
+
+
+def test_task_event_called_directly_is_sanitised() -> None:
+    task = Task("u1")
+    task.event("received", T0, T0, {"uuid": "other", "name": "n", "info": 1, "clock": "x"})
+    assert task.uuid == "u1" and task.name == "n" and callable(task.info)
+    assert task.clock == 0 and task.state == RECEIVED and task.received == T0
+    task.event("started", "not-a-time", None, None)
+    assert task.state == STARTED and task.timestamp is None
