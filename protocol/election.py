@@ -66,7 +66,8 @@ class ElectRequest:
     hostname: str
     pid: int | str
     topic: str
-    action: Any = None
+    #: any JSON value; not part of equality/hash (a dict is unhashable)
+    action: Any = field(default=None, compare=False)
 
     @property
     def node_id(self) -> str:
@@ -115,6 +116,7 @@ class Decision:
     reason: str  # "complete" (every expected request and ack) or "timeout"
     participants: tuple[str, ...]  # hostnames whose requests were counted
     missing: tuple[str, ...] = ()  # expected hostnames never heard from
+    requests: tuple[ElectRequest, ...] = ()  # every request counted, in the total order
 
     @property
     def topic(self) -> str:
@@ -230,6 +232,7 @@ class Elections:
             reason=reason,
             participants=tuple(sorted(election.requests)),
             missing=tuple(sorted(election.expected - election.requests.keys())),
+            requests=tuple(sorted(election.requests.values(), key=order_key)),
         )
 
     def expire(self, now: float) -> list[tuple[str, Decision | None]]:
