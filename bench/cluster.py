@@ -49,6 +49,7 @@ from .common import (
     run_timed,
     start_node_hosts,
     target,
+    wait_responsive,
     wkctl_cmd,
 )
 
@@ -319,6 +320,7 @@ def _wkctl_elect(cl: Cluster, tap: Any, n: int, r: int) -> dict[str, Any] | None
     except ValueError:
         data = None
     elects, acks = _count_election(cl, tap, eid, n, 5.0)
+    wait_responsive(cl.url, n)
     if res.rc != 0 or not data:
         cl.ctx.log(f"    wkctl elect failed (rc {res.rc}): {res.stderr.strip()[-300:]}")
         return {"own_ms": None, "wall_ms": None, "messages": elects + acks, "candidates": None}
@@ -350,6 +352,7 @@ def _celery_elect(cl: Cluster, tap: Any, n: int, r: int) -> dict[str, Any]:
                     break
         time.sleep(0.05)
     elects, acks = _count_election(cl, tap, eid, n, 5.0)
+    wait_responsive(cl.url, n)
     last = (max(decided.values()) - t0) * 1000 if len(decided) == len(workers) else None
     first = (min(decided.values()) - t0) * 1000 if decided else None
     return {

@@ -231,6 +231,21 @@ def run_timed(
     return Timed(time.perf_counter() - t0, proc.returncode, proc.stdout, proc.stderr)
 
 
+def wait_responsive(url: str, n: int, timeout: float = 60.0) -> float | None:
+    """Seconds until ``wkctl hello --expect n`` succeeds again (None: never).
+
+    Nodes that fell behind (an election's N^2 events still being worked
+    through) drop pidbox requests that expired meanwhile; a benchmark must
+    not start its next round before the cluster answers again.
+    """
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < timeout:
+        r = run_timed(wkctl_cmd(url) + ["hello", "--expect", str(n), "--timeout", "1"], timeout=30)
+        if r.rc == 0:
+            return time.perf_counter() - t0
+    return None
+
+
 def proc_rss_kb(pid: int) -> int:
     try:
         with open(f"/proc/{pid}/status") as f:
