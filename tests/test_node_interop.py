@@ -8,6 +8,7 @@ Mingle sync in both directions and an election in the mixed cluster.
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from collections.abc import Iterator
@@ -19,7 +20,7 @@ import pytest
 from celery import Celery
 from conftest import require_celery
 
-from support.nodes import NodeProcess, unique_name
+from support.nodes import NodeProcess, hosted_nodes, unique_name
 from support.workers import CeleryWorker, WorkerPool
 from wkctl.protocol.binding import Binding, NodeHandle
 from wkctl.protocol.broker import BrokerSettings
@@ -291,3 +292,38 @@ def test_a_second_node_with_the_same_name_is_refused_on_rabbitmq(
     text = twin.log_text()
     assert f"a node named {cluster.node.name} is already running" in text
     assert "Traceback" not in text and "guest:guest" not in text
+
+
+def test_binding_reconnects_with_backoff_then_mingles_and_announces_again(
+    broker_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    from support.tcpproxy import TcpProxy, proxied_url, target_of
+
+    caplog.set_level(logging.INFO, logger="wkctl.node")
+    with TcpProxy(*target_of(broker_url)) as proxy:
+        cut_url = proxied_url(broker_url, proxy)
+        with hosted_nodes(broker_url, [unique_name("wkd")], mingle=False, heartbeat=0.5) as [
+            direct
+        ]:
+            with Binding(BrokerSettings(url=cut_url)) as binding:
+                node = binding.add_node(unique_name("wkp"), heartbeat=0.5)
+                assert node.wait_synced(10)
+                onlines = lambda: sum(  # noqa: E731
+                    1 for r in caplog.records if f"{node.name}: ready." in r.getMessage()
+                )
+                assert onlines() == 1
+                proxy.cut()
+                time.sleep(0.6)  # two failed attempts: 0.1 s, then 0.2 s, 0.4 s...
+                proxy.restore()
+                assert node.wait_for(lambda h: len(h.syncs) >= 2, 15), node.log_text()
+                assert binding.reconnects == 1
+                assert direct.name in node.syncs[-1].peers  # Mingled again
+                assert onlines() == 2  # and announced itself again (worker-online)
+                text = caplog.text
+                assert "lost:" in text and "reconnecting in 0.1 s" in text
+                assert "reconnected to" in text
+                assert ":**@" in text or "redis://" in text  # the URL is masked
+                # the others still see it alive
+                assert direct.wait_for(
+                    lambda h: node.name in h.node.membership.alive(time.time()), 5
+                )
