@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import json
+import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -238,3 +239,14 @@ def test_junit_shape() -> None:
     assert skipped.find("skipped") is not None
     pidbox = next(s for s in suites if s.get("name", "").startswith("4."))
     assert pidbox.get("tests") == "2" and pidbox.get("failures") == "1"
+
+
+def test_unreachable_broker_is_a_broker_error(capsys: pytest.CaptureFixture[str]) -> None:
+    started = time.monotonic()
+    with pytest.raises(SystemExit) as exc:
+        main(["-b", "amqp://guest:secret@127.0.0.1:1//", "conform", "--node", "n@h"])
+    assert exc.value.code == 4
+    err = capsys.readouterr().err
+    assert err.startswith("wkctl: error: cannot connect to broker amqp://guest:**@127.0.0.1:1//")
+    assert "secret" not in err and "Traceback" not in err
+    assert time.monotonic() - started < 15
