@@ -50,7 +50,7 @@ from .mingle import (
     SyncResult,
     sync_fields,
 )
-from .revoked import DEFAULT_REVOKED_EXPIRES, DEFAULT_REVOKED_MAX, RevokedSet
+from .revoked import DEFAULT_REVOKED_EXPIRES, DEFAULT_REVOKED_MAX, MergeResult, RevokedSet
 from .wire import (
     JSON_CONTENT_TYPE,
     Limits,
@@ -767,19 +767,48 @@ class Node:
                     result.failed[nodename] = f"invalid reply: {problem}"
             return
         for nodename, value in session.on_reply(body, now):
-            clock, revoked, error = sync_fields(value)
-            if error:
-                result.failed[nodename] = error
-                out.append(Log(WARNING, f"mingle: sync with {_safe(nodename)} failed: {error}"))
-                continue
-            if clock:
-                self._receive_clock(clock, nodename, now, out)
-            else:
-                self.clock.forward()
-            merged = self.revoked.merge(revoked, now)
-            result.revoked_added += merged.added
-            result.peers.append(nodename)
-            out.append(Log(DEBUG, f"mingle: processed reply from {_safe(nodename)}"))
+            self._sync_with_node(nodename, value, now, out, result)
+
+    def on_node_reply(self, nodename: str, reply: Any, now: float) -> list[Action]:
+        """Apply one peer's ``hello`` reply value (Celery's
+        ``Mingle.on_node_reply``): adjust the clock, merge the revoked ids;
+        a reply that cannot be used is logged and skipped, never raised."""
+        out: list[Action] = []
+        try:
+            self._sync_with_node(nodename, reply, now, out, self._sync or SyncResult())
+        except Exception as exc:
+            out.append(Log(ERROR, f"mingle: sync with {_safe(nodename)} failed: {exc!r}"))
+        return out
+
+    def _sync_with_node(
+        self, nodename: str, value: Any, now: float, out: list[Action], result: SyncResult
+    ) -> None:
+        clock, revoked, error = sync_fields(value)
+        if error:
+            result.failed[nodename] = error
+            out.append(Log(WARNING, f"mingle: sync with {_safe(nodename)} failed: {error}"))
+            return
+        self.on_clock_event(clock, nodename, now, out)
+        merged = self.on_revoked_received(revoked, now)
+        result.revoked_added += merged.added
+        result.peers.append(nodename)
+        out.append(Log(DEBUG, f"mingle: processed reply from {_safe(nodename)}"))
+
+    def on_clock_event(
+        self, clock: Any, sender: str = "peer", now: float = 0.0, out: list[Action] | None = None
+    ) -> int:
+        """Celery's ``Mingle.on_clock_event``: adjust when a clock is given
+        (under the poisoning bounds), otherwise forward.  Returns the value."""
+        if clock:
+            self._receive_clock(clock, sender, now, out if out is not None else [])
+        else:
+            self.clock.forward()
+        return self.clock.value
+
+    def on_revoked_received(self, revoked: Any, now: float) -> MergeResult:
+        """Celery's ``Mingle.on_revoked_received``: merge ids in either wire
+        form, stamped with the local time ``now``."""
+        return self.revoked.merge(revoked, now)
 
     # -- events (Gossip) --------------------------------------------------
 
@@ -808,6 +837,53 @@ class Node:
         if not isinstance(body, dict) or not isinstance(body.get("type"), str):
             self._reject(sender, "event", "not an event object", now, out)
             return
+        self._worker_event_in(body, sender, now, out)
+
+    def on_event(
+        self, event: dict[str, Any], now: float, sender: str | None = None
+    ) -> list[Action]:
+        """Handle one decoded event (what Celery's ``Gossip.on_message`` does
+        after deserializing): validated, then elections or membership."""
+        out: list[Action] = []
+        if not self.config.gossip:
+            return out
+        try:
+            if not isinstance(event, dict) or not isinstance(event.get("type"), str):
+                self._reject(sender or "unknown sender", "event", "not an event object", now, out)
+            else:
+                hostname = event.get("hostname")
+                who = sender or (hostname if isinstance(hostname, str) else "unknown sender")
+                self._worker_event_in(event, who, now, out)
+        except Exception as exc:
+            out.append(Log(ERROR, f"internal error handling an event: {exc!r}"))
+        return out
+
+    def on_elect(self, event: dict[str, Any], now: float) -> list[Action]:
+        """A decoded ``worker-elect`` event (Celery's ``Gossip.on_elect``)."""
+        return self.on_event(dict(event, type="worker-elect"), now)
+
+    def on_elect_ack(self, event: dict[str, Any], now: float) -> list[Action]:
+        """A decoded ``worker-elect-ack`` event (Celery's ``Gossip.on_elect_ack``)."""
+        return self.on_event(dict(event, type="worker-elect-ack"), now)
+
+    def election(self, id: str, topic: str, action: Any, now: float) -> list[Action]:
+        """Take part in election ``id`` (Celery's ``Gossip.election``): send
+        our ``worker-elect``; what the ``election`` control command does."""
+        out: list[Action] = []
+        self._cmd_election({"id": id, "topic": topic, "action": action}, now, out)
+        return out
+
+    def periodic(self, now: float) -> list[Action]:
+        """Sweep the peers whose heartbeats expired now (Celery's
+        ``Gossip.periodic``; :meth:`tick` also runs it every ``sweep_interval``)."""
+        out: list[Action] = []
+        for change in self.membership.sweep(now):
+            self._member_change(change, out)
+        return out
+
+    def _worker_event_in(
+        self, body: dict[str, Any], sender: str, now: float, out: list[Action]
+    ) -> None:
         type_: str = body["type"]
         if not type_.startswith("worker-"):
             return

@@ -357,3 +357,55 @@ def test_task_message_has_celerys_header_set() -> None:
     assert ours.properties["correlation_id"] == ref.properties["correlation_id"]
     with pytest.raises(ValueError):
         celery_task_message({"no": "task"}, "n@h")
+
+
+# -- the public, Celery-named entry points (for thin Mingle/Gossip classes) -----
+
+
+def test_celery_named_entry_points_work_on_decoded_values() -> None:
+    n = node("me@h")
+    out = n.election("e-api", "custom", {"a": 1}, now=1.0)
+    [elect] = [a for a in out if isinstance(a, Publish)]
+    assert elect.body["type"] == "worker-elect" and elect.body["cver"] == 1
+    out = n.on_elect(dict(elect.body), now=1.0)
+    assert [a.body["type"] for a in out if isinstance(a, Publish)] == ["worker-elect-ack"]
+    out = n.on_elect_ack(
+        {
+            "id": "e-api",
+            "hostname": "me@h",
+            "clock": 9,
+            "pid": 42,
+            "timestamp": 1.0,
+            "utcoffset": 0,
+            "type": "worker-elect-ack",
+        },
+        now=1.0,
+    )
+    assert any(isinstance(a, Elected) and a.decision.won for a in out)
+    assert n.on_clock_event(None) == n.clock.value
+    before = n.clock.value
+    assert n.on_clock_event(before + 100) == before + 101
+    assert n.on_revoked_received({"x": [1.0, "x"]}, now=2.0).added == 1 and "x" in n.revoked
+    out = n.on_node_reply("peer@h", "garbage", now=2.0)
+    assert "sync with peer@h failed" in logs(out)
+    n.on_event(
+        {
+            "type": "worker-online",
+            "hostname": "p@h",
+            "freq": 1.0,
+            "pid": 1,
+            "clock": 1,
+            "timestamp": 2.0,
+            "utcoffset": 0,
+            "sw_ident": "x",
+            "sw_ver": "1",
+            "sw_sys": "L",
+            "active": 0,
+            "processed": 0,
+            "loadavg": [0, 0, 0],
+        },
+        now=2.0,
+    )
+    assert "p@h" in n.membership.alive(2.5)
+    assert "missed heartbeat from p@h" in logs(n.periodic(10.0))
+    assert "not an event object" in logs(n.on_event(["nope"], now=11.0))  # type: ignore[arg-type]
