@@ -17,6 +17,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -134,10 +135,6 @@ class Run:
             "duration": round(self.duration, 3),
             "checks": [r.as_dict() for r in self.results],
         }
-
-
-class NodeSilent(Exception):
-    """The node stopped answering: later pidbox checks fail at once."""
 
 
 class Context:
@@ -350,8 +347,6 @@ def run(
 
 
 def _sync_replies(ctx: Context) -> Callable[[dict[str, Any]], list[dict[str, Any]]]:
-    import uuid
-
     tag = uuid.uuid4().hex[:8]
     peers = [f"wkctl-conform-{tag}-{i}@probe" for i in range(4)]
     listed, mapped = f"conform-sync-list-{tag}", f"conform-sync-map-{tag}"
