@@ -57,7 +57,7 @@ def schema_kind(record: dict[str, Any]) -> str | None:
     return None
 
 
-def driver_app(url: str) -> Any:
+def driver_app(url: str, control_exchange: str = "celery", event_exchange: str = "celeryev") -> Any:
     from celery import Celery
 
     app = Celery("wkctl_capture_driver", broker=url)
@@ -66,6 +66,8 @@ def driver_app(url: str) -> Any:
         accept_content=["json"],
         event_serializer="json",
         broker_connection_retry_on_startup=True,
+        control_exchange=control_exchange,
+        event_exchange=event_exchange,
     )
     return app
 
@@ -73,24 +75,35 @@ def driver_app(url: str) -> Any:
 def test_real_traffic_validates(
     broker_url: str, celery_workers: Any, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
-    app = driver_app(broker_url)
+    # Exchange names of this test's own ([TRANSPORT-1]): custom names are
+    # part of the protocol, and they keep any other cluster on the same
+    # broker namespace out of the capture.
+    tag = uuid.uuid4().hex[:6]
+    names = {"control_exchange": f"wkctl{tag}", "event_exchange": f"wkctlev{tag}"}
+    env = {
+        "WKCTL_TEST_CONTROL_EXCHANGE": names["control_exchange"],
+        "WKCTL_TEST_EVENT_EXCHANGE": names["event_exchange"],
+    }
+    app = driver_app(broker_url, **names)
     oid = fixed_reply_key(app)
-    with Capture(broker_url, reply_keys=[oid]) as capture:
-        newest = celery_workers(broker_url, n=2, version="5.7")
-        older = celery_workers(broker_url, n=1, version="5.4")
-        names = [w.hostname for w in newest + older]
+    with Capture(broker_url, reply_keys=[oid], **names) as capture:
+        queue = f"wkctl-capture-{tag}"  # tasks for our workers only
+        extra = ("-Q", queue)
+        newest = celery_workers(broker_url, n=2, version="5.7", env=env, extra_args=extra)
+        older = celery_workers(broker_url, n=1, version="5.4", env=env, extra_args=extra)
+        hostnames = [w.hostname for w in newest + older]
 
         revoked_id = f"capture-{uuid.uuid4().hex[:8]}"  # not a UUID: any string is a task id
         app.control.revoke(revoked_id, reply=True, timeout=1.0)
         inspect = app.control.inspect(timeout=1.0)
         hello = inspect.hello("capture@wkctl-test", [f"cafe-{uuid.uuid4()}"])
-        assert hello and set(names) <= set(hello), hello
+        assert hello and set(hostnames) <= set(hello), hello
         assert inspect.clock() and inspect.revoked() and inspect.ping()
         app.control.heartbeat()
         election_id = f"capture-{uuid.uuid4().hex[:8]}"
         app.control.election(election_id, "task", app.signature("tasks.add", (2, 3)))
-        app.send_task("tasks.add", (2, 3))
-        app.send_task("tasks.fail", ("on purpose",))
+        app.send_task("tasks.add", (2, 3), queue=queue)
+        app.send_task("tasks.fail", ("on purpose",), queue=queue)
 
         assert capture.wait_for(
             lambda recs: (
@@ -100,7 +113,7 @@ def test_real_traffic_validates(
                 )
             ),
             timeout=15,
-        ), sorted(kinds_seen(capture.snapshot()))
+        ), (sorted(kinds_seen(capture.snapshot())), capture.errors)
         older[0].stop()  # a clean stop: worker-offline
         assert capture.wait_for(
             lambda recs: any(r["kind"] == "event:worker-offline" for r in recs), timeout=10
@@ -143,7 +156,7 @@ def test_real_traffic_validates(
         "heartbeat",
         "task-event",
     }
-    assert expected <= seen, expected - seen
+    assert expected <= seen, (expected - seen, capture.errors, capture._reply_keys, oid)
     # both wire forms of revoked in hello replies: list (5.7) and mapping (5.4)
     forms = {
         type(value.get("revoked")).__name__

@@ -13,8 +13,8 @@ fanout on Redis) and records every message as a capture record::
 
 Only JSON is decoded: a body of any other content type is recorded with
 ``"body": null`` and its content type, never deserialized.  Consuming runs
-on a thread with a connection of its own, so the test drives Celery from
-the main thread while the capture listens.
+on two threads with connections of their own (broadcasts; replies), so the
+test drives Celery from the main thread while the capture listens.
 """
 
 from __future__ import annotations
@@ -65,6 +65,7 @@ class Capture:
     ) -> None:
         self.url = url
         self.conn = Connection(url)
+        self.reply_conn = Connection(url)
         self.transport = self.conn.transport.driver_type
         self.pidbox, self.reply, self.events = exchanges(
             self.transport, control_exchange, event_exchange
@@ -82,7 +83,8 @@ class Capture:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._ready = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._replies_ready = threading.Event()
+        self._threads: list[threading.Thread] = []
 
     # -- life cycle -------------------------------------------------------
 
@@ -94,21 +96,30 @@ class Capture:
         self.stop()
 
     def start(self, timeout: float = 15.0) -> None:
-        self._thread = threading.Thread(target=self._run, name=self.tag, daemon=True)
-        self._thread.start()
-        if not self._ready.wait(timeout):
+        # Two consumers on two connections: kombu's Redis channel that mixes
+        # PUB/SUB (fanout) and BRPOP (direct) consumption was seen to stop
+        # delivering the direct messages now and then, so replies get a
+        # connection of their own (on both transports, for symmetry).
+        self._threads = [
+            threading.Thread(target=self._run_broadcast, name=self.tag, daemon=True),
+            threading.Thread(target=self._run_replies, name=f"{self.tag}-r", daemon=True),
+        ]
+        for thread in self._threads:
+            thread.start()
+        if not (self._ready.wait(timeout) and self._replies_ready.wait(timeout)):
             raise RuntimeError(f"capture did not start within {timeout} s: {self.errors}")
         if self.errors:
             raise RuntimeError(f"capture failed to start: {self.errors[0]}")
 
     def stop(self, timeout: float = 10.0) -> None:
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-        try:
-            self.conn.release()
-        except Exception:  # pragma: no cover - best effort on teardown
-            pass
+        for thread in self._threads:
+            thread.join(timeout)
+        for conn in (self.conn, self.reply_conn):
+            try:
+                conn.release()
+            except Exception:  # pragma: no cover - best effort on teardown
+                pass
 
     def follow(self, routing_key: str) -> None:
         """Also record replies published with ``routing_key`` (an asker's oid)."""
@@ -119,15 +130,20 @@ class Capture:
         """Wait until ``predicate(records)`` is true (polling), or time out."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            with self._lock:
-                snapshot = list(self.records)
-            if predicate(snapshot):
+            if predicate(self.snapshot()):
                 return True
             time.sleep(0.05)
         return False
 
     def snapshot(self) -> list[dict[str, Any]]:
         with self._lock:
+            for record in self.records:
+                # a reply can be consumed (on the reply connection) before its
+                # request (on the broadcast connection): resolve it now
+                if record["kind"] == "pidbox-reply:unknown":
+                    method = self._methods.get(str(record["headers"].get("ticket")))
+                    if method is not None:
+                        record["kind"] = f"pidbox-reply:{method}"
             return list(self.records)
 
     def write_ndjson(self, path: Path) -> Path:
@@ -145,28 +161,55 @@ class Capture:
             routing_key=routing_key,
             durable=False,
             auto_delete=True,
-            expires=60.0,
         )
 
-    def _run(self) -> None:
+    def _run_broadcast(self) -> None:
+        queues = [
+            self._queue("pidbox", self.pidbox, ""),
+            self._queue("events", self.events, "#"),
+        ]
+        self._consume(self.conn, queues, self._ready, bind_pending=False)
+
+    def _run_replies(self) -> None:
+        # wait for a first reply key: a consumer without queues cannot drain
+        while not self._stop.is_set():
+            with self._lock:
+                if self._pending_keys:
+                    break
+            self._replies_ready.set()
+            time.sleep(0.05)
+        self._consume(self.reply_conn, [], self._replies_ready, bind_pending=True)
+
+    def _consume(
+        self, conn: Connection, queues: list[Queue], ready: threading.Event, bind_pending: bool
+    ) -> None:
         try:
-            channel = self.conn.channel()
-            queues = [
-                self._queue("pidbox", self.pidbox, ""),
-                self._queue("events", self.events, "#"),
-            ]
-            self._consumer = Consumer(channel, queues=queues, on_message=self._on_message)
-            self._consumer.consume()
-            self._bind_pending()
+            consumer = Consumer(conn.channel(), queues=queues, on_message=self._on_message)
+            if bind_pending:
+                self._bind_pending(consumer)
+            consumer.consume()
         except Exception as exc:  # the test reports it
             self.errors.append(f"{type(exc).__name__}: {exc}")
-            self._ready.set()
+            ready.set()
             return
-        self._ready.set()
+        ready.set()
+        rebound = time.monotonic()
         while not self._stop.is_set():
             try:
-                self._bind_pending()
-                self.conn.drain_events(timeout=0.1)
+                if bind_pending:
+                    self._bind_pending(consumer)
+                    if self.transport == "redis" and time.monotonic() - rebound > 0.5:
+                        # Redis keeps direct bindings in plain keys: anything
+                        # that flushes the database (another test run sharing
+                        # it) silently unbinds us.  kombu's queue_bind is a
+                        # no-op for a binding it remembers, so re-add the
+                        # binding member itself (an idempotent SADD).
+                        rebound = time.monotonic()
+                        for queue in consumer.queues:
+                            consumer.channel._queue_bind(
+                                self.reply.name, queue.routing_key, "", queue.name
+                            )
+                conn.drain_events(timeout=0.5)
             except TimeoutError:
                 continue
             except Exception as exc:
@@ -174,11 +217,11 @@ class Capture:
                     self.errors.append(f"{type(exc).__name__}: {exc}")
                 return
         try:
-            self._consumer.cancel()
+            consumer.cancel()
         except Exception:  # pragma: no cover
             pass
 
-    def _bind_pending(self) -> None:
+    def _bind_pending(self, consumer: Consumer) -> None:
         with self._lock:
             keys, self._pending_keys = self._pending_keys, []
         for key in keys:
@@ -186,8 +229,8 @@ class Capture:
                 continue
             self._reply_keys.add(key)
             queue = self._queue(f"reply.{len(self._reply_keys)}", self.reply, key)
-            self._consumer.add_queue(queue)
-            self._consumer.consume()
+            consumer.add_queue(queue)
+            consumer.consume()
 
     def _on_message(self, message: Any) -> None:
         info = message.delivery_info or {}
