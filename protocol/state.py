@@ -1002,6 +1002,12 @@ class State:
         )
         self.workers = self._adopt_mapping(workers, max_workers_in_memory, None)
         self.tasks = self._adopt_mapping(tasks, max_tasks_in_memory, self._task_removed)
+        #: Merge task events inline unless ``Task`` is a subclass overriding
+        #: ``event`` / ``_merge`` (then its ``event()`` is called per event).
+        self._plain_task_event = (
+            getattr(self.Task, "event", None) is Task.event
+            and getattr(self.Task, "_merge", None) is Task._merge
+        )
         # ``taskheap`` / ``tasks_by_type`` / ``tasks_by_worker`` are accepted for
         # signature compatibility (Celery's pickling passes them); the order and
         # the indexes are rebuilt from the tasks themselves.
@@ -1240,16 +1246,47 @@ class State:
         return (worker, created), subject
 
     def _task_event(self, event: dict[str, Any], subject: str, seq: int) -> Any:
-        if not _task_fields_ok(event):
-            event = _clean_task_fields(event)
-        uuid = event.get("uuid")
-        if uuid.__class__ is not str:
-            return None
         get = event.get
+        uuid = get("uuid")
         hostname = get("hostname")
         timestamp = get("timestamp")
         local_received = get("local_received")
         clock = get("clock")
+        # Inline form of _task_fields_ok() on the values needed anyway: the
+        # common, well-formed event passes; anything odd is sanitised.
+        if not (
+            uuid.__class__ is str
+            and (hostname.__class__ is str or hostname is None)
+            and (
+                (timestamp.__class__ is float and not timestamp - timestamp)
+                or timestamp.__class__ is int
+                or timestamp is None
+            )
+            and (
+                (local_received.__class__ is float and not local_received - local_received)
+                or local_received.__class__ is int
+                or local_received is None
+            )
+            and (
+                clock.__class__ is int
+                or clock is None
+                or (clock.__class__ is float and not clock - clock)
+            )
+            and _TASK_RESERVED.isdisjoint(event)
+            and ((v := get("name")) is None or v.__class__ is str)
+            and ((v := get("parent_id")) is None or v.__class__ is str)
+            and ((v := get("root_id")) is None or v.__class__ is str)
+            and ((v := get("state")) is None or v.__class__ is str)
+        ):
+            event = _clean_task_fields(event)
+            get = event.get
+            uuid = get("uuid")
+            if uuid.__class__ is not str:
+                return None
+            hostname = get("hostname")
+            timestamp = get("timestamp")
+            local_received = get("local_received")
+            clock = get("clock")
 
         tasks = self.tasks
         tdata = tasks.data
@@ -1295,9 +1332,34 @@ class State:
 
         if subject == "received":
             self.task_count += 1
-        task._merge(subject, timestamp, event)
-
         d = task.__dict__
+        if self._plain_task_event:
+            # Task._merge(), inlined: the per-event hot path.
+            state = _T2S_GET(subject)
+            if state is not None:
+                d[subject] = timestamp
+            else:
+                state = subject.upper()
+            current = d.get("state", PENDING)
+            if (
+                state != RETRY
+                and current != RETRY
+                and _PREC_GET(state, NONE_PRECEDENCE) > _PREC_GET(current, NONE_PRECEDENCE)
+            ):
+                keep = task.merge_rules.get(state)
+                if keep is not None:
+                    for k in keep:
+                        if k in event:
+                            d[k] = event[k]
+                else:
+                    d.update(event)
+            else:
+                d.update(event)
+                d["state"] = state
+                d["timestamp"] = timestamp
+        else:  # a Task subclass with its own event(): call it, as Celery does
+            task.event(subject, timestamp, local_received, event)
+
         name = d.get("name")
         if name.__class__ is str and task._type_key != name:
             self._index_type(task, name)

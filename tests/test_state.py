@@ -667,3 +667,34 @@ def test_task_event_called_directly_is_sanitised() -> None:
     assert task.clock == 0 and task.state == RECEIVED and task.received == T0
     task.event("started", "not-a-time", None, None)
     assert task.state == STARTED and task.timestamp is None
+
+
+def test_task_and_worker_subclasses_see_every_event() -> None:
+    """Monitors subclass State.Task / State.Worker; their event() must be called."""
+    calls: list[str] = []
+
+    class MyTask(Task):
+        __slots__ = ()
+
+        def event(self, type_: str, *args: Any, **kwargs: Any) -> None:
+            calls.append(f"task-{type_}")
+            super().event(type_, *args, **kwargs)
+
+    class MyWorker(Worker):
+        __slots__ = ()
+
+        def event(self, type_: Any, *args: Any, **kwargs: Any) -> None:
+            calls.append(f"worker-{type_}")
+            super().event(type_, *args, **kwargs)
+
+    class MyState(State):
+        Task = MyTask
+        Worker = MyWorker
+
+    s = MyState()
+    s.event(wev("online"))
+    s.event([received(), tev("started", clock=11), tev("succeeded", clock=12, result="4")])
+    assert calls == ["worker-online", "task-received", "task-started", "task-succeeded"]
+    task = s.tasks["t1"]
+    assert isinstance(task, MyTask) and task.state == SUCCESS and task.result == "4"
+    assert task.name == "proj.add" and set(s.tasks_by_type["proj.add"]) == {task}
