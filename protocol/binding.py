@@ -430,19 +430,21 @@ class Binding:
     def _loop(self) -> None:
         try:
             while not self._stop.is_set():
-                self._process_inbox()
-                timeout = self._timeout()
                 try:
-                    assert self._conn is not None
-                    self._conn.drain_events(timeout=timeout)
-                except TimeoutError:
-                    pass
+                    if self._conn is None:  # a reconnect was interrupted
+                        raise ConnectionError("not connected")
+                    self._process_inbox()
+                    try:
+                        self._conn.drain_events(timeout=self._timeout())
+                    except TimeoutError:
+                        pass
+                    self._process_incoming()
+                    self._run_timers()
                 except self._errors() as exc:
+                    # Publishing fails the same way as consuming when the
+                    # broker goes away: either way, reconnect.
                     self._incoming.clear()
                     self._reconnect(exc)
-                    continue
-                self._process_incoming()
-                self._run_timers()
             self._stop_all()
         except BaseException as exc:  # pragma: no cover - reported to the owner
             self.error = exc
