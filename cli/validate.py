@@ -60,6 +60,18 @@ class Result:
     def valid(self) -> bool:
         return self.kind is not None and not self.errors
 
+    def json_line(self) -> str:
+        """The ``--json`` line; valid results (the bulk) skip the generic encoder."""
+        message = self.message
+        if self.valid and message.document is None:
+            where = f', "line": {message.line}' if message.line is not None else ""
+            return (
+                f'{{"source": {json.dumps(message.source, ensure_ascii=False)}, '
+                f'"file": {json.dumps(message.file, ensure_ascii=False)}{where}, '
+                f'"kind": "{self.kind}", "valid": true, "errors": []}}'
+            )
+        return json.dumps(self.as_json(), ensure_ascii=False)
+
     def as_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
             "source": self.message.source,
@@ -87,8 +99,9 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"non-standard JSON constant {name}")
 
 
-def _loads(text: str) -> Any:
-    return json.loads(text, parse_constant=_reject_constant)
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+#: one decoder for every line: json.loads(..., parse_constant=...) builds a new one per call
+_loads = _DECODER.decode
 
 
 def _json_error(exc: Exception) -> str:
@@ -382,7 +395,7 @@ def validate_cmd(
             if not result.valid:
                 invalid += 1
             if as_json:
-                out.write(json.dumps(result.as_json(), ensure_ascii=False) + "\n")
+                out.write(result.json_line() + "\n")
             else:
                 _human(result)
             if keep:

@@ -251,8 +251,8 @@ _TYPE_TESTS = {
     "string": "isinstance({v}, str)",
     "null": "{v} is None",
     "boolean": "isinstance({v}, bool)",
-    "number": "(isinstance({v}, (int, float)) and not isinstance({v}, bool))",
-    "integer": "_is_int({v})",
+    "number": "(type({v}) in _NUM or (isinstance({v}, (int, float)) and not isinstance({v}, bool)))",
+    "integer": "(type({v}) is int or _is_int({v}))",
 }
 
 
@@ -268,6 +268,17 @@ class _CompileError(Exception):
     pass
 
 
+_COMPOSITE = frozenset(
+    {"$ref", "allOf", "anyOf", "oneOf", "not", "if", "properties", "items", "prefixItems"}
+)
+_COMPOSITE |= {"additionalProperties", "propertyNames"}
+
+
+def _is_leaf(node: object) -> bool:
+    """A schema with no subschemas: safe and cheap to inline at each use."""
+    return isinstance(node, dict) and not (_COMPOSITE & set(node))
+
+
 class _Compiler:
     """Turns a schema (and what it references) into Python source.
 
@@ -279,7 +290,11 @@ class _Compiler:
 
     def __init__(self, documents: Mapping[str, Any]) -> None:
         self.documents = documents
-        self.namespace: dict[str, Any] = {"_is_int": _is_int, "_MISSING": _MISSING}
+        self.namespace: dict[str, Any] = {
+            "_is_int": _is_int,
+            "_MISSING": _MISSING,
+            "_NUM": (int, float),
+        }
         self.functions: dict[tuple[str, int], str] = {}
         self.sources: list[str] = []
         self._counter = 0
@@ -334,7 +349,12 @@ class _Compiler:
 
         if "$ref" in node:
             target, target_base = self.resolve(node["$ref"], base)
-            out.append(f"{pad}if not {self.function(target, target_base)}({v}): return False")
+            if _is_leaf(target):
+                # small definitions (clock, nodename, ...) are inlined: a
+                # Python call per field would cost more than the checks
+                self.emit(target, target_base, v, depth, out)
+            else:
+                out.append(f"{pad}if not {self.function(target, target_base)}({v}): return False")
         known = None
         if "type" in node:
             types = node["type"] if isinstance(node["type"], list) else [node["type"]]
