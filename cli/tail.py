@@ -153,6 +153,10 @@ def open_stream(app: AppContext, routing_key: str = "#") -> EventStream:
 
         stream.close()
         raise broker_error(settings, exc) from None
+    app.log(
+        f"listening on queue {stream.queue_name} (exchange {settings.names.event_exchange}, "
+        f"routing key {routing_key!r})"
+    )
     return stream
 
 

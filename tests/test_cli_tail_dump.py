@@ -26,6 +26,21 @@ def cluster(request: pytest.FixtureRequest, broker_pool: Any, worker_pool: Any) 
     return shared_cluster(request.param, broker_pool, worker_pool)
 
 
+def wait_listening(proc: subprocess.Popen[str], timeout: float = 20.0) -> list[str]:
+    """Read ``-v`` stderr lines until the command says it is subscribed."""
+    assert proc.stderr is not None
+    lines: list[str] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = proc.stderr.readline()
+        if not line:
+            break
+        lines.append(line)
+        if "listening on queue" in line:
+            return lines
+    raise AssertionError(f"never subscribed: {lines}")
+
+
 def start_wkctl(*args: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "wkctl", *args],
@@ -45,42 +60,77 @@ def send_add(cluster: Cluster, delay: float = 0.0) -> str:
         app.close()
 
 
+class Reader:
+    """Collects a subprocess's stdout lines as they come."""
+
+    def __init__(self, proc: subprocess.Popen[str]) -> None:
+        self.proc = proc
+        self.lines: list[str] = []
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append(line.rstrip("\n"))
+
+    def stop(self) -> tuple[int, str]:
+        """Ctrl-C, then the exit status and stderr."""
+        self.proc.send_signal(signal.SIGINT)
+        _, err = self.proc.communicate(timeout=30)
+        self.thread.join(10)
+        return self.proc.returncode, err
+
+
 def test_tail_sees_every_heartbeat_and_a_task_life_cycle(cluster: Cluster) -> None:
-    everything = start_wkctl(*cluster.args, "tail", "--json", "--duration", "5")
-    filtered = start_wkctl(
-        *cluster.args,
-        "tail",
-        "--duration",
-        "5",
-        "--type",
-        "task-*",
-        "--type",
-        "worker-heart*",
-        "--validate",
+    everything = Reader(start_wkctl(*cluster.args, "tail", "--json"))
+    filtered = Reader(
+        start_wkctl(
+            *cluster.args, "tail", "--type", "task-*", "--type", "worker-heart*", "--validate"
+        )
     )
-    time.sleep(1.5)  # both are subscribed by now (start-up is well under a second)
+    # subscribed once a heartbeat came through (workers send one every 2 s)
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and not (everything.lines and filtered.lines):
+        time.sleep(0.05)
     task_id = send_add(cluster)
-    out, err = everything.communicate(timeout=30)
-    assert everything.returncode == 0, err
-    events = [json.loads(line) for line in out.splitlines()]
-    heartbeats = {e["hostname"] for e in events if e["type"] == "worker-heartbeat"}
+
+    def seen() -> tuple[set[str], list[str], bool]:
+        events = [json.loads(line) for line in list(everything.lines)]
+        heartbeats = {e["hostname"] for e in events if e["type"] == "worker-heartbeat"}
+        mine = [e["type"] for e in events if e.get("uuid") == task_id]
+        done = any(task_id in line and " task-succeeded " in line for line in filtered.lines)
+        return heartbeats, mine, done
+
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        heartbeats, mine, done = seen()
+        if set(cluster.hostnames) <= heartbeats and "task-succeeded" in mine and done:
+            break
+        time.sleep(0.1)
+    code, err = everything.stop()
+    assert code == 130, err
+    heartbeats, mine, done = seen()
     assert set(cluster.hostnames) <= heartbeats
-    mine = [e["type"] for e in events if e.get("uuid") == task_id]
     assert [t for t in mine if t in LIFE_CYCLE] == LIFE_CYCLE, mine
+    events = [json.loads(line) for line in everything.lines]
     succeeded = next(
         e for e in events if e.get("uuid") == task_id and e["type"] == "task-succeeded"
     )
     assert succeeded["result"] == "5" and succeeded["hostname"] in cluster.hostnames
 
-    fout, ferr = filtered.communicate(timeout=30)
-    assert filtered.returncode == 0, ferr
-    lines = fout.splitlines()
+    fcode, ferr = filtered.stop()
+    assert fcode == 130, ferr
+    lines = filtered.lines
     types = [line.split()[2] for line in lines]
     assert types and all(t.startswith("task-") or t == "worker-heartbeat" for t in types)
-    assert any(task_id in line for line in lines if line.split()[2] == "task-succeeded")
-    assert "\x1b[" not in fout
-    summary = ferr.strip().splitlines()[-1]
-    assert summary == f"wkctl: tail: {len(lines)} event(s), 0 invalid"
+    assert done
+    assert "\x1b[" not in "".join(lines)
+    # (click prints an empty line on Ctrl-C, to end the "^C" line of a terminal)
+    assert [line for line in ferr.splitlines() if line][-2:] == [
+        f"wkctl: tail: {len(lines)} event(s), 0 invalid",
+        "wkctl: interrupted",
+    ]
 
 
 def test_tail_count_stops_after_n_events(cluster: Cluster, capsys) -> None:
@@ -103,8 +153,8 @@ def test_tail_count_stops_after_n_events(cluster: Cluster, capsys) -> None:
 
 
 def test_tail_interrupted_exits_130_with_one_line(cluster: Cluster) -> None:
-    proc = start_wkctl(*cluster.args, "tail")
-    time.sleep(1.5)
+    proc = start_wkctl(*cluster.args, "-v", "tail")
+    wait_listening(proc)
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=15)
     assert proc.returncode == 130
@@ -199,8 +249,8 @@ def publish_raw(settings: Any, body: bytes, content_type: str, routing_key: str)
 
 def test_tail_validate_flags_invalid_and_refuses_non_json(empty_namespace) -> None:
     _, args, settings = empty_namespace
-    proc = start_wkctl(*args, "tail", "--json", "--validate", "--duration", "3")
-    time.sleep(1.5)
+    proc = start_wkctl(*args, "-v", "tail", "--json", "--validate", "--duration", "3")
+    wait_listening(proc)
     good = {
         "type": "worker-heartbeat",
         "hostname": "good@x",
@@ -266,8 +316,8 @@ def test_tail_reconnects_when_the_broker_connection_is_cut(empty_namespace, tmp_
         json.dumps({"broker_url": proxied, "event_exchange": settings.names.event_exchange})
     )
     try:
-        proc = start_wkctl("--config", str(config), "tail", "--json", "--duration", "8")
-        time.sleep(1.5)
+        proc = start_wkctl("--config", str(config), "-v", "tail", "--json", "--duration", "6")
+        wait_listening(proc)
         proxy.cut()
         time.sleep(2.5)
         for _ in range(5):
