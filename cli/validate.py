@@ -294,7 +294,11 @@ def _human(result: Result) -> None:
     if result.valid:
         return
     what = f"invalid {result.kind}" if result.kind else "invalid"
-    click.echo(f"{result.message.source}: {what}")
+    message = result.message
+    where = message.source
+    if message.document is not None and message.line is not None:
+        where += f" (line {message.line})"  # YAML: document number and its first line
+    click.echo(f"{where}: {what}")
     for issue in result.errors:
         where = (issue.path or "(body)") if result.message.read_error is None else ""
         line = f"  {where}: {issue.message}" if where else f"  {issue.message}"

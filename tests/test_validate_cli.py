@@ -142,6 +142,9 @@ def test_yaml_documents(tmp_path: Path) -> None:
     assert results[1]["kind"] == "request"  # unknown method: common request fields only
     assert results[1]["valid"]
     assert not results[2]["valid"] and "malformed YAML" in results[2]["errors"][0]["message"]
+    human = run(path)
+    last_line = text.count("\n") + 1  # the parser reports where it gave up: stream end
+    assert f"{path}#3 (line {last_line}): invalid" in human.output
     strict = run("--kind", "hello", "--json", path)
     assert json_results(strict.output)[1]["errors"][0]["path"] == "/method"
 
