@@ -18,6 +18,9 @@ from urllib.parse import urlsplit, urlunsplit
 
 DEFAULT_AMQP = "amqp://guest:guest@127.0.0.1:5672//"
 DEFAULT_REDIS = "redis://127.0.0.1:6379/0"
+#: a leased Redis test database is free again after this long even if its
+#: session died without releasing it
+LEASE_SECONDS = 3600
 
 
 def answers(url: str, timeout: float = 1.0) -> bool:
@@ -77,24 +80,60 @@ class BrokerPool:
             return _with_path(self.amqp_url, "/" + name)
         if kind == "redis":
             assert self.redis_url is not None
-            with self._lock:
-                if not self._free_dbs:
-                    raise RuntimeError("all 15 Redis test databases are in use: release some")
-                db = self._free_dbs.pop(0)
+            db = self._lease_db()
             url = _with_path(self.redis_url, f"/{db}")
             flush_redis(url)
             return url
         raise ValueError(f"unknown broker kind {kind!r}")
 
+    def _leased_urls(self) -> list[str]:
+        if self.redis_url is None:
+            return []
+        return [
+            _with_path(self.redis_url, f"/{db}") for db in range(1, 16) if db not in self._free_dbs
+        ]
+
+    def _lease_db(self) -> int:
+        """A Redis database no other test session is using.
+
+        Pools in concurrent pytest sessions (two developers' runs, or a run
+        beside CI) would otherwise flush each other's databases: a lease key
+        in db 0, set only if absent, makes the choice exclusive.
+        """
+        import redis
+
+        client = redis.Redis.from_url(_with_path(self.redis_url or "", "/0"))
+        try:
+            with self._lock:
+                for db in list(self._free_dbs):
+                    if client.set(f"wkctl-test-lease:{db}", self.run_id, nx=True, ex=LEASE_SECONDS):
+                        self._free_dbs.remove(db)
+                        return db
+        finally:
+            client.close()
+        raise RuntimeError(
+            "all 15 Redis test databases are leased (by this or other test sessions)"
+        )
+
     def release(self, url: str) -> None:
         if url.startswith("redis"):
+            import redis
+
             db = int(urlsplit(url).path.strip("/") or 0)
             flush_redis(url)
+            client = redis.Redis.from_url(_with_path(url, "/0"))
+            try:
+                if client.get(f"wkctl-test-lease:{db}") == self.run_id.encode():
+                    client.delete(f"wkctl-test-lease:{db}")
+            finally:
+                client.close()
             with self._lock:
                 if db not in self._free_dbs:
                     self._free_dbs.append(db)
 
     def close(self) -> None:
+        for url in list(self._leased_urls()):
+            self.release(url)
         for name in self._vhosts:
             subprocess.run(
                 ["rabbitmqctl", "-q", "delete_vhost", name], capture_output=True, timeout=60
