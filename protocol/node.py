@@ -110,20 +110,29 @@ def _safe(text: object, limit: int = 200) -> str:
 # -- schema validation adapter -------------------------------------------
 
 
-def _load_validator() -> Callable[[object, str], str] | None:
+#: Bodies up to this size get a detailed schema error in the log; larger
+#: invalid ones only a summary, since the detailed (jsonschema) pass over a
+#: multi-megabyte body takes seconds: one such message must not stall a node.
+DETAIL_LIMIT = 64 * 1024
+
+
+def _load_validator() -> Callable[[object, str, int | None], str] | None:
     try:
         from . import validation
     except Exception:  # pragma: no cover - the module is part of the package
         return None
 
-    def check(body: object, kind: str) -> str:
+    def check(body: object, kind: str, size: int | None) -> str:
         try:
             if validation.is_valid(body, kind):
                 return ""
+            if size is None or size > DETAIL_LIMIT:
+                shown = "a large body" if size is None else f"a {size}-byte body"
+                return f"not a valid {kind} message (details not computed for {shown})"
             issues = validation.validate(body, kind)
         except Exception:  # unknown kind or a validator fault: don't block traffic
             return ""
-        return "; ".join(str(i) for i in issues[:3])
+        return "; ".join(_safe(str(i), 200) for i in issues[:3])
 
     return check
 
@@ -131,11 +140,15 @@ def _load_validator() -> Callable[[object, str], str] | None:
 _VALIDATE = _load_validator()
 
 
-def schema_problem(body: object, kind: str) -> str:
-    """Why ``body`` is not a valid ``kind`` message per the spec schemas, or ``""``."""
+def schema_problem(body: object, kind: str, size: int | None = None) -> str:
+    """Why ``body`` is not a valid ``kind`` message per the spec schemas, or ``""``.
+
+    ``size`` is the length of the raw body: the detailed explanation is only
+    computed for bodies up to ``DETAIL_LIMIT`` bytes (the fast check always
+    runs)."""
     if _VALIDATE is None:
         return ""
-    return _VALIDATE(body, kind)
+    return _VALIDATE(body, kind, size)
 
 
 # -- inputs and outputs ---------------------------------------------------
@@ -590,7 +603,7 @@ class Node:
             )
             return
         if method in _REQUEST_KINDS:
-            problem = schema_problem(body, method)
+            problem = schema_problem(body, method, _size(msg))
             if problem:
                 self._reject(sender, f"control request {_safe(method, 50)}", problem, now, out)
                 return
@@ -757,7 +770,7 @@ class Node:
             self._reject(sender, "hello reply", "not an object", now, out)
             return
         self._receive_clock(headers.get("clock"), sender, now, out)
-        problem = schema_problem(body, "hello-reply")
+        problem = schema_problem(body, "hello-reply", _size(msg))
         result = self._sync or SyncResult()
         if problem and not all(v is None for v in body.values()):
             # One reply is one node's: rejecting it skips that node only.
@@ -837,7 +850,7 @@ class Node:
         if not isinstance(body, dict) or not isinstance(body.get("type"), str):
             self._reject(sender, "event", "not an event object", now, out)
             return
-        self._worker_event_in(body, sender, now, out)
+        self._worker_event_in(body, sender, now, out, _size(msg))
 
     def on_event(
         self, event: dict[str, Any], now: float, sender: str | None = None
@@ -882,7 +895,12 @@ class Node:
         return out
 
     def _worker_event_in(
-        self, body: dict[str, Any], sender: str, now: float, out: list[Action]
+        self,
+        body: dict[str, Any],
+        sender: str,
+        now: float,
+        out: list[Action],
+        size: int | None = None,
     ) -> None:
         type_: str = body["type"]
         if not type_.startswith("worker-"):
@@ -894,7 +912,7 @@ class Node:
             "worker-offline",
         ):
             return  # custom worker-* events: not membership
-        problem = schema_problem(body, kind)
+        problem = schema_problem(body, kind, size)
         if problem:
             self._reject(sender, f"event {_safe(type_, 50)}", problem, now, out)
             return
@@ -1014,6 +1032,10 @@ class Node:
 
 
 _INVALID = object()
+
+
+def _size(msg: Inbound) -> int | None:
+    return len(msg.body) if msg.body is not None else None
 
 
 def _request_sender(body: Mapping[str, Any]) -> str:

@@ -409,3 +409,16 @@ def test_celery_named_entry_points_work_on_decoded_values() -> None:
     assert "p@h" in n.membership.alive(2.5)
     assert "missed heartbeat from p@h" in logs(n.periodic(10.0))
     assert "not an event object" in logs(n.on_event(["nope"], now=11.0))  # type: ignore[arg-type]
+
+
+def test_a_large_invalid_body_is_rejected_fast_with_a_summary() -> None:
+    import time
+
+    n = node()
+    body = json.dumps(
+        {"type": "worker-heartbeat", "hostname": "x@h", "clock": 1, "loadavg": [0] * 400_000}
+    ).encode()
+    started = time.perf_counter()
+    out = n.receive_event(Inbound(body, routing_key="worker.heartbeat"), 1.0)
+    assert time.perf_counter() - started < 0.5
+    assert "details not computed" in logs(out) and len(logs(out)) < 500
