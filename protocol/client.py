@@ -42,7 +42,7 @@ from .broker import (
     reply_exchange,
 )
 from .clock import LamportClock
-from .election import ElectRequest, pick_winner
+from .election import ElectRequest, order_key, pick_winner
 from .wire import (
     Limits,
     Names,
@@ -406,7 +406,7 @@ class ElectionWatch:
     def outcome(self) -> ElectionOutcome:
         """The result now: a winner once every candidate acknowledged every
         request (``complete`` also needs every expected node to have stood)."""
-        candidates = sorted(self.requests.values(), key=lambda r: (r.clock, r.node_id))
+        candidates = sorted(self.requests.values(), key=order_key)
         winner = pick_winner(candidates) if self.acks_complete else None
         topic = winner.topic if winner else (candidates[0].topic if candidates else None)
         return ElectionOutcome(
