@@ -587,22 +587,17 @@ def test_out_of_range_clocks_are_not_adopted(clock: Any) -> None:
     assert_serving(node, 1002.0)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="defect: Node.schema_problem() calls validation.validate(), whose jsonschema pass "
-    "over a 1.5 MB invalid body takes ~3 s (an 8 MB one ~20 s) (and builds an Issue message holding the whole "
-    "list's repr); one such message from any broker user stalls the node's loop past its "
-    "heartbeat expiry. Fix: use validation.is_valid() and compute a bounded first issue",
-)
 def test_one_large_invalid_message_does_not_stall_the_node() -> None:
+    """An invalid heartbeat just under the 8 MiB limit is refused quickly (it
+    once took ~20 s in the detailed schema pass, past heartbeat expiry)."""
     node = _fresh_node(mingle=False)
-    hb = {"type": "worker-heartbeat", "hostname": "x@h", "clock": 1, "loadavg": [0] * 500_000}
+    hb = {"type": "worker-heartbeat", "hostname": "x@h", "clock": 1, "loadavg": [0] * 2_700_000}
     raw = _dumps(hb)
     assert len(raw) < Limits().max_body_bytes
     started = time.perf_counter()
     node.receive_event(Inbound(raw, routing_key="worker.heartbeat"), 1001.0)
     elapsed = time.perf_counter() - started
-    assert elapsed < 0.5, f"one {len(raw)} byte message took {elapsed:.1f} s"
+    assert elapsed < 3.0, f"one {len(raw)} byte message took {elapsed:.1f} s"
 
 
 # -- wkctl validate (CLI), tail and dump rendering ---------------------------------------------
