@@ -369,7 +369,11 @@ class Node:
             raise TypeError("pass either a NodeConfig or keyword settings, not both")
         self.config = config
         self.name = config.name
-        self.clock = LamportClock(max_jump=config.limits.max_clock_jump, synced=not config.mingle)
+        # Unsynced until a peer's clock was adopted (a Mingle reply or a
+        # worker event): until then only values up to 2**53-1 are adopted,
+        # afterwards no jump beyond max_clock_jump (see clock.py).  A node
+        # that Mingled alone, or without Mingle, syncs on its first peer.
+        self.clock = LamportClock(max_jump=config.limits.max_clock_jump)
         self.revoked = RevokedSet(
             maxlen=min(config.revoked_max, config.limits.max_revoked),
             expires=config.revoked_expires,
@@ -415,7 +419,6 @@ class Node:
         if self.config.mingle:
             self._begin_mingle(now, out)
         else:
-            self.clock.mark_synced()
             self._go_online(now, out)
             out.append(Log(INFO, "ready."))
         return out
@@ -468,8 +471,8 @@ class Node:
         if session is not None:
             session.finish()
         result.clock = self.clock.value
-        self.clock.mark_synced()
         if result.peers:
+            self.clock.mark_synced()
             out.append(Log(INFO, f"mingle: sync with {len(result.peers)} nodes"))
             out.append(Log(INFO, "mingle: sync complete"))
         else:
@@ -546,11 +549,18 @@ class Node:
             Log(WARNING, f"rejected {where} from {_safe(sender)}: {_safe(reason, 300)}{more}")
         )
 
-    def _receive_clock(self, value: object, sender: str, now: float, out: list[Action]) -> None:
+    def _receive_clock(
+        self, value: object, sender: str, now: float, out: list[Action], peer: bool = True
+    ) -> None:
+        """Apply a received clock value; ``peer`` is False for values from
+        pidbox clients (their clock is usually 1), which never end the
+        initial sync."""
         if value is None or value == 0:
             self.clock.forward()
             return
         verdict = self.clock.receive(value)
+        if verdict.adopted and peer and not self.clock.synced and self.mingle is None:
+            self.clock.mark_synced()
         if not verdict.adopted:
             suppressed = self.clock_rejects.hit(sender, now)
             if suppressed is not None:
@@ -610,7 +620,7 @@ class Node:
         # Celery's Pidbox.on_message forwards the clock (clients seldom have
         # a meaningful one), then kombu's Node adjusts from the header.
         self.clock.forward()
-        self._receive_clock(headers.get("clock"), sender, now, out)
+        self._receive_clock(headers.get("clock"), sender, now, out, peer=False)
         if not self._addressed_to_me(body):
             return
         expires = headers.get("expires")

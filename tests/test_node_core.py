@@ -422,3 +422,36 @@ def test_a_large_invalid_body_is_rejected_fast_with_a_summary() -> None:
     out = n.receive_event(Inbound(body, routing_key="worker.heartbeat"), 1.0)
     assert time.perf_counter() - started < 0.5
     assert "details not computed" in logs(out) and len(logs(out)) < 500
+
+
+def test_a_node_that_mingled_alone_syncs_on_its_first_peer() -> None:
+    """A long-running cluster's clocks may be far beyond max_clock_jump; a
+    node that found nobody at start must still catch up with the first peer,
+    and only then bound the jumps.  A client's header (clock 1) does not
+    count as a peer."""
+    n = Node(NodeConfig(name="n@h", pid=1))
+    n.start(0.0)
+    n.tick(2.0)  # mingle: all alone
+    assert not n.clock.synced
+    n.receive_pidbox(request("ping"), 2.1)  # client clock 3: still unsynced
+    assert not n.clock.synced
+    hb = {
+        "type": "worker-heartbeat",
+        "hostname": "old@h",
+        "clock": 50_000_000,
+        "freq": 2.0,
+        "pid": 1,
+        "timestamp": 2.0,
+        "utcoffset": 0,
+        "sw_ident": "x",
+        "sw_ver": "1",
+        "sw_sys": "L",
+        "active": 0,
+        "processed": 0,
+        "loadavg": [0, 0, 0],
+    }
+    n.receive_event(Inbound.json(hb, {"hostname": "old@h"}, "worker.heartbeat"), 2.2)
+    assert n.clock.synced and n.clock.value > 50_000_000
+    hb["clock"] = 2**52
+    out = n.receive_event(Inbound.json(hb, {"hostname": "old@h"}, "worker.heartbeat"), 2.3)
+    assert "jumps more than" in logs(out) and n.clock.value < 60_000_000
