@@ -235,6 +235,25 @@ class Elections:
             requests=tuple(sorted(election.requests.values(), key=order_key)),
         )
 
+    def forget(self, hostname: str) -> list[Decision]:
+        """A peer left or was lost: stop expecting it in every election, and
+        return the decisions of those that are now complete.
+
+        Its request, if it was published, reached every queue before its
+        ``worker-offline`` (or before it died), so every survivor decides on
+        the same requests; this only saves waiting for the timeout.
+        """
+        out: list[Decision] = []
+        for election in list(self.active.values()):
+            if hostname in election.expected and hostname not in election.requests:
+                election.expected = election.expected - {hostname}
+                election.ackers.discard(hostname)
+                if election.complete():
+                    decision = self._decide(election, "complete")
+                    if decision is not None:
+                        out.append(decision)
+        return out
+
     def expire(self, now: float) -> list[tuple[str, Decision | None]]:
         """Decide every election older than ``timeout`` among the requests
         received, and discard it.  Returns ``(id, decision)`` pairs; the

@@ -1001,6 +1001,9 @@ class Node:
         }[change.kind]
         out.append(Log(INFO, text))
         out.append(MemberChanged(change))
+        if change.kind in ("leave", "lost"):
+            for decision in self.elections.forget(worker.hostname):
+                self._decided(decision, 0.0, out)
         for handler in list(self.on.for_kind(change.kind)):
             try:
                 handler(worker)

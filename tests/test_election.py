@@ -135,3 +135,15 @@ def test_no_request_at_all_times_out_without_a_decision() -> None:
     el.on_ack("ghost", "x@h", 0.0, [])
     assert el.expire(1.0) == [("ghost", None)]
     assert not el.active
+
+
+def test_forgetting_a_departed_peer_completes_the_election() -> None:
+    el = Elections("a@h", timeout=100.0)
+    alive = ["b@h", "gone@h"]
+    el.on_request(req("a@h", 4), 0.0, alive)
+    el.on_request(req("b@h", 3), 0.0, alive)
+    el.on_ack("e1", "a@h", 0.0, alive)
+    assert el.on_ack("e1", "b@h", 0.0, alive) is None
+    [decision] = el.forget("gone@h")
+    assert decision.winner.hostname == "b@h" and decision.reason == "complete"
+    assert not el.active and el.forget("b@h") == []

@@ -296,11 +296,11 @@ def test_lone_node_election_decides_itself() -> None:
 
 
 def test_participant_dies_election_decided_after_timeout_by_survivors_identically() -> None:
-    bus = _cluster(3, election_timeout=5.0)
+    bus = _cluster(3, election_timeout=3.0)
     bus.dead.add("n2@h")  # killed just before the election; still counted alive
     _election(bus, "e-dead", now=1.0)
     assert _decisions(bus, "e-dead") == {}
-    bus.run(1.0, 6.1)
+    bus.run(1.0, 4.1)  # the timeout (4.0) comes before the loss is noticed (5.0)
     decisions = _decisions(bus, "e-dead")
     assert set(decisions) == {"n0@h", "n1@h"} and len(set(decisions.values())) == 1
     assert "timed out" in bus.log_text("n0@h") and "n2@h" in bus.log_text("n0@h")
@@ -455,3 +455,14 @@ def test_a_node_that_mingled_alone_syncs_on_its_first_peer() -> None:
     hb["clock"] = 2**52
     out = n.receive_event(Inbound.json(hb, {"hostname": "old@h"}, "worker.heartbeat"), 2.3)
     assert "jumps more than" in logs(out) and n.clock.value < 60_000_000
+
+
+def test_a_peer_lost_during_an_election_is_no_longer_waited_for() -> None:
+    bus = _cluster(3, election_timeout=30.0, heartbeat=1.0, sweep_interval=0.5)
+    bus.dead.add("n2@h")
+    _election(bus, "e-lost", now=1.0)
+    bus.run(1.0, 3.5)  # n2's last heartbeat ~0.5 s expires at 2.5: lost, not 31 s
+    decisions = _decisions(bus, "e-lost")
+    assert set(decisions) == {"n0@h", "n1@h"} and len(set(decisions.values())) == 1
+    assert "missed heartbeat from n2@h" in bus.log_text("n0@h")
+    assert all(not n.elections.active for n in bus.nodes.values())
