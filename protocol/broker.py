@@ -108,6 +108,10 @@ class BrokerSettings:
         }
         if self.ssl:
             options["ssl"] = self.ssl if isinstance(self.ssl, Mapping) else True
+        if self.embedded:
+            from .fsbroker import Transport
+
+            options["transport"] = Transport
         options.update(kwargs)
         return Connection(self.url, **options)
 
