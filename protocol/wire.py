@@ -163,7 +163,10 @@ def decode_body(
         raise Rejected("too deeply nested", f"more than {limits.max_depth} levels") from None
     except ValueError as exc:
         raise Rejected("invalid JSON", str(exc)) from None
-    if isinstance(obj, (dict, list)):
+    # Nesting needs one bracket per level: a body with fewer brackets than the
+    # bound cannot exceed it, which spares the walk for nearly every message
+    # (the check is on the hot path of tail and of every node).
+    if isinstance(obj, (dict, list)) and body.count("{") + body.count("[") > limits.max_depth:
         _check_depth(obj, limits.max_depth)
     return obj
 
