@@ -10,7 +10,8 @@ rules added (spec: clock section):
 
 * values are integers in ``0 .. 2**63 - 1`` (``MAX_CLOCK``); anything else
   is not a clock value and is ignored;
-* during the initial Mingle sync (before :meth:`LamportClock.mark_synced`)
+* during the initial Mingle sync (until it synced with a peer: see
+  :meth:`LamportClock.mark_synced` and :meth:`LamportClock.anchor`)
   a received value is adopted only if it is at most ``2**53 - 1``
   (``MAX_SAFE_CLOCK``, the largest integer every JSON implementation reads
   exactly);
@@ -85,12 +86,25 @@ class LamportClock:
     ) -> None:
         self.value = min(max(int(initial_value), 0), MAX_CLOCK)
         self.max_jump = max_jump
+        #: the initial Mingle round is over
         self.synced = synced
+        #: jumps are bounded: the clock was synced with at least one peer
+        self.bounded = synced
         self._mutex = threading.Lock()
 
-    def mark_synced(self) -> None:
-        """The initial Mingle sync is over: from now on bound every jump."""
+    def mark_synced(self, peer: bool = True) -> None:
+        """The initial Mingle round is over.  ``peer`` says whether it synced
+        with at least one peer: only then are jumps bounded; a node that found
+        nobody keeps the initial-sync rule until :meth:`anchor` (its first
+        peer), or it could never catch up with a long-running cluster whose
+        clocks are more than ``max_jump`` ahead."""
         self.synced = True
+        if peer:
+            self.bounded = True
+
+    def anchor(self) -> None:
+        """A peer's clock was adopted: from now on bound every jump."""
+        self.bounded = True
 
     def forward(self) -> int:
         """Count a local event (a send); saturates at ``MAX_CLOCK``."""
@@ -114,7 +128,7 @@ class LamportClock:
         value = parse_clock(received)
         if value is None:
             return "not a clock value (an integer in 0..2**63-1)"
-        if not self.synced:
+        if not self.bounded:
             if value > MAX_SAFE_CLOCK:
                 return f"clock {value} above 2**53-1 during the initial sync"
             return ""
@@ -131,4 +145,4 @@ class LamportClock:
         return ClockVerdict(self.adjust(received), True)
 
     def __repr__(self) -> str:
-        return f"<LamportClock: {self.value}{'' if self.synced else ' (syncing)'}>"
+        return f"<LamportClock: {self.value}{'' if self.bounded else ' (syncing)'}>"

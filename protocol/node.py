@@ -369,10 +369,10 @@ class Node:
             raise TypeError("pass either a NodeConfig or keyword settings, not both")
         self.config = config
         self.name = config.name
-        # Unsynced until a peer's clock was adopted (a Mingle reply or a
+        # Unbounded until a peer's clock was adopted (a Mingle reply or a
         # worker event): until then only values up to 2**53-1 are adopted,
         # afterwards no jump beyond max_clock_jump (see clock.py).  A node
-        # that Mingled alone, or without Mingle, syncs on its first peer.
+        # that Mingled alone, or without Mingle, anchors on its first peer.
         self.clock = LamportClock(max_jump=config.limits.max_clock_jump)
         self.revoked = RevokedSet(
             maxlen=min(config.revoked_max, config.limits.max_revoked),
@@ -419,6 +419,7 @@ class Node:
         if self.config.mingle:
             self._begin_mingle(now, out)
         else:
+            self.clock.mark_synced(peer=False)
             self._go_online(now, out)
             out.append(Log(INFO, "ready."))
         return out
@@ -471,8 +472,8 @@ class Node:
         if session is not None:
             session.finish()
         result.clock = self.clock.value
+        self.clock.mark_synced(peer=bool(result.peers))
         if result.peers:
-            self.clock.mark_synced()
             out.append(Log(INFO, f"mingle: sync with {len(result.peers)} nodes"))
             out.append(Log(INFO, "mingle: sync complete"))
         else:
@@ -559,8 +560,8 @@ class Node:
             self.clock.forward()
             return
         verdict = self.clock.receive(value)
-        if verdict.adopted and peer and not self.clock.synced and self.mingle is None:
-            self.clock.mark_synced()
+        if verdict.adopted and peer and not self.clock.bounded and self.mingle is None:
+            self.clock.anchor()
         if not verdict.adopted:
             suppressed = self.clock_rejects.hit(sender, now)
             if suppressed is not None:

@@ -56,3 +56,12 @@ def test_clock_saturates_instead_of_overflowing() -> None:
     assert clock.forward() == MAX_CLOCK
     assert clock.forward() == MAX_CLOCK
     assert clock.adjust(MAX_CLOCK) == MAX_CLOCK
+
+
+def test_a_sync_without_peers_keeps_the_initial_rule_until_anchored() -> None:
+    clock = LamportClock(3)
+    clock.mark_synced(peer=False)  # Mingle found nobody
+    assert clock.synced and not clock.bounded
+    assert clock.receive(40_000_000).adopted  # a long-running cluster's clock
+    clock.anchor()
+    assert not clock.receive(clock.value + 20_000_000).adopted

@@ -432,9 +432,9 @@ def test_a_node_that_mingled_alone_syncs_on_its_first_peer() -> None:
     n = Node(NodeConfig(name="n@h", pid=1))
     n.start(0.0)
     n.tick(2.0)  # mingle: all alone
-    assert not n.clock.synced
-    n.receive_pidbox(request("ping"), 2.1)  # client clock 3: still unsynced
-    assert not n.clock.synced
+    assert n.clock.synced and not n.clock.bounded
+    n.receive_pidbox(request("ping"), 2.1)  # client clock 3: still unbounded
+    assert not n.clock.bounded
     hb = {
         "type": "worker-heartbeat",
         "hostname": "old@h",
@@ -451,7 +451,7 @@ def test_a_node_that_mingled_alone_syncs_on_its_first_peer() -> None:
         "loadavg": [0, 0, 0],
     }
     n.receive_event(Inbound.json(hb, {"hostname": "old@h"}, "worker.heartbeat"), 2.2)
-    assert n.clock.synced and n.clock.value > 50_000_000
+    assert n.clock.bounded and n.clock.value > 50_000_000
     hb["clock"] = 2**52
     out = n.receive_event(Inbound.json(hb, {"hostname": "old@h"}, "worker.heartbeat"), 2.3)
     assert "jumps more than" in logs(out) and n.clock.value < 60_000_000
