@@ -281,7 +281,11 @@ def run_hello(ctx: BenchContext, cl: Cluster, kind: str, n: int) -> dict[str, An
 # -- elect ------------------------------------------------------------------
 
 
-def _count_election(cl: Cluster, tap: Any, eid: str, n: int, wait: float) -> tuple[int, int]:
+def _count_election(
+    cl: Cluster, tap: Any, eid: str, n: int, wait: float
+) -> tuple[int, int, float | None]:
+    """worker-elect and worker-elect-ack events of one election, and when
+    the last of all N + N^2 crossed the wire (None: not all of them did)."""
     want = n + n * n
 
     def counted(events: list[tuple[float, dict[str, Any]]]) -> bool:
@@ -290,9 +294,11 @@ def _count_election(cl: Cluster, tap: Any, eid: str, n: int, wait: float) -> tup
     tap.wait_for(counted, wait)
     time.sleep(0.2)
     events, _ = tap.snapshot()
-    elects = sum(1 for _, e in events if e.get("id") == eid and e.get("type") == "worker-elect")
-    acks = sum(1 for _, e in events if e.get("id") == eid and e.get("type") == "worker-elect-ack")
-    return elects, acks
+    mine = [(t, e) for t, e in events if e.get("id") == eid]
+    elects = sum(1 for _, e in mine if e.get("type") == "worker-elect")
+    acks = sum(1 for _, e in mine if e.get("type") == "worker-elect-ack")
+    last = max(t for t, _ in mine) if len(mine) >= want else None
+    return elects, acks, last
 
 
 def _signature(marker: int) -> dict[str, Any]:
@@ -319,7 +325,7 @@ def _wkctl_elect(cl: Cluster, tap: Any, n: int, r: int) -> dict[str, Any] | None
         data = json.loads(res.stdout)
     except ValueError:
         data = None
-    elects, acks = _count_election(cl, tap, eid, n, 5.0)
+    elects, acks, _ = _count_election(cl, tap, eid, n, 5.0)
     wait_responsive(cl.url, n)
     if res.rc != 0 or not data:
         cl.ctx.log(f"    wkctl elect failed (rc {res.rc}): {res.stderr.strip()[-300:]}")
@@ -402,6 +408,18 @@ def run_elect(ctx: BenchContext, cl: Cluster, kind: str, n: int) -> dict[str, An
                 note="election published -> wkctl: every candidate acked every request; "
                 "Celery: the last Celery worker logged its decision (ms-resolution logs)",
             ),
+            "complete": metric(
+                "ms",
+                "lower",
+                {
+                    "wkctl elect (own figure)": [x["own_ms"] for x in wk],
+                    "celery control election (last ack on the wire)": [
+                        x["complete_ms"] for x in ce
+                    ],
+                },
+                note="the same completion rule for both: every participant acknowledged every "
+                "request (Celery's: when the tap saw the last of the N + N^2 events)",
+            ),
             "first_celery": metric(
                 "ms",
                 "lower",
@@ -429,6 +447,11 @@ def run_elect(ctx: BenchContext, cl: Cluster, kind: str, n: int) -> dict[str, An
     )
     c["ratios"]["decision"] = ratio(
         c["metrics"]["decision"], "wkctl elect (own figure)", "celery workers (last decided)"
+    )
+    c["ratios"]["complete"] = ratio(
+        c["metrics"]["complete"],
+        "wkctl elect (own figure)",
+        "celery control election (last ack on the wire)",
     )
     c["candidates"] = [x.get("candidates") for x in wk]
     return c
