@@ -357,13 +357,14 @@ def _celery_elect(cl: Cluster, tap: Any, n: int, r: int) -> dict[str, Any]:
                     decided[w.hostname] = when
                     break
         time.sleep(0.05)
-    elects, acks = _count_election(cl, tap, eid, n, 5.0)
+    elects, acks, wire_last = _count_election(cl, tap, eid, n, 5.0)
     wait_responsive(cl.url, n)
     last = (max(decided.values()) - t0) * 1000 if len(decided) == len(workers) else None
     first = (min(decided.values()) - t0) * 1000 if decided else None
     return {
         "last_ms": last,
         "first_ms": first,
+        "complete_ms": None if wire_last is None else (wire_last - t0) * 1000,
         "messages": elects + acks,
         "elects": elects,
         "acks": acks,
