@@ -37,7 +37,17 @@ COMMANDS: dict[str, str] = {
 }
 
 
+class _Interrupted(Exception):
+    """Ctrl-C, carried past click (which would print a blank line for it)."""
+
+
 class LazyGroup(click.Group):
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            raise _Interrupted() from None
+
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(name for name in COMMANDS if self._load(name) is not None)
 
@@ -126,10 +136,7 @@ def main(argv: list[str] | None = None) -> Any:
             traceback.print_exc()
         click.echo(f"wkctl: error: {exc.message}", err=True)
         sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
-        click.echo("wkctl: interrupted", err=True)
-        sys.exit(ExitCode.INTERRUPTED)
-    except KeyboardInterrupt:
+    except (_Interrupted, click.exceptions.Abort, KeyboardInterrupt):
         click.echo("wkctl: interrupted", err=True)
         sys.exit(ExitCode.INTERRUPTED)
     except click.exceptions.Exit as exc:
