@@ -1,19 +1,116 @@
 """wkctl's reference library of the Celery worker-to-worker protocol.
 
 The protocol rules live in small sans-IO modules (no broker, thread or socket
-inside, time passed in explicitly); :mod:`wkctl.protocol.binding` drives them
-over a real kombu connection.
+inside, time passed in explicitly): :mod:`.clock`, :mod:`.revoked`,
+:mod:`.election`, :mod:`.mingle`, :mod:`.gossip`, :mod:`.state` and
+:mod:`.node`, which combines them.  :mod:`.binding` drives nodes over a real
+kombu connection, :mod:`.client` is the asking side (``hello``, elections
+seen from outside, event streams), :mod:`.validation` checks bodies against
+the JSON Schemas, and :mod:`.bootsteps` offers Celery's ``Mingle`` and
+``Gossip`` classes over the same core.
+
+Names are imported on first use, so that ``import wkctl.protocol`` (and the
+start-up of every ``wkctl`` command) stays cheap.
 """
 
-from .broker import BrokerSettings, embedded_settings, mask_url
-from .wire import Limits, Names, Rejected, decode_body
+# ruff: noqa: F401  (the TYPE_CHECKING imports below exist for type checkers only)
+from __future__ import annotations
 
-__all__ = [
-    "BrokerSettings",
-    "Limits",
-    "Names",
-    "Rejected",
-    "decode_body",
-    "embedded_settings",
-    "mask_url",
-]
+import importlib
+from typing import TYPE_CHECKING, Any
+
+#: public name -> submodule that defines it
+_EXPORTS: dict[str, str] = {
+    # broker and wire
+    "BrokerSettings": "broker",
+    "embedded_settings": "broker",
+    "mask_url": "broker",
+    "Limits": "wire",
+    "Names": "wire",
+    "Rejected": "wire",
+    "decode_body": "wire",
+    # validation
+    "KINDS": "validation",
+    "Issue": "validation",
+    "UnknownKind": "validation",
+    "detect_kind": "validation",
+    "is_valid": "validation",
+    "validate": "validation",
+    "load_schema": "validation",
+    "export_schemas": "validation",
+    "schema_files": "validation",
+    # sans-IO core
+    "LamportClock": "clock",
+    "RevokedSet": "revoked",
+    "Decision": "election",
+    "ElectRequest": "election",
+    "Elections": "election",
+    "pick_winner": "election",
+    "Membership": "gossip",
+    "WorkerInfo": "gossip",
+    "MingleSession": "mingle",
+    "SyncResult": "mingle",
+    "Node": "node",
+    "NodeConfig": "node",
+    "Inbound": "node",
+    "Publish": "node",
+    "Log": "node",
+    "Synced": "node",
+    "Elected": "node",
+    "MemberChanged": "node",
+    "State": "state",
+    "Worker": "state",
+    "Task": "state",
+    # kombu binding, client side, Celery-facing steps
+    "Binding": "binding",
+    "NodeHandle": "binding",
+    "run_node": "binding",
+    "BrokerUnavailable": "binding",
+    "NodeNameInUse": "binding",
+    "Client": "client",
+    "EventStream": "client",
+    "ElectionWatch": "client",
+    "Mingle": "bootsteps",
+    "Gossip": "bootsteps",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
+
+if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
+    from .binding import Binding, BrokerUnavailable, NodeHandle, NodeNameInUse, run_node
+    from .bootsteps import Gossip, Mingle
+    from .broker import BrokerSettings, embedded_settings, mask_url
+    from .client import Client, ElectionWatch, EventStream
+    from .clock import LamportClock
+    from .election import Decision, Elections, ElectRequest, pick_winner
+    from .gossip import Membership, WorkerInfo
+    from .mingle import MingleSession, SyncResult
+    from .node import Elected, Inbound, Log, MemberChanged, Node, NodeConfig, Publish, Synced
+    from .revoked import RevokedSet
+    from .state import State, Task, Worker
+    from .validation import (
+        KINDS,
+        Issue,
+        UnknownKind,
+        detect_kind,
+        export_schemas,
+        is_valid,
+        load_schema,
+        schema_files,
+        validate,
+    )
+    from .wire import Limits, Names, Rejected, decode_body
