@@ -74,11 +74,10 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 
-#: Reason recorded when the transport itself cannot decode its envelope.
-#: kombu's filesystem transport (the embedded broker) reads a message file
-#: without taking the writer's lock, so it can read a file still being
-#: written and raise ``JSONDecodeError``; that message is lost, the stream
-#: must go on.
+#: Reason recorded when the transport itself cannot decode its envelope
+#: (a transport decodes its own envelope before wkctl sees the body, so a
+#: corrupt one surfaces as ``ValueError`` from the drain): the message is
+#: counted as rejected and the stream goes on.
 TRANSPORT_DECODE_ERROR = "unreadable transport envelope"
 
 
