@@ -9,7 +9,9 @@ a routing key or a pidbox request (see the spec's transport section).
 from __future__ import annotations
 
 import json
+import math
 import os
+import re
 import time
 import uuid
 from collections.abc import Iterable, Mapping
@@ -130,6 +132,28 @@ def _check_depth(obj: Any, max_depth: int) -> None:
             stack.extend((v, depth + 1) for v in node if isinstance(v, (dict, list)))
 
 
+def _reject_constant(name: str) -> Any:
+    # Python's json reads NaN, Infinity and -Infinity, which are not JSON
+    # (RFC 8259): a node that accepted them would echo them (an election
+    # action, for instance) to peers whose parsers refuse them.
+    raise Rejected("invalid JSON", f"{name} is not a JSON number")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise Rejected("invalid JSON", f"number {text[:40]} is out of range")
+    return value
+
+
+#: A float exponent of three digits or more: the only way a JSON number
+#: literal overflows to infinity.  Bodies without one skip the slower,
+#: per-float check.
+_BIG_EXPONENT = re.compile(r"[eE]\+?0*[0-9]{3,}")
+_STRICT = json.JSONDecoder(parse_constant=_reject_constant)
+_STRICT_FLOATS = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite_float)
+
+
 def decode_body(
     body: bytes | str | None,
     content_type: str | None,
@@ -158,7 +182,10 @@ def decode_body(
         except (UnicodeDecodeError, LookupError) as exc:
             raise Rejected("undecodable body", str(exc)) from None
     try:
-        obj = json.loads(body)
+        decoder = _STRICT_FLOATS if _BIG_EXPONENT.search(body) else _STRICT
+        obj = decoder.decode(body)
+    except Rejected:
+        raise
     except RecursionError:
         raise Rejected("too deeply nested", f"more than {limits.max_depth} levels") from None
     except ValueError as exc:

@@ -267,8 +267,21 @@ def test_decode_body_only_json_or_rejected(
         (deep_nesting(200_000).encode(), "too deeply nested"),
         (b'{"pad": "' + b"x" * (8 * 1024 * 1024) + b'"}', "body too large"),
         (b'{"clock": ' + b"9" * 5000 + b"}", "invalid JSON"),  # int() digit limit
+        (b'{"clock": NaN}', "invalid JSON"),  # Python reads it; JSON has no NaN
+        (b'{"timestamp": -Infinity}', "invalid JSON"),
+        (b'{"timestamp": 1e400}', "invalid JSON"),  # overflows to inf
     ],
-    ids=["truncated", "bad-utf8", "depth-33", "depth-200000", "9MiB", "5000-digit-int"],
+    ids=[
+        "truncated",
+        "bad-utf8",
+        "depth-33",
+        "depth-200000",
+        "9MiB",
+        "5000-digit-int",
+        "NaN",
+        "-Infinity",
+        "1e400",
+    ],
 )
 def test_decode_body_rejects_with_reason(body: bytes, reason: str) -> None:
     with pytest.raises(Rejected) as info:
@@ -325,7 +338,11 @@ def test_node_events_and_state_property(
     check_actions(
         node.receive_event(Inbound(_dumps(events), routing_key="task.multi"), now), "batch"
     )
-    for ev in decode_events(_dumps(events), "application/json"):
+    try:
+        batch = decode_events(_dumps(events), "application/json")
+    except Rejected:  # NaN/Infinity: not JSON, refused
+        batch = []
+    for ev in batch:
         state.event(prepare_event(ev, clock, now))
     check_actions(node.tick(now + 100.0), "tick")  # sweeps, election timeouts
     assert_serving(node, now + 101.0)
