@@ -466,6 +466,7 @@ def test_mutation_fuzz_every_inbound_path() -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(7200)
 def test_mutation_fuzz_long() -> None:
     """The long job: >= 100,000 mutated real messages through every path."""
     total: dict[str, Any] = {"cases": 0, "seconds": 0.0, "peak_rss_mib": 0.0, "rss_growth_mib": 0.0}
@@ -480,6 +481,7 @@ def test_mutation_fuzz_long() -> None:
         total["peak_rss_mib"] = max(total["peak_rss_mib"], figures["peak_rss_mib"])
         total["rss_growth_mib"] += figures["rss_growth_mib"]
         assert figures["rss_growth_mib"] < 256, figures
+        print(f"\n  {total['cases']} cases, {total['seconds']:.0f} s: {figures}", flush=True)
     print(f"\nlong mutation fuzz: {total}")
     assert total["cases"] >= LONG_CASES
 
