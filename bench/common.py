@@ -211,12 +211,17 @@ class Timed:
     rc: int
     stdout: str
     stderr: str
+    #: user + system CPU seconds of the child (its waited-for descendants included)
+    cpu: float = 0.0
 
 
 def run_timed(
     cmd: Sequence[str], *, timeout: float = 120.0, cwd: Path | None = None, stdin: str | None = None
 ) -> Timed:
     """Run a command to completion; wall time from spawn to exit."""
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     proc = subprocess.run(
         list(cmd),
@@ -228,7 +233,10 @@ def run_timed(
         env=child_env(),
         preexec_fn=die_with_parent,
     )
-    return Timed(time.perf_counter() - t0, proc.returncode, proc.stdout, proc.stderr)
+    wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return Timed(wall, proc.returncode, proc.stdout, proc.stderr, cpu)
 
 
 def wait_responsive(url: str, n: int, timeout: float = 60.0) -> float | None:

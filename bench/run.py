@@ -103,8 +103,9 @@ def print_table(result: dict[str, Any]) -> None:
 # -- BENCHMARKS.md ---------------------------------------------------------------
 
 
-def md_section(result: dict[str, Any]) -> str:
+def md_section(result: dict[str, Any], meta: dict[str, Any]) -> str:
     lines = [f"### {result['name']}: {result['title']}", ""]
+    lines += [f"_Measured {meta['date']} ({'quick' if meta.get('quick') else 'full'} sizes)._", ""]
     setup = result.get("setup") or {}
     if setup.get("note"):
         lines += [setup["note"], ""]
@@ -173,10 +174,13 @@ def update_markdown(
     path: Path, meta: dict[str, Any], results: dict[str, Any], argv: list[str]
 ) -> None:
     text = path.read_text() if path.exists() else "# Benchmarks\n\n<!-- bench:end -->\n"
-    text = _replace_block(text, "meta", md_meta(meta, argv))
+    # The machine block describes the run that produced every block: only a
+    # run of all benchmarks rewrites it (a partial run dates its own blocks).
+    if set(meta.get("selected", ALL)) >= set(ALL):
+        text = _replace_block(text, "meta", md_meta(meta, argv))
     for name in ALL:
         if name in results:
-            text = _replace_block(text, name, md_section(results[name]))
+            text = _replace_block(text, name, md_section(results[name], meta))
     path.write_text(text)
 
 
