@@ -117,6 +117,7 @@ def node_cmd(
             election_timeout=election_timeout,
             mingle_timeout=mingle_timeout,
             revoked=revoked,
+            limits=app.config.limits,
         )
     except NodeNameInUse as exc:
         raise CliError(str(exc), ExitCode.FAILURE) from None

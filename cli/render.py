@@ -16,11 +16,24 @@ import yaml
 __all__ = ["emit", "emit_json", "emit_yaml", "table", "style"]
 
 
+def to_json(obj: Any, *, compact: bool = False) -> str:
+    """JSON text for a terminal or a pipe.
+
+    Non-ASCII stays readable, except where the output stream could not
+    encode it: a lone surrogate (valid in JSON, ``"\\ud800"``, and so
+    possible in any node name a peer sends) is written as its escape.
+    """
+    kwargs: dict[str, Any] = {"separators": (",", ":")} if compact else {"indent": 2}
+    text = json.dumps(obj, ensure_ascii=False, default=str, **kwargs)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = json.dumps(obj, ensure_ascii=True, default=str, **kwargs)
+    return text
+
+
 def emit_json(obj: Any, *, compact: bool = False) -> None:
-    if compact:
-        click.echo(json.dumps(obj, separators=(",", ":"), ensure_ascii=False, default=str))
-    else:
-        click.echo(json.dumps(obj, indent=2, ensure_ascii=False, default=str))
+    click.echo(to_json(obj, compact=compact))
 
 
 def emit_yaml(obj: Any) -> None:

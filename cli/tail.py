@@ -261,12 +261,18 @@ def tail_cmd(
                 if count is not None and shown >= count:
                     break
             if lines:
+                chunk = "\n".join(lines) + "\n"
+                try:
+                    chunk.encode("utf-8")
+                except UnicodeEncodeError:
+                    # A lone surrogate from a peer (valid in JSON): write its
+                    # escape, which is also what JSON would have carried.
+                    chunk = chunk.encode("utf-8", "backslashreplace").decode("utf-8")
                 if json_out:
-                    out.write("\n".join(lines) + "\n")
+                    out.write(chunk)
                     out.flush()
                 else:
-                    for line in lines:
-                        click.echo(line)
+                    click.echo(chunk, nl=False)
             if count is not None and shown >= count:
                 break
     except KeyboardInterrupt:

@@ -375,11 +375,6 @@ def test_config_file_limits_apply_to_tail(broker_url: str, tmp_path: Path) -> No
     assert b'"n":"xxxxxxxxxx"' in out.replace(b" ", b"")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="defect: cli/node.py does not pass the config file's limits to run_node(), "
-    "so `wkctl node` always runs with the default Limits()",
-)
 def test_config_file_limits_apply_to_node(broker_url: str, tmp_path: Path) -> None:
     config = tmp_path / "wkctl.yaml"
     config.write_text(f"broker_url: {broker_url}\nlimits: {{max_body_bytes: 2000}}\n")
