@@ -137,6 +137,27 @@ STATEMENTS: dict[str, Statement] = {
         text="The pidbox header `clock` adjusts kombu's mailbox clock, not the worker's clock, so pidbox traffic does not order worker events.",
         testable=False,
     ),
+    "DEFECT-12": Statement(
+        id="DEFECT-12",
+        level="DEFECT",
+        section="13. Known defects of Celery's implementation",
+        text="The `expires` header of a request is never read on the node side: kombu's `Node.handle_message` checks only the addressing (`destination`, `pattern`/`matcher`) and Celery's `Pidbox.on_message` nothing, so a worker runs and answers a request that expired long ago (checked: one expired 60 s before was answered). Only kombu's reply collector (`Mailbox._collect`) compares `expires` with the time, on replies, which kombu sends without that header.",
+        testable=False,
+    ),
+    "DEFECT-13": Statement(
+        id="DEFECT-13",
+        level="DEFECT",
+        section="13. Known defects of Celery's implementation",
+        text="No inbound body is checked against a schema and none is bounded: a worker acts on schema-invalid requests (a `hello` whose `from_node` is not a string is answered and its ids merged), decodes a body of any size, and answers a request nested deeper than 32 levels (Python's `json` stops only at the interpreter's recursion limit).",
+        testable=False,
+    ),
+    "DEFECT-14": Statement(
+        id="DEFECT-14",
+        level="DEFECT",
+        section="13. Known defects of Celery's implementation",
+        text="The revoked ids of a `hello` and of a `hello` reply are sent in the mapping form `{id: [stamp, id]}` (`LimitedSet._data`), which carries the sender's `time.monotonic()` stamps (see DEFECT-7) and no defined order. Receivers accept it ([REVOKED-4]); senders conforming to this specification use the list form.",
+        testable=False,
+    ),
     "ELECT-1": Statement(
         id="ELECT-1",
         level="MUST",
@@ -160,6 +181,7 @@ STATEMENTS: dict[str, Statement] = {
         level="MUST",
         section="10. Elections",
         text="A node MUST fix its set of expected participants when the election starts there (its first `election` command or `worker-elect` for that id): the peers it considers alive ([GOSSIP-3]) plus itself.",
+        testable=False,
     ),
     "ELECT-5": Statement(
         id="ELECT-5",
@@ -233,6 +255,7 @@ STATEMENTS: dict[str, Statement] = {
         level="MUST",
         section="5. Events",
         text="A dispatcher that buffers a group (Celery workers buffer `task`) publishes the buffer as one message: a JSON array of events with routing key `<group>.multi` (`task.multi`). A receiver MUST process such an array as its events in order, and MUST accept an empty array (Celery 5.4 can flush an emptied buffer).",
+        testable=False,
     ),
     "EVENT-7": Statement(
         id="EVENT-7",
@@ -257,12 +280,14 @@ STATEMENTS: dict[str, Statement] = {
         level="MUST",
         section="9. Gossip, heartbeats and liveness",
         text="A node MUST consider a peer alive iff it has received a heartbeat (`worker-online` or `worker-heartbeat`) from it and `last + freq * expire_window / 100 > now`, where `last` is the local receive time of the last heartbeat, `freq` the peer's advertised frequency and `expire_window` = 200 (a peer is alive for two of its heartbeat intervals).",
+        testable=False,
     ),
     "GOSSIP-4": Statement(
         id="GOSSIP-4",
         level="MUST",
         section="9. Gossip, heartbeats and liveness",
         text="A node MUST report a peer as having joined when it first hears from it (or on `worker-online`), as having left on `worker-offline`, and as lost when the peer stops being alive by [GOSSIP-3]; it MUST check for lost peers periodically (Celery: every 5 s) and forget them.",
+        testable=False,
     ),
     "GOSSIP-5": Statement(
         id="GOSSIP-5",
@@ -287,6 +312,7 @@ STATEMENTS: dict[str, Statement] = {
         level="MUST",
         section="9. Gossip, heartbeats and liveness",
         text="A node MUST NOT count itself as joining, leaving or lost through its own events.",
+        testable=False,
     ),
     "GOSSIP-9": Statement(
         id="GOSSIP-9",
@@ -401,7 +427,7 @@ STATEMENTS: dict[str, Statement] = {
         id="MSG-5",
         level="MUST",
         section="3. Message encoding and limits",
-        text="A node MUST check every inbound body against the schema of its kind (section 15) before acting on it, and drop (not act on) a body that fails, logging the reason as in [SEC-4]. Unknown request methods are answered per [PIDBOX-9] instead.",
+        text="A node MUST check every inbound body against the schema of its kind (section 15) before acting on it, and drop (not act on) a body that fails, logging the reason as in [SEC-4]. Unknown request methods are answered per [PIDBOX-9] instead. (Celery validates nothing: DEFECT-13.)",
     ),
     "MSG-6": Statement(
         id="MSG-6",
@@ -450,12 +476,13 @@ STATEMENTS: dict[str, Statement] = {
         level="MUST",
         section="4. Pidbox: requests and replies",
         text="A node MUST NOT reply to a request without `reply_to`.",
+        testable=False,
     ),
     "PIDBOX-8": Statement(
         id="PIDBOX-8",
         level="SHOULD",
         section="4. Pidbox: requests and replies",
-        text="A node SHOULD drop a request whose `expires` header is non-zero and earlier than now.",
+        text="A node SHOULD drop a request whose `expires` header is non-zero and earlier than now. (Celery answers it: DEFECT-12.)",
     ),
     "PIDBOX-9": Statement(
         id="PIDBOX-9",
@@ -504,6 +531,7 @@ STATEMENTS: dict[str, Statement] = {
         level="MUST",
         section="4. Pidbox: requests and replies",
         text='A requester MUST accept, as a reply value, `null` (a handler that returned nothing; Celery\'s own `hello`, see [MINGLE-5]) and `{"error": "..."}` in place of any command\'s normal value, and MUST ignore replies whose ticket it did not issue or arriving after it stopped collecting.',
+        testable=False,
     ),
     "PIDBOX-17": Statement(
         id="PIDBOX-17",
@@ -534,18 +562,19 @@ STATEMENTS: dict[str, Statement] = {
         level="MUST",
         section="7. Revoked set",
         text="Ids received from another node (Mingle requests and replies) MUST be stamped with the receiver's own clock at receipt; timestamps that come with them MUST NOT be trusted (they are the sender's `time.monotonic()`, meaningless on another host or after a reboot). Ids received in one message are added in their order (a list: as sent, oldest first; a mapping: by ascending stamp).",
+        testable=False,
     ),
     "REVOKED-4": Statement(
         id="REVOKED-4",
         level="MUST",
         section="7. Revoked set",
-        text='A node MUST accept revoked ids in both wire forms: a list of ids, and a mapping `{id: [stamp, id]}`; and MUST treat `{}`, `[]`, `null` and an absent field as "no ids". An entry of the mapping whose value is not a `[number, id]` pair is skipped, not fatal.',
+        text='A node MUST accept revoked ids in both wire forms: a list of ids, and a mapping `{id: [stamp, id]}` whose ids are its keys; and MUST treat `{}`, `[]`, `null` and an absent field as "no ids". This is about well-formed messages: a mapping entry whose value is not a `[number, id]` pair makes the whole message invalid against its schema, and the node drops it whole as [MSG-5] requires (a dropped `hello` is not answered; a dropped `hello` reply skips that one peer, [MINGLE-3]). Such an entry MUST NOT make the node fail otherwise: no error reply, no crash, and it keeps serving.',
     ),
     "REVOKED-5": Statement(
         id="REVOKED-5",
         level="MUST",
         section="7. Revoked set",
-        text="A node MUST send its revoked ids in the list form, oldest first, with expired ids purged first; a receiver whose set is full then evicts the sender's oldest ids first.",
+        text="A node MUST send its revoked ids in the list form, oldest first, with expired ids purged first; a receiver whose set is full then evicts the sender's oldest ids first. (Celery 4.4 to 5.6 send the mapping form instead: DEFECT-14; receivers accept it, [REVOKED-4].)",
     ),
     "REVOKED-6": Statement(
         id="REVOKED-6",
@@ -576,6 +605,7 @@ STATEMENTS: dict[str, Statement] = {
         level="MUST",
         section="12. Security",
         text="A node MUST log every message it drops with the reason, rate-limited per sender (the `hostname` header or field when present), so that a flood of bad messages cannot flood the log.",
+        testable=False,
     ),
     "SEC-5": Statement(
         id="SEC-5",
@@ -606,36 +636,42 @@ STATEMENTS: dict[str, Statement] = {
         level="MUST",
         section="11. State",
         text="State MUST bound the workers and tasks it keeps (Celery defaults: 5,000 workers, 10,000 tasks; least recently updated evicted first).",
+        testable=False,
     ),
     "STATE-2": Statement(
         id="STATE-2",
         level="MUST",
         section="11. State",
         text="State MUST accept every event type without failing: worker events, task events (custom ones included), `worker-elect` and `worker-elect-ack` (whose `id` field is the election id, not a worker attribute) and events of unknown groups; and batches ([EVENT-6]).",
+        testable=False,
     ),
     "STATE-3": Statement(
         id="STATE-3",
         level="MUST",
         section="11. State",
         text="A task event MUST set the task's state from its type: `task-sent` PENDING, `task-received` RECEIVED, `task-started` STARTED, `task-succeeded` SUCCESS, `task-failed` FAILURE, `task-retried` RETRY, `task-revoked` REVOKED, `task-rejected` REJECTED; a custom `task-<name>` sets the custom state `<NAME>` (upper case); the event's timestamp is recorded under the event name (`received`, `started`, ...).",
+        testable=False,
     ),
     "STATE-4": Statement(
         id="STATE-4",
         level="MUST",
         section="11. State",
         text="Out-of-order events MUST be merged by state precedence: SUCCESS > FAILURE > (custom states) > REVOKED > STARTED > RECEIVED > REJECTED > RETRY > PENDING. An event whose state precedes the task's current state (it happened logically before) does not change the state; of such an event only the fields of its merge rule are kept: for RECEIVED, `name`, `args`, `kwargs`, `parent_id`, `root_id`, `retries`, `eta`, `expires`. When the event's state or the task's current state is RETRY, or the event's state does not precede the current one, the event's fields, its state and its timestamp replace the current ones.",
+        testable=False,
     ),
     "STATE-5": Statement(
         id="STATE-5",
         level="MUST",
         section="11. State",
         text="State MUST consider a worker alive per [GOSSIP-3], using the local receive times of its last heartbeats (Celery keeps 4); `worker-offline` clears them (not alive). A task event from a worker counts as a sign of life of that worker.",
+        testable=False,
     ),
     "STATE-6": Statement(
         id="STATE-6",
         level="MUST",
         section="11. State",
         text="State MUST record the `hostname` of `task-sent` (sent by a client) as the task's client, not its worker, and MUST NOT create a worker from it.",
+        testable=False,
     ),
     "STATE-7": Statement(
         id="STATE-7",
@@ -697,6 +733,7 @@ STATEMENTS: dict[str, Statement] = {
         level="MUST",
         section="2. Transports and exchanges",
         text="A node MUST ignore events with routing key `task.*` on its `worker.#` binding (on Redis without `fanout_patterns`, kombu delivers every event to every binding).",
+        testable=False,
     ),
     "TRANSPORT-9": Statement(
         id="TRANSPORT-9",
@@ -709,6 +746,7 @@ STATEMENTS: dict[str, Statement] = {
         level="MUST",
         section="2. Transports and exchanges",
         text="Mingle and Gossip are only defined on the AMQP and Redis transports (Celery 5.7 also runs Mingle on Google Pub/Sub). A node on any other transport MUST NOT assume peers answer `hello` or send heartbeats.",
+        testable=False,
     ),
     "TRANSPORT-11": Statement(
         id="TRANSPORT-11",
