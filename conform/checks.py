@@ -13,6 +13,10 @@ Against a Celery worker those checks report the documented defect as a
 known deviation without sending anything; against any other node they
 probe for real.  The election check injects a synthetic peer's
 ``worker-elect`` first, so that a Celery worker never holds one alone.
+The limit probes (a body over 8 MiB, one nested 66 levels deep, both
+addressed to the node but delivered to every pidbox queue) are sent to
+Celery workers too: they decode and answer them and keep serving
+(DEFECT-13), which the kit's tests check on both brokers.
 """
 
 from __future__ import annotations
@@ -435,7 +439,12 @@ def unknown_matcher(ctx: Context) -> str:
     return "not run"
 
 
-@check("pidbox.expired", "PIDBOX-8", "drops requests whose expires header has passed")
+@check(
+    "pidbox.expired",
+    "PIDBOX-8",
+    "drops requests whose expires header has passed",
+    deviation="DEFECT-12",
+)
 def expired(ctx: Context) -> str:
     result = ctx.call("ping", {}, expires=time.time() - 60.0, fence=True)
     if result.replies:
@@ -474,6 +483,92 @@ def json_only(ctx: Context) -> str:
     if not result.fenced:
         _still_serving(ctx, "a pickle request")
     return "pickle request dropped, node still answers"
+
+
+@check(
+    "sec.schema-invalid",
+    "MSG-5",
+    "does not act on a request that fails its schema",
+    deviation="DEFECT-13",
+)
+def schema_invalid(ctx: Context) -> str:
+    # A hello whose from_node is a number: harmless to act on (it only adds
+    # a fresh id), and invalid against schemas/hello.json.
+    marker = _fresh("invalid")
+    result = ctx.call("hello", {"from_node": 12345, "revoked": [marker]}, fence=True)
+    if result.reply_from(ctx.node) is not None:
+        raise Failed(
+            "the node answered a hello whose from_node is a number, not a node name",
+            expected="the request dropped as invalid against the hello schema",
+            actual=_short(result.value_from(ctx.node)),
+        )
+    if not result.fenced:
+        _still_serving(ctx, "a schema-invalid hello")
+    if marker in set(_revoked_now(ctx)):
+        raise Failed(
+            "the node merged the revoked ids of a schema-invalid hello without answering it",
+            expected=f"{marker!r} not merged",
+            actual="merged",
+        )
+    return "schema-invalid hello dropped, nothing merged"
+
+
+#: Nesting of the too-deep probe: well past the default bound of 32 levels,
+#: far below what any JSON parser (or a Celery worker) chokes on.
+DEEP_LEVELS = 64
+#: Body size of the too-large probe: just past the default 8 MiB bound.
+LARGE_BODY = 8 * 1024 * 1024 + 64 * 1024
+
+
+@check(
+    "sec.too-deep",
+    "LIMIT-2",
+    "refuses a body nested deeper than 32 levels",
+    also=("SEC-2", "SEC-3"),
+    deviation="DEFECT-13",
+)
+def too_deep(ctx: Context) -> str:
+    nested: Any = []
+    for _ in range(DEEP_LEVELS):
+        nested = [nested]
+    # ping ignores arguments it does not know ([MSG-2]): only the depth is wrong.
+    result = ctx.call("ping", {"wkctl_conform_deep": nested}, fence=True)
+    if result.reply_from(ctx.node) is not None:
+        raise Failed(
+            f"the node answered a ping nested {DEEP_LEVELS + 2} levels deep",
+            expected="the body refused (more than 32 levels)",
+            actual=_short(result.value_from(ctx.node)),
+        )
+    if not result.fenced:
+        _still_serving(ctx, f"a body nested {DEEP_LEVELS + 2} levels deep")
+    return f"a body {DEEP_LEVELS + 2} levels deep refused; still serving"
+
+
+@check(
+    "sec.too-large",
+    "LIMIT-1",
+    "refuses a body larger than 8 MiB",
+    also=("SEC-2", "SEC-3"),
+    deviation="DEFECT-13",
+)
+def too_large(ctx: Context) -> str:
+    # A ping padded past the bound with an argument ping ignores ([MSG-2]).
+    pad = "x" * LARGE_BODY
+    result = ctx.call(
+        "ping",
+        {"wkctl_conform_pad": pad},
+        fence=True,
+        timeout=max(ctx.probe.timeout, 5.0),
+    )
+    if result.reply_from(ctx.node) is not None:
+        raise Failed(
+            f"the node answered a ping of more than {LARGE_BODY:,} bytes",
+            expected="the body refused (more than 8 MiB)",
+            actual=_short(result.value_from(ctx.node)),
+        )
+    if not result.fenced:
+        _still_serving(ctx, f"a body of {LARGE_BODY:,} bytes")
+    return f"a {LARGE_BODY:,}-byte body refused; still serving"
 
 
 # -- clock ------------------------------------------------------------------------
@@ -780,7 +875,7 @@ def empty_forms(ctx: Context) -> str:
 @check(
     "mingle.bad-entry",
     "REVOKED-4",
-    "skips a malformed mapping entry without failing the sync",
+    "a malformed mapping entry is not fatal (the hello is dropped whole)",
     deviation="DEFECT-10",
 )
 def bad_entry(ctx: Context) -> str:
@@ -790,14 +885,17 @@ def bad_entry(ctx: Context) -> str:
     if result.reply_from(ctx.node) is None:
         if not result.fenced:
             _still_serving(ctx, "a hello with a malformed revoked entry")
-        # A node validating every body drops this one whole ([MSG-5]): the
-        # sync with this peer is not fatal to it, which is what matters here.
+        # What the spec asks: the hello fails its schema and is dropped
+        # whole ([MSG-5]); the node keeps serving.
         return "the hello was dropped as schema-invalid ([MSG-5]); still serving"
+    # A node that answers does not validate ([MSG-5], checked by
+    # sec.schema-invalid); what REVOKED-4 asks of it is that the entry is
+    # not fatal: no error reply, and the well-formed entry still merged.
     value = result.value_from(ctx.node)
     if not (isinstance(value, dict) and _is_clock(value.get("clock"))):
         raise Failed(
             "a hello whose revoked mapping has one malformed entry failed",
-            expected="the entry skipped (or the message dropped), not an error",
+            expected="the message dropped (or the entry skipped), not an error",
             actual=_short(value),
         )
     if good not in set(_revoked_now(ctx)):
@@ -806,7 +904,30 @@ def bad_entry(ctx: Context) -> str:
             expected=f"{good!r} in its revoked ids",
             actual="missing",
         )
-    return "malformed entry skipped, the other merged"
+    return "answered without validating ([MSG-5]): malformed entry skipped, the other merged"
+
+
+@check(
+    "mingle.list-form",
+    "REVOKED-5",
+    "sends its revoked ids in the list form",
+    deviation="DEFECT-14",
+)
+def list_form(ctx: Context) -> str:
+    marker = _fresh("form")
+    _, value = ctx.answer("hello", {"from_node": ctx.probe.peer, "revoked": [marker]})
+    revoked = value.get("revoked") if isinstance(value, dict) else None
+    if not isinstance(revoked, list):
+        raise Failed(
+            "the hello reply's revoked ids are not a JSON array",
+            expected="a list of ids, oldest first",
+            actual=_short(revoked),
+        )
+    if revoked and revoked[-1] != marker:
+        # The id just merged is the newest: oldest first puts it last,
+        # unless other ids were revoked at the very same time.
+        return f"list form, {len(revoked)} ids (the id just merged is not last)"
+    return f"list form, {len(revoked)} ids, the id just merged last"
 
 
 @check("mingle.own-revoked", "MINGLE-4", "returns its own revoked ids in hello")
