@@ -148,7 +148,7 @@ STATEMENTS: dict[str, Statement] = {
         id="DEFECT-13",
         level="DEFECT",
         section="13. Known defects of Celery's implementation",
-        text="No inbound body is checked against a schema and none is bounded: a worker acts on schema-invalid requests (a `hello` whose `from_node` is not a string is answered and its ids merged), decodes a body of any size, and answers a request nested deeper than 32 levels (Python's `json` stops only at the interpreter's recursion limit).",
+        text="No inbound body is checked against a schema and none is bounded: a worker acts on schema-invalid requests (a `hello` whose `from_node` is not a string is answered and its ids merged), decodes a body of any size (checked: a request of 8.4 MB is answered), and answers a request nested deeper than 32 levels (checked: 66) (Python's `json` stops only at the interpreter's recursion limit).",
         testable=False,
     ),
     "DEFECT-14": Statement(
