@@ -56,6 +56,10 @@ BREAKS: dict[str, str] = {
 }
 
 
+#: Request methods with a schema of their own: invalid ones are dropped (spec MSG-5).
+_SCHEMA_METHODS = frozenset({"hello", "clock", "revoked", "ping", "revoke", "election"})
+
+
 class ProbeTarget:
     """One node; ``start()`` returns once it consumes, ``stop()`` says goodbye."""
 
@@ -271,6 +275,9 @@ class ProbeTarget:
         method = body["method"]
         arguments = body.get("arguments") or {}
         if not isinstance(arguments, dict):
+            return
+        if method in _SCHEMA_METHODS and not is_valid(body, method):
+            self.errors.append(f"dropped: {method} request invalid against its schema")
             return
         handler = getattr(self, "cmd_" + method.replace("-", "_"), None)
         value = handler(arguments) if handler else {"error": f"unknown command {method}"}
