@@ -45,6 +45,23 @@ class MergeResult:
     truncated: int = 0
 
 
+def _oldest_first(mapping: Mapping[object, object]) -> list[object]:
+    """The keys of a mapping-form ``revoked``, oldest stamp first.
+
+    The stamps of one sender are comparable with each other (not with ours),
+    so they may order its ids; if any entry lacks a numeric stamp the
+    arrival order is kept instead.
+    """
+    stamped: list[tuple[float, int, object]] = []
+    for position, (key, value) in enumerate(mapping.items()):
+        stamp = value[0] if isinstance(value, (list, tuple)) and value else None
+        if not isinstance(stamp, (int, float)) or isinstance(stamp, bool):
+            return list(mapping.keys())
+        stamped.append((float(stamp), position, key))
+    stamped.sort(key=lambda entry: (entry[0], entry[1]))
+    return [key for _, _, key in stamped]
+
+
 class RevokedSet:
     """Insertion-ordered ids with local stamps; oldest evicted first.
 
@@ -91,13 +108,16 @@ class RevokedSet:
           bound only the last ``maxlen`` ids are kept, since senders list
           oldest first;
         * a mapping ``id -> [timestamp, id]`` (Celery 4.2-5.6): only the keys
-          are used, in the order they came; the remote stamps are ignored.
+          are kept, added in ascending order of the sender's stamps (spec
+          [REVOKED-3]) so that a full set evicts the sender's oldest ids
+          first; the stamps themselves are never stored (they count from
+          another host's boot).
 
         Items that are not strings (or are longer than ``MAX_TASK_ID_LENGTH``)
         are skipped and counted, never raised on: the node keeps serving.
         """
         if isinstance(revoked, Mapping):
-            items: list[object] = list(revoked.keys())
+            items: list[object] = _oldest_first(revoked)
         elif isinstance(revoked, (list, tuple)):
             items = list(revoked)
         elif revoked is None:

@@ -73,3 +73,16 @@ def test_merging_into_a_full_set_evicts_local_oldest_not_new() -> None:
     rs.update(["l1", "l2", "l3"], 0.0)
     rs.merge(["r1", "r2"], now=1.0)
     assert rs.as_list() == ["l3", "r1", "r2"]
+
+
+def test_mapping_form_is_added_oldest_stamp_first() -> None:
+    """[REVOKED-3]: a full set must evict the sender's oldest ids, whatever
+    order its mapping arrived in; the stamps order, they are not stored."""
+    from wkctl.protocol.revoked import RevokedSet
+
+    revoked = RevokedSet(maxlen=2, expires=100.0)
+    revoked.merge({"new": [30.0, "new"], "old": [10.0, "old"], "mid": [20.0, "mid"]}, now=1.0)
+    assert list(revoked) == ["mid", "new"]
+    unstamped = RevokedSet(maxlen=3, expires=100.0)
+    unstamped.merge({"b": [2.0, "b"], "a": "not-a-stamp"}, now=1.0)
+    assert list(unstamped) == ["b", "a"]
