@@ -613,11 +613,14 @@ class Node:
                 out,
             )
             return
-        if method in _REQUEST_KINDS:
-            problem = schema_problem(body, method, _size(msg))
-            if problem:
-                self._reject(sender, f"control request {_safe(method, 50)}", problem, now, out)
-                return
+        # [MSG-5]: every request is checked, known methods against their own
+        # schema, any other against the generic request schema (which is
+        # also what lets an unknown method get its error reply).
+        kind = method if method in _REQUEST_KINDS else "request"
+        problem = schema_problem(body, kind, _size(msg))
+        if problem:
+            self._reject(sender, f"control request {_safe(method, 50)}", problem, now, out)
+            return
         # Celery's Pidbox.on_message forwards the clock (clients seldom have
         # a meaningful one), then kombu's Node adjusts from the header.
         self.clock.forward()
