@@ -43,7 +43,7 @@ def test_compiled_statements_match_the_spec() -> None:
     stale = sorted(set(parsed) ^ set(STATEMENTS))
     assert not stale, (
         f"conform/statements.py is stale for {stale}: regenerate it with "
-        "`python -m wkctl.conform.specparse spec > conform/statements.py`"
+        "`python -m wkctl.conform.specparse spec --output conform/statements.py && ruff format conform/statements.py`"
     )
     for sid, statement in parsed.items():
         assert STATEMENTS[sid] == statement, f"{sid} differs from the spec: regenerate"
