@@ -141,7 +141,7 @@ def md_meta(meta: dict[str, Any], argv: list[str]) -> str:
     v = meta["versions"]
     return "\n".join(
         [
-            f"Generated {meta['date']} by `python -m bench {' '.join(argv)}`".rstrip() + ".",
+            f"Generated {meta['date']} by `{' '.join(['python -m bench', *argv])}`.",
             "",
             f"- machine: {meta['cores']} cores ({meta['cpu']}), {meta['memory_gib']} GiB, {meta['os']}",
             f"- brokers: RabbitMQ {meta['rabbitmq']}, Redis {meta['redis']} (local, default config)",
