@@ -40,6 +40,10 @@ __all__ = [
     "load_samples",
 ]
 
+#: Largest body the mutator produces (a bit over the default 8 MiB limit):
+#: nested blow-ups could otherwise build gigabytes in the fuzzer itself.
+MAX_GENERATED = 16 * 1024 * 1024
+
 DATA = Path(__file__).resolve().parent.parent / "data"
 
 #: Node names that have broken log lines, terminals and dict keys elsewhere.
@@ -311,6 +315,8 @@ class Mutator:
             elif op == "blowup":
                 count = rng.choice((10, 1000, 60_000))
                 item = target if not isinstance(target, (dict, list)) else "id"
+                if isinstance(item, str):
+                    item = item[:100]  # 60,000 copies of a 100 kB name would be 6 GB
                 obj = _set(
                     obj, path, [item if rng.random() < 0.5 else f"{item}-{i}" for i in range(count)]
                 )
@@ -386,6 +392,8 @@ class Mutator:
         if roll < 0.55:
             body_obj, how = self.mutate_body(sample.body)
             body = _dumps(body_obj)
+            if len(body) > MAX_GENERATED:
+                body, how = b'{"pad": "' + b"x" * (9 * 1024 * 1024) + b'"}', how + ",capped"
         elif roll < 0.8:
             body, how = self.mutate_bytes(_dumps(sample.body))
         elif roll < 0.9:
