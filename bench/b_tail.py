@@ -317,7 +317,9 @@ def run(ctx: BenchContext) -> dict[str, Any]:
         "cases": cases,
         "notes": [
             "load: heartbeats one per message (about 200/s), task events in task.multi "
-            "batches of up to 10; 20 simulated workers"
+            "batches of up to 10; 20 simulated workers",
+            f"{rates[-1]:,.0f} events/s is the top of the ladder: that figure means at least "
+            "that much (one Python load generator on 2 shared cores reaches about that)",
         ],
         "setup": {
             "note": "Load generator, consumer and broker share the 2 cores; the consumer's "
