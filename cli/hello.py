@@ -179,10 +179,9 @@ def hello_cmd(
             emit_json(body, compact=True)
     else:
         data = hello_table(result.replies)
-        if not emit(data, fmt):
+        if not emit(data, fmt) and result.replies:
             render_hello(data)
-            if result.replies:
-                footer(result)
+            footer(result)
     check_replies(result, "hello")
 
 

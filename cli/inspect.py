@@ -73,13 +73,12 @@ def clock_cmd(
         result = client.clock_values(timeout=timeout, expect=expect)
     report_collection(app, result, stats=stats, what="clock")
     data = {node: normalize_clock(value) for node, value in sorted(result.replies.items())}
-    if not emit(data, app.output_format(json_flag, yaml_flag)):
+    if not emit(data, app.output_format(json_flag, yaml_flag)) and data:
         styled_table(
             ["node", "clock"],
             [(style(node, fg="cyan"), "-" if c is None else c) for node, c in data.items()],
         )
-        if data:
-            footer(result)
+        footer(result)
     check_replies(result, "clock")
 
 
@@ -108,13 +107,12 @@ def revoked_cmd(
     report_collection(app, result, stats=stats, what="revoked")
     data = {node: normalize_revoked(value) for node, value in sorted(result.replies.items())}
     fmt = app.output_format(json_flag, yaml_flag)
-    if not emit(data, fmt):
+    if not emit(data, fmt) and data:
         styled_table(
             ["node", "revoked", "ids"],
             [(style(node, fg="cyan"), len(ids), short_list(ids)) for node, ids in data.items()],
         )
-        if data:
-            footer(result)
+        footer(result)
     check_replies(result, "revoked")
 
 

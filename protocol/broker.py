@@ -36,6 +36,10 @@ __all__ = [
 #: the same on its embedded filesystem broker).
 FANOUT_EVENT_TRANSPORTS = frozenset({"redis", "rediss", "gcpubsub", "filesystem", "sentinel"})
 
+#: Redis transports, and how long their channels block in one BRPOP.
+REDIS_TRANSPORTS = frozenset({"redis", "rediss", "sentinel"})
+REDIS_POLLING_INTERVAL = 0.05
+
 #: How often the embedded filesystem broker polls its folders, in seconds:
 #: short, so that a local cluster answers ``hello`` in tens of milliseconds.
 EMBEDDED_POLLING_INTERVAL = 0.01
@@ -108,6 +112,11 @@ class BrokerSettings:
         }
         if self.ssl:
             options["ssl"] = self.ssl if isinstance(self.ssl, Mapping) else True
+        if self.transport in REDIS_TRANSPORTS:
+            # kombu's Redis channel blocks in BRPOP for up to polling_interval
+            # (default 1 s) when it closes: short-lived commands would pay
+            # that on every exit.  A user's own setting wins.
+            options["transport_options"].setdefault("polling_interval", REDIS_POLLING_INTERVAL)
         if self.embedded:
             from .fsbroker import Transport
 
