@@ -559,10 +559,18 @@ class Binding:
         if inbound.routing_key.split(".", 1)[0] == "task":
             return
         now = time.time()
+        # Decode (and schema-check) once per message, not once per hosted
+        # node: one copy per distinct set of limits, usually just one.
+        decoded: list[Inbound] = []
         for handle in list(self.handles.values()):
             if handle.alive and handle.started.is_set():
+                limits = handle.node.config.limits
+                msg = next((m for m in decoded if m.decoded and m.decoded.limits == limits), None)
+                if msg is None:
+                    msg = inbound.predecoded(limits)
+                    decoded.append(msg)
                 with self.lock:
-                    actions = handle.node.receive_event(inbound, now)
+                    actions = handle.node.receive_event(msg, now)
                 self._perform(handle, actions)
 
     def _on_pidbox(self, message: Any) -> None:

@@ -125,7 +125,16 @@ class Membership:
     def __init__(self, me: str, max_workers: int = MAX_WORKERS) -> None:
         self.me = me
         self.max_workers = max_workers
+        #: Changed only through :meth:`on_event` and :meth:`sweep`, which
+        #: keep the cache of :meth:`alive` in step with it.
         self.workers: dict[str, WorkerInfo] = {}
+        # The answer of alive(now) for now in [_alive_from, _alive_until):
+        # an election asks for the alive set on every acknowledgement (N^2
+        # times per election), and rebuilding it each time was most of the
+        # cost of a process hosting many nodes.
+        self._alive: tuple[str, ...] | None = None
+        self._alive_from = 0.0
+        self._alive_until = 0.0
 
     def on_event(self, event: Mapping[str, Any], now: float) -> list[Change]:
         """Apply one decoded worker event (``worker-online``, ``-heartbeat``,
@@ -138,9 +147,11 @@ class Membership:
         if type_ == "worker-offline":
             if worker is None or not worker.alive_flag:
                 return []
+            self._alive = None
             worker.alive_flag = False
             del self.workers[hostname]
             return [Change("leave", worker)]
+        self._alive = None
         changes: list[Change] = []
         if worker is None:
             if len(self.workers) >= self.max_workers:
@@ -174,11 +185,29 @@ class Membership:
         lost = [w for w in self.workers.values() if not w.alive(now)]
         for worker in lost:
             del self.workers[worker.hostname]
+        if lost:
+            self._alive = None
         return [Change("lost", w) for w in lost]
 
     def alive(self, now: float) -> list[str]:
-        """Hostnames of the peers alive at ``now`` (never ``me``)."""
-        return [h for h, w in self.workers.items() if w.alive(now)]
+        """Hostnames of the peers alive at ``now`` (never ``me``).
+
+        Cached: for a later ``now`` before the earliest expiry among the
+        alive peers the set is the same (dead entries stay dead as time
+        moves on), so only a membership change, a heartbeat, an expiry or
+        a ``now`` earlier than the cached one recomputes it."""
+        if self._alive is None or not self._alive_from <= now < self._alive_until:
+            alive: list[str] = []
+            until = float("inf")
+            for hostname, worker in self.workers.items():
+                if worker.alive(now):
+                    alive.append(hostname)
+                    expires = worker.expires_at()
+                    if expires is not None and expires < until:
+                        until = expires
+            self._alive = tuple(alive)
+            self._alive_from, self._alive_until = now, until
+        return list(self._alive)
 
     def __contains__(self, hostname: object) -> bool:
         return hostname in self.workers

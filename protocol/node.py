@@ -22,13 +22,14 @@ per ``reject_log_interval`` and dropped; no handler raises.
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import socket
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from fnmatch import fnmatchcase
 from typing import Any
 
@@ -67,6 +68,7 @@ from .wire import (
 
 __all__ = [
     "Action",
+    "Decoded",
     "Elected",
     "Inbound",
     "Log",
@@ -154,15 +156,58 @@ def schema_problem(body: object, kind: str, size: int | None = None) -> str:
 # -- inputs and outputs ---------------------------------------------------
 
 
+_INVALID = object()
+
+
+class Decoded:
+    """An inbound body decoded, and schema-checked on demand, once for all
+    the nodes of a process.
+
+    A binding hosting many nodes hands every event to each of them; decoding
+    and validating the same bytes once per node was a third of such a
+    process's time.  Only a node with equal :class:`Limits` uses it (the
+    limits decide what is rejected), and the body is shared: nodes only
+    read it (what reaches election handlers is copied).
+    """
+
+    __slots__ = ("limits", "body", "error", "_problems")
+
+    def __init__(self, msg: Inbound, limits: Limits) -> None:
+        self.limits = limits
+        #: The decoded body, or ``_INVALID`` with ``error`` saying why.
+        self.body: Any = _INVALID
+        self.error = ""
+        try:
+            self.body = decode_body(msg.body, msg.content_type, msg.content_encoding, limits)
+        except Rejected as exc:
+            self.error = str(exc)
+        self._problems: dict[tuple[str, int | None], str] = {}
+
+    def schema_problem(self, kind: str, size: int | None) -> str:
+        """:func:`schema_problem` of the body, computed once per ``kind``."""
+        key = (kind, size)
+        problem = self._problems.get(key)
+        if problem is None:
+            problem = self._problems[key] = schema_problem(self.body, kind, size)
+        return problem
+
+
 @dataclass(frozen=True)
 class Inbound:
-    """One message as it came off the broker, not yet decoded."""
+    """One message as it came off the broker, not yet decoded (or decoded
+    once for many nodes: ``decoded``, see :meth:`predecoded`)."""
 
     body: bytes | str | None
     content_type: str | None = JSON_CONTENT_TYPE
     content_encoding: str | None = "utf-8"
     headers: Mapping[str, Any] = field(default_factory=dict)
     routing_key: str = ""
+    decoded: Decoded | None = field(default=None, compare=False, repr=False)
+
+    def predecoded(self, limits: Limits) -> Inbound:
+        """This message with its body decoded once under ``limits``: nodes
+        with those limits skip their own decode and schema checks."""
+        return replace(self, decoded=Decoded(self, limits))
 
     @classmethod
     def json(
@@ -858,13 +903,23 @@ class Node:
         headers = msg.headers if isinstance(msg.headers, Mapping) else {}
         sender = headers.get("hostname")
         sender = sender if isinstance(sender, str) else "unknown sender"
-        body = self._decode(msg, sender, "event", now, out)
+        shared = msg.decoded
+        if shared is not None and (
+            shared.limits is self.config.limits or shared.limits == self.config.limits
+        ):
+            body = shared.body
+            if body is _INVALID:
+                self._reject(sender, "event", shared.error, now, out)
+                return
+        else:
+            shared = None
+            body = self._decode(msg, sender, "event", now, out)
         if body is _INVALID or isinstance(body, list):
             return  # a task.multi batch published with another routing key
         if not isinstance(body, dict) or not isinstance(body.get("type"), str):
             self._reject(sender, "event", "not an event object", now, out)
             return
-        self._worker_event_in(body, sender, now, out, _size(msg))
+        self._worker_event_in(body, sender, now, out, _size(msg), shared)
 
     def on_event(
         self, event: dict[str, Any], now: float, sender: str | None = None
@@ -915,6 +970,7 @@ class Node:
         now: float,
         out: list[Action],
         size: int | None = None,
+        shared: Decoded | None = None,
     ) -> None:
         type_: str = body["type"]
         if not type_.startswith("worker-"):
@@ -926,7 +982,10 @@ class Node:
             "worker-offline",
         ):
             return  # custom worker-* events: not membership
-        problem = schema_problem(body, kind, size)
+        if shared is not None:
+            problem = shared.schema_problem(kind, size)
+        else:
+            problem = schema_problem(body, kind, size)
         if problem:
             self._reject(sender, f"event {_safe(type_, 50)}", problem, now, out)
             return
@@ -939,6 +998,9 @@ class Node:
         else:
             self._receive_clock(body.get("clock"), hostname, now, out)
         if type_ == "worker-elect":
+            if shared is not None and "action" in body:
+                # The action reaches election handlers: each node its own copy.
+                body = {**body, "action": copy.deepcopy(body["action"])}
             self._on_elect(body, hostname, now, out)
         elif type_ == "worker-elect-ack":
             id_ = body.get("id")
@@ -1046,9 +1108,6 @@ class Node:
     def revoke_local(self, task_ids: Iterable[str], now: float) -> None:
         """Flag ids as revoked on this node only (tests, seeding)."""
         self.revoked.update(task_ids, now)
-
-
-_INVALID = object()
 
 
 def _size(msg: Inbound) -> int | None:
