@@ -32,6 +32,10 @@ __all__ = ["tail_cmd", "type_filter", "format_event", "open_stream", "notice_pri
 #: new encoder per call, which shows at tens of thousands of events/s).
 encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, default=str).encode
 
+#: Invalid events of one batch explained in detail (and reported on stderr
+#: with --json); the rest are counted.
+DETAILED_PER_BATCH = 100
+
 _PATTERN_OK = re.compile(r"^[A-Za-z0-9_.*?!\[\]-]+$")
 
 
@@ -210,10 +214,22 @@ def tail_cmd(
     json_out = app.output_format(json_flag) == "json"
     check: Callable[[Any], list[Any]] | None = None
     if validate:
+        from wkctl.protocol.validation import is_valid
         from wkctl.protocol.validation import validate as validate_body
 
+        budget = [DETAILED_PER_BATCH]
+
         def check(body: Any) -> list[Any]:
-            return validate_body(body, "event")
+            # The fast path says valid or not for every event; the detailed
+            # (slow) pass explains only the first invalid ones of each batch,
+            # so one hostile message of millions of invalid items cannot
+            # stall the stream.
+            if is_valid(body, "event"):
+                return []
+            if budget[0] <= 0:
+                return ["invalid (details skipped: too many invalid events at once)"]
+            budget[0] -= 1
+            return validate_body(body, "event") or ["invalid"]
 
     stream = open_stream(app)
     shown = invalid = 0
@@ -236,6 +252,9 @@ def tail_cmd(
                 if validate or app.verbose:
                     click.echo(f"wkctl: refused message: {reason}: {detail}", err=True)
             lines: list[str] = []
+            if validate:
+                budget[0] = DETAILED_PER_BATCH
+            reported = batch_invalid = 0
             for event in batch:
                 type_ = event.get("type") if isinstance(event, dict) else None
                 if types and not (isinstance(type_, str) and wanted(type_)):
@@ -243,9 +262,11 @@ def tail_cmd(
                 issues = check(event) if check is not None else []
                 if issues:
                     invalid += 1
+                    batch_invalid += 1
                 if json_out:
                     lines.append(encode(event))
-                    if issues:
+                    if issues and reported < DETAILED_PER_BATCH:
+                        reported += 1
                         click.echo(
                             f"wkctl: invalid event #{shown + 1} ({type_ or '?'} from "
                             f"{event.get('hostname', '?') if isinstance(event, dict) else '?'}): "
@@ -260,6 +281,11 @@ def tail_cmd(
                 shown += 1
                 if count is not None and shown >= count:
                     break
+            if json_out and batch_invalid > reported:
+                click.echo(
+                    f"wkctl: {batch_invalid - reported} more invalid event(s) in this batch",
+                    err=True,
+                )
             if lines:
                 chunk = "\n".join(lines) + "\n"
                 try:

@@ -64,6 +64,7 @@ from .wire import (
     pidbox_reply_headers,
     pidbox_request,
     pidbox_request_headers,
+    printable,
 )
 
 __all__ = [
@@ -102,11 +103,7 @@ def _sw_ver() -> str:
     return __version__
 
 
-def _safe(text: object, limit: int = 200) -> str:
-    """A peer-supplied string fit for one log line (no newlines, bounded)."""
-    s = text if isinstance(text, str) else repr(text)
-    s = s.encode("unicode_escape", "backslashreplace").decode("ascii")
-    return s if len(s) <= limit else s[:limit] + "..."
+_safe = printable  # peer-supplied text in log lines (see wire.printable)
 
 
 # -- schema validation adapter -------------------------------------------

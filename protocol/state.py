@@ -70,6 +70,8 @@ from functools import cmp_to_key
 from typing import Any
 from weakref import WeakSet
 
+from .wire import printable
+
 __all__ = (
     "State",
     "Worker",
@@ -343,7 +345,7 @@ def _warn_drift(hostname: Any, drift: float, local_received: float, timestamp: f
     logger.warning(
         "Substantial drift from %s may mean clocks are out of sync.  Current drift is "
         "%s seconds.  [orig: %s recv: %s]",
-        hostname,
+        printable(hostname),
         int(drift),
         timestamp,
         local_received,

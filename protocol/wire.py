@@ -29,6 +29,7 @@ __all__ = [
     "expand_batch",
     "pidbox_reply",
     "pidbox_request",
+    "printable",
     "utcoffset",
 ]
 
@@ -196,6 +197,18 @@ def decode_body(
     if isinstance(obj, (dict, list)) and body.count("{") + body.count("[") > limits.max_depth:
         _check_depth(obj, limits.max_depth)
     return obj
+
+
+def printable(text: object, limit: int = 200) -> str:
+    """A peer-supplied value fit for one log line: escaped, bounded.
+
+    Node names and other strings come from any process with broker access;
+    logged raw, a newline forges log lines and an escape sequence reaches
+    the operator's terminal.
+    """
+    s = text if isinstance(text, str) else repr(text)
+    s = s.encode("unicode_escape", "backslashreplace").decode("ascii")
+    return s if len(s) <= limit else s[:limit] + "..."
 
 
 def utcoffset() -> float:

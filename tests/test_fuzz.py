@@ -658,12 +658,6 @@ def test_validate_cli_on_mutated_files(tmp_path: Path) -> None:
     assert not (tmp_path / "pwned").exists()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="defect: protocol/state.py _warn_drift() logs the peer-sent hostname unescaped "
-    "('Substantial drift from %s ...'): a hostname holding a newline forges log lines, "
-    "ANSI escapes reach terminals, a 100 kB name makes a 100 kB line",
-)
 def test_state_drift_warning_does_not_inject_log_lines(caplog: pytest.LogCaptureFixture) -> None:
     state = State()
     name = f"w-{uuid.uuid4().hex[:6]}@h\nINFO forged line\x1b[2J"
