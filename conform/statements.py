@@ -586,7 +586,7 @@ STATEMENTS: dict[str, Statement] = {
         id="SEC-1",
         level="MUST",
         section="12. Security",
-        text="A node MUST accept only the content type `application/json` on every consumer (pidbox, replies, events) and MUST NOT deserialize any other (pickle, yaml, msgpack): it drops such a message unread. (A pickle body runs code in the receiver.)",
+        text="A node MUST accept only the content type `application/json` on every consumer (pidbox, replies, events) and MUST NOT deserialize any other (pickle, yaml, msgpack): it drops such a message unread. (A pickle body runs code in the receiver.) `NaN`, `Infinity` and numbers that overflow a double are not JSON (RFC 8259) and make the whole message invalid, though some JSON parsers accept them.",
     ),
     "SEC-2": Statement(
         id="SEC-2",

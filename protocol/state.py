@@ -334,21 +334,34 @@ _WORKER_NUMERIC = (
 _drift_warned: set[str] = set()
 
 
+#: Drift warnings logged per minute at most, over all hosts: hostnames are
+#: whatever a peer sends, so "once per hostname" alone is no bound.
+DRIFT_WARNINGS_PER_MINUTE = 10
+_drift_window = [0.0, 0]  # [window start (monotonic), warnings in it]
+
+
 def _warn_drift(hostname: Any, drift: float, local_received: float, timestamp: float) -> None:
-    """Warn once per hostname that its clock drifts from ours (bounded memory)."""
+    """Warn once per hostname that its clock drifts from ours (bounded memory
+    and rate); every peer-sent value is escaped for the log line."""
     key = str(hostname)
     if key in _drift_warned:
         return
     if len(_drift_warned) >= 1000:
         _drift_warned.clear()
     _drift_warned.add(key)
+    now = time.monotonic()
+    if now - _drift_window[0] >= 60.0:
+        _drift_window[0], _drift_window[1] = now, 0
+    if _drift_window[1] >= DRIFT_WARNINGS_PER_MINUTE:
+        return
+    _drift_window[1] += 1
     logger.warning(
         "Substantial drift from %s may mean clocks are out of sync.  Current drift is "
         "%s seconds.  [orig: %s recv: %s]",
         printable(hostname),
         int(drift),
-        timestamp,
-        local_received,
+        printable(timestamp, 40),
+        printable(local_received, 40),
     )
 
 

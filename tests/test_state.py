@@ -698,3 +698,27 @@ def test_task_and_worker_subclasses_see_every_event() -> None:
     task = s.tasks["t1"]
     assert isinstance(task, MyTask) and task.state == SUCCESS and task.result == "4"
     assert task.name == "proj.add" and set(s.tasks_by_type["proj.add"]) == {task}
+
+
+def test_drift_warnings_are_rate_limited_over_all_hosts(caplog) -> None:
+    """Hostnames are whatever peers send: inventing new ones must not flood the log."""
+    import time as _time
+
+    from wkctl.protocol import state as state_module
+
+    state_module._drift_window[:] = [0.0, 0]
+    st = state_module.State()
+    with caplog.at_level("WARNING"):
+        for i in range(50):
+            st.event(
+                {
+                    "type": "worker-heartbeat",
+                    "hostname": f"forged-{i}-{_time.time()}@h",
+                    "timestamp": 1.0,
+                    "local_received": _time.time(),
+                    "clock": 1,
+                    "freq": 2.0,
+                }
+            )
+    drift = [r for r in caplog.records if "drift" in r.getMessage()]
+    assert len(drift) == state_module.DRIFT_WARNINGS_PER_MINUTE
