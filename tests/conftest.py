@@ -10,6 +10,7 @@ testing.
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -20,6 +21,15 @@ from support.workers import CeleryWorker, WorkerPool, celery_python
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 REPO = Path(__file__).resolve().parent.parent
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # A shell without job control starts background commands with SIGINT
+    # ignored, and children inherit "ignored": the wkctl processes the
+    # tests interrupt (Ctrl-C -> exit 130) would then never see the signal.
+    # Restore a handler so every child starts with the default disposition.
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
