@@ -23,7 +23,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -34,6 +33,7 @@ import pytest
 from kombu import Connection, Producer
 
 from support.brokerproc import RabbitProc, RedisProc, rabbitmq_available, redis_available
+from support.cliproc import wkctl_popen
 from support.nodes import NodeProcess, unique_name
 from support.tcpproxy import TcpProxy, proxied_url, target_of
 from wkctl.protocol.broker import event_exchange, transport_of
@@ -93,8 +93,8 @@ class CliProcess:
         out, err = tmp / f"cli-{tag}.out", tmp / f"cli-{tag}.err"
         env = dict(os.environ)
         env.pop("WKCTL_BROKER_URL", None)
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "wkctl", "--broker", url, *args],
+        proc = wkctl_popen(
+            ["--broker", url, *args],
             stdout=open(out, "wb"),
             stderr=open(err, "wb"),
             env=env,

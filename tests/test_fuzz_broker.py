@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 from kombu import Connection, Producer
 
+from support.cliproc import wait_for_text, wkctl_popen
 from support.mutate import HOSTILE_NAMES, Mutator
 from support.nodes import NodeProcess, unique_name
 from wkctl.protocol.broker import event_exchange, pidbox_exchange, transport_of
@@ -64,23 +63,17 @@ def heartbeat(hostname: str) -> dict[str, object]:
 def test_node_tail_dump_survive_hostile_traffic(broker_url: str, tmp_path: Path) -> None:
     transport = transport_of(broker_url)
     node = NodeProcess.start(broker_url, unique_name("fuzz"), "--heartbeat", "0.5", logdir=tmp_path)
-    tail = subprocess.Popen(
-        [sys.executable, "-m", "wkctl", "--broker", broker_url, "-v", "tail", "--json"],
+    tail = wkctl_popen(
+        ["--broker", broker_url, "-v", "tail", "--json"],
         stdout=open(tmp_path / "tail.out", "wb"),
         stderr=open(tmp_path / "tail.err", "wb"),
         cwd=str(REPO),
     )
     dump = None
     try:
-        deadline = time.monotonic() + 15
-        while "listening on queue" not in (tmp_path / "tail.err").read_text():
-            assert time.monotonic() < deadline and tail.poll() is None
-            time.sleep(0.05)
-        dump = subprocess.Popen(
+        wait_for_text(tmp_path / "tail.err", "listening on queue", tail)
+        dump = wkctl_popen(
             [
-                sys.executable,
-                "-m",
-                "wkctl",
                 "--broker",
                 broker_url,
                 "dump",
@@ -193,22 +186,16 @@ def test_node_tail_dump_survive_hostile_traffic(broker_url: str, tmp_path: Path)
 
 def test_lone_surrogate_in_node_name(broker_url: str, tmp_path: Path) -> None:
     transport = transport_of(broker_url)
-    tail = subprocess.Popen(
-        [sys.executable, "-m", "wkctl", "--broker", broker_url, "-v", "tail", "--json"],
+    tail = wkctl_popen(
+        ["--broker", broker_url, "-v", "tail", "--json"],
         stdout=open(tmp_path / "tail.out", "wb"),
         stderr=open(tmp_path / "tail.err", "wb"),
         cwd=str(REPO),
     )
     try:
-        deadline = time.monotonic() + 15
-        while "listening on queue" not in (tmp_path / "tail.err").read_text():
-            assert time.monotonic() < deadline and tail.poll() is None
-            time.sleep(0.05)
-        dump = subprocess.Popen(
+        wait_for_text(tmp_path / "tail.err", "listening on queue", tail)
+        dump = wkctl_popen(
             [
-                sys.executable,
-                "-m",
-                "wkctl",
                 "--broker",
                 broker_url,
                 "dump",
@@ -250,11 +237,8 @@ def test_lone_surrogate_in_node_name(broker_url: str, tmp_path: Path) -> None:
 
 def test_tail_validate_is_not_stalled_by_one_huge_batch(broker_url: str, tmp_path: Path) -> None:
     transport = transport_of(broker_url)
-    tail = subprocess.Popen(
+    tail = wkctl_popen(
         [
-            sys.executable,
-            "-m",
-            "wkctl",
             "--broker",
             broker_url,
             "-v",
@@ -267,10 +251,7 @@ def test_tail_validate_is_not_stalled_by_one_huge_batch(broker_url: str, tmp_pat
         cwd=str(REPO),
     )
     try:
-        deadline = time.monotonic() + 15
-        while "listening on queue" not in (tmp_path / "tail.err").read_text():
-            assert time.monotonic() < deadline and tail.poll() is None
-            time.sleep(0.05)
+        wait_for_text(tmp_path / "tail.err", "listening on queue", tail)
         with Connection(broker_url) as conn:
             producer = Producer(conn.channel())
             events = event_exchange(NAMES, transport)(producer.channel)

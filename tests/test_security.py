@@ -39,6 +39,7 @@ import pytest
 from kombu import Connection, Exchange, Producer
 
 from support.brokerproc import RedisProc, free_port
+from support.cliproc import wait_for_text, wkctl_popen
 from support.nodes import NodeProcess, hosted_nodes, unique_name
 from support.workers import _die_with_parent
 from wkctl.protocol.broker import event_exchange, pidbox_exchange, reply_exchange, transport_of
@@ -137,22 +138,16 @@ def test_only_json_is_accepted_by_every_consumer(broker_url: str, tmp_path: Path
     danger.mkdir()
     payloads = hostile_payloads(danger)
     transport = transport_of(broker_url)
-    tail = subprocess.Popen(
-        [sys.executable, "-m", "wkctl", "--broker", broker_url, "-v", "tail", "--json"],
+    tail = wkctl_popen(
+        ["--broker", broker_url, "-v", "tail", "--json"],
         stdout=open(tmp_path / "tail.out", "wb"),
         stderr=open(tmp_path / "tail.err", "wb"),
         cwd=str(REPO),
     )
     try:
-        deadline = time.monotonic() + 15
-        while "listening on queue" not in (tmp_path / "tail.err").read_text():
-            assert time.monotonic() < deadline and tail.poll() is None
-            time.sleep(0.05)
-        dump = subprocess.Popen(
+        wait_for_text(tmp_path / "tail.err", "listening on queue", tail)
+        dump = wkctl_popen(
             [
-                sys.executable,
-                "-m",
-                "wkctl",
                 "--broker",
                 broker_url,
                 "dump",
@@ -324,11 +319,8 @@ def test_absurd_clock_from_a_peer_does_not_poison_other_nodes(broker_url: str) -
 def test_config_file_limits_apply_to_tail(broker_url: str, tmp_path: Path) -> None:
     config = tmp_path / "wkctl.yaml"
     config.write_text(f"broker_url: {broker_url}\nlimits: {{max_body_bytes: 2000, max_depth: 4}}\n")
-    tail = subprocess.Popen(
+    tail = wkctl_popen(
         [
-            sys.executable,
-            "-m",
-            "wkctl",
             "--config",
             str(config),
             "-v",
@@ -341,10 +333,7 @@ def test_config_file_limits_apply_to_tail(broker_url: str, tmp_path: Path) -> No
         cwd=str(REPO),
     )
     try:
-        deadline = time.monotonic() + 15
-        while "listening on queue" not in (tmp_path / "err").read_text():
-            assert time.monotonic() < deadline and tail.poll() is None
-            time.sleep(0.05)
+        wait_for_text(tmp_path / "err", "listening on queue", tail)
         with Connection(broker_url) as conn:
             exchange = event_exchange(NAMES, transport_of(broker_url))
             small = {"type": "worker-custom", "hostname": "a@b", "clock": 1, "n": "x" * 10}
@@ -379,11 +368,8 @@ def test_config_file_limits_apply_to_node(broker_url: str, tmp_path: Path) -> No
     config = tmp_path / "wkctl.yaml"
     config.write_text(f"broker_url: {broker_url}\nlimits: {{max_body_bytes: 2000}}\n")
     name = unique_name("lim")
-    node = subprocess.Popen(
+    node = wkctl_popen(
         [
-            sys.executable,
-            "-m",
-            "wkctl",
             "--config",
             str(config),
             "node",
@@ -562,11 +548,8 @@ def _tls_round_trip(url: str, ssl_options: dict[str, Any], tmp_path: Path) -> No
     config = tmp_path / "wkctl.yaml"
     config.write_text(json.dumps({"broker_url": url, "broker_use_ssl": ssl_options}))
     name = unique_name("tls")
-    node = subprocess.Popen(
+    node = wkctl_popen(
         [
-            sys.executable,
-            "-m",
-            "wkctl",
             "--config",
             str(config),
             "node",
