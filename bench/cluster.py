@@ -450,7 +450,7 @@ def run_elect(ctx: BenchContext, cl: Cluster, kind: str, n: int) -> dict[str, An
                 "lower",
                 {"wkctl elect process": [x["wall_ms"] for x in wk]},
                 note="with --wait-acks; includes finding the participants (heartbeat answers, "
-                "done 50 ms after the last new one) and pinging every participant afterwards",
+                "done 100 ms after the last new one) and pinging every participant afterwards",
             ),
             "messages": metric(
                 "messages",

@@ -94,7 +94,7 @@ def parse_action(text: str | None, topic: str) -> Any:
 
 
 def probe_nodes(
-    client: Client, stream: EventStream, window: float, settle: float = 0.05
+    client: Client, stream: EventStream, window: float, settle: float = 0.1
 ) -> dict[str, dict[str, Any]]:
     """Ask every node for a heartbeat and collect the answers.
 
@@ -167,7 +167,7 @@ def check_alive(client: Client, hostnames: list[str], timeout: float) -> list[st
     default=0.5,
     show_default=True,
     metavar="SECONDS",
-    help="At most this long to find the participants (it ends 50 ms after the last new "
+    help="At most this long to find the participants (it ends 100 ms after the last new "
     "heartbeat answered; 0: do not look).",
 )
 @click.option(
@@ -247,7 +247,7 @@ def elect_cmd(
                 click.echo(f"wkctl: warning: --force: {hazard}", err=True)
             if not nodes:
                 app.log("elect: no node answered the heartbeat request; electing anyway")
-            watch = ElectionWatch(election_id, participants=kinds, alive=len(nodes))
+            watch = ElectionWatch(election_id, participants=kinds, alive=nodes)
             watch.started_at = time.perf_counter()
             client.election(election_id, topic, action)
             deadline = time.monotonic() + timeout

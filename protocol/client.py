@@ -56,6 +56,7 @@ from .vocab import (
     ELECT_EVENT,
     FANOUT_EVENT_TRANSPORTS,
     GOSSIP_TRANSPORTS,
+    HEARTBEAT_TYPES,
     PeerKind,
     peer_kind,
 )
@@ -421,7 +422,7 @@ class ElectionWatch:
         *,
         participants: Mapping[str, str] | None = None,
         expected: Iterable[str] = (),
-        alive: int | None = None,
+        alive: Iterable[str] = (),
         started_at: float = 0.0,
         max_candidates: int = 10_000,
     ) -> None:
@@ -430,8 +431,9 @@ class ElectionWatch:
         for host in expected:
             self.kinds.setdefault(host, "other")
         self.expected = frozenset(self.kinds)
-        #: nodes every Celery participant counts alive (itself included)
-        self.alive = len(self.kinds) if alive is None else alive
+        #: the nodes a Celery participant counts alive (itself included):
+        #: every node that sent a heartbeat, participant or not
+        self.alive = set(alive) | self.expected
         self.started_at = started_at
         self.max_candidates = max_candidates
         self.requests: dict[str, ElectRequest] = {}
@@ -448,11 +450,25 @@ class ElectionWatch:
         self.decided_at: float | None = None
         self.completed_at: float | None = None
 
+    def _seen_alive(self, host: Any) -> None:
+        """A node not seen before is alive: Celery participants count it
+        among their peers, so their replays start over with it."""
+        if not isinstance(host, str) or not host or host in self.alive:
+            return
+        self.alive.add(host)
+        for name, rule in list(self.rules.items()):
+            if isinstance(rule, CeleryRule):
+                del self.rules[name]
+                if self._rule(name).result is None:
+                    self.undecided.add(name)
+                else:
+                    self.undecided.discard(name)
+
     def _rule(self, host: str) -> CeleryRule | SpecRule:
         rule = self.rules.get(host)
         if rule is None:
             if self.kinds.get(host) == "celery":
-                rule = CeleryRule(host, self.alive - 1)
+                rule = CeleryRule(host, len(self.alive - {host}))
             else:
                 rule = SpecRule(host, self.expected)
             for arrival in self.arrivals:  # a node that stood unexpectedly
@@ -462,9 +478,15 @@ class ElectionWatch:
 
     def feed(self, event: Any, now: float) -> bool:
         """Take one decoded event; True when it completed the election."""
-        if not isinstance(event, dict) or event.get("id") != self.id:
+        if not isinstance(event, dict):
             return False
         type_ = event.get("type")
+        if type_ in HEARTBEAT_TYPES:
+            if type_ != "worker-offline":
+                self._seen_alive(event.get("hostname"))
+            return False
+        if event.get("id") != self.id:
+            return False
         if type_ == ELECT_EVENT:
             request = ElectRequest.from_event(event)
             if request is None:
@@ -475,6 +497,7 @@ class ElectionWatch:
                     self.ignored += 1
                     return False
                 self.requests[request.hostname] = request
+                self._seen_alive(request.hostname)
                 if self.expected and request.hostname not in self.rules:
                     self._rule(request.hostname)  # stood unexpectedly: its rule, from the start
                     self.undecided.add(request.hostname)

@@ -261,6 +261,7 @@ def test_fifty_elections_each_participants_reported_decision_is_the_one_it_logge
     agreed = disagreeing_clusters = 0
     for _ in range(50):
         code, out, err = run_cli([*cluster.args, "elect", "--topic", "task", "--json"], capsys)
+        assert out, err
         doc = json.loads(out)
         verdicts = celery_verdicts(cluster, doc["id"])
         reported = {h: d["winner"] for h, d in doc["decisions"].items()}

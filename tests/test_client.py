@@ -274,6 +274,20 @@ def test_election_watch_reports_each_participants_own_decision_and_disagreement(
     assert out2.sides == {"w1@h.1": ["w1@h"], "w2@h.2": ["w2@h", "w4@h"]}
 
 
+def test_election_watch_counts_a_node_that_shows_up_late_among_celerys_peers() -> None:
+    """A Celery worker counts every node whose heartbeat it has as a peer, so
+    a node the discovery missed changes when it decides: the replay starts
+    over with it."""
+    w = ElectionWatch("E", participants={"a@h": "celery", "b@h": "celery"})
+    for ev in [_elect("a@h", 1, 1), _elect("b@h", 2, 2), _ack("a@h")]:
+        w.feed(ev, 0.0)
+    assert w.settled and w.outcome().winner.hostname == "a@h"  # type: ignore[union-attr]
+    w.feed({"type": "worker-heartbeat", "hostname": "c@h", "sw_ident": "wkctl"}, 0.0)
+    assert not w.settled and w.outcome().undecided == ["a@h", "b@h"]
+    w.feed(_ack("b@h"), 0.0)
+    assert w.settled and w.outcome().agreed
+
+
 def test_election_watch_sees_two_celery_workers_crash() -> None:
     kinds = {"a@h": "celery", "b@h": "celery"}
     w = ElectionWatch("E", participants=kinds)
