@@ -471,6 +471,13 @@ def run_elect(ctx: BenchContext, cl: Cluster, kind: str, n: int) -> dict[str, An
         "wkctl elect --wait-acks (every ack)",
         "celery control election (last ack on the wire)",
     )
+    target(
+        c,
+        f"wkctl elect decision vs Celery's last decided on {kind} at N={n} (x faster)",
+        c["ratios"]["decision"],
+        1.0,
+        higher=True,
+    )
     c["candidates"] = [x.get("candidates") for x in wk]
     c["disagreements"] = sum(1 for x in wk if x.get("agreed") is False)
     return c

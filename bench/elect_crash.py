@@ -1,4 +1,4 @@
-"""How often Celery's own elections kill Celery workers (opt-in, ~15 min).
+"""How often Celery's own elections kill Celery workers (opt-in, about 20 min).
 
 ``python -m bench.elect_crash`` holds ``--elections`` elections (default
 20) with Celery's own ``app.control.election`` in clusters of 2, 3 and 5

@@ -33,7 +33,7 @@ from wkctl.protocol.client import (
     EventStream,
     election_participants,
 )
-from wkctl.protocol.election import election_hazard
+from wkctl.protocol.election import election_hazard, mixed_rules_warning
 from wkctl.protocol.vocab import HEARTBEAT_TYPES, peer_kind
 
 from .context import AppContext, pass_app
@@ -245,6 +245,9 @@ def elect_cmd(
                         ExitCode.FAILURE,
                     )
                 click.echo(f"wkctl: warning: --force: {hazard}", err=True)
+            mixed = mixed_rules_warning(kinds)
+            if mixed is not None:
+                click.echo(f"wkctl: warning: {mixed}", err=True)
             if not nodes:
                 app.log("elect: no node answered the heartbeat request; electing anyway")
             watch = ElectionWatch(election_id, participants=kinds, alive=nodes)

@@ -10,17 +10,22 @@ clock, and every node acknowledges every ``worker-elect`` it sees with a
 Celery's own bookkeeping (``celery.worker.consumer.gossip.Gossip``) has
 defects that this module fixes (spec: election section):
 
-* ``LamportClock.sort_heap`` indexes ``h[1]``, so a lone worker raises
-  ``IndexError`` and dies; :func:`pick_winner` handles one request.
-* ``sort_heap`` only breaks ties between the first run of equal clocks, and
-  relies on heap order; :func:`pick_winner` takes the minimum of the total
-  order over all requests, so ties among any number of requests and
-  identical entries give the same answer everywhere.
-* acks are counted per message, so with three workers a node decides after
-  three acks even if it has not yet seen every request; here acks are
-  counted per distinct node and a decision waits for every expected
-  ``worker-elect`` (the nodes known alive when the election started here,
-  this node included) *and* an ack from each of them.
+* ``LamportClock.sort_heap`` indexes ``h[1]``, so a worker that decides
+  holding one request raises ``IndexError`` and dies (alone: always; one
+  of two: often); :func:`pick_winner` handles one request.
+* ``sort_heap``'s tie loop only looks at the first run of equal clocks in
+  heap layout; it still returns the heap's root, but only because
+  ``heapq`` keeps the lowest tuple there: :func:`pick_winner` states the
+  total order itself, for any number of requests and identical entries.
+* acks are counted per message, from ``N-1`` peers, so with three workers
+  a node decides after two acks even if it has not yet seen every request;
+  here acks are counted per distinct node and a decision waits for every
+  expected ``worker-elect`` (the nodes known alive when the election
+  started here, this node included) *and* an ack from each of them.
+
+:class:`CeleryRule` and :class:`SpecRule` replay, for an observer, what a
+stock Celery worker and a conforming node decide on a given order of
+arrivals (``wkctl elect`` reports every participant's decision).
 * an election whose participants died waits forever and leaks; here it
   is decided among the requests received after ``timeout`` seconds and its
   state is discarded.
@@ -49,6 +54,7 @@ __all__ = [
     "Replayed",
     "SpecRule",
     "election_hazard",
+    "mixed_rules_warning",
     "order_key",
     "pick_winner",
     "replay_celery",
@@ -451,3 +457,25 @@ def election_hazard(kinds: Mapping[str, str]) -> str | None:
             "killing both; spec DEFECT-1)"
         )
     return None
+
+
+def mixed_rules_warning(kinds: Mapping[str, str]) -> str | None:
+    """Why stock Celery workers and conforming nodes in one election may both
+    run the action, or ``None`` when all follow one rule.
+
+    A stock worker decides at its ``N-1``-th ack message on the requests it
+    has (DEFECT-2); a conforming node waits for every request.  When the
+    lowest request arrives late they pick different winners (measured in
+    spec DEFECT-2).  Not a crash, so not refused: ``wkctl elect`` reports
+    each side.
+    """
+    stock = sorted(h for h, k in kinds.items() if k == "celery")
+    conforming = sorted(h for h, k in kinds.items() if k != "celery")
+    if not stock or not conforming:
+        return None
+    return (
+        f"stock Celery worker(s) ({', '.join(stock)}) decide on the requests that reached them "
+        f"after {len(kinds) - 1} ack messages (spec DEFECT-2) while the {len(conforming)} other "
+        "participant(s) wait for every request: they may pick different winners, and both "
+        "run the action"
+    )

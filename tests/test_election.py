@@ -20,6 +20,7 @@ from wkctl.protocol.election import (
     Elections,
     ElectRequest,
     election_hazard,
+    mixed_rules_warning,
     pick_winner,
     replay_celery,
     replay_spec,
@@ -269,6 +270,10 @@ def test_hazard_names_lone_and_two_participant_elections_only() -> None:
     assert election_hazard({"w@h": "celery", "n@h": "wkctl", "m@h": "wkctl"}) is None
     assert election_hazard({"w@h": "hardened"}) is None
     assert election_hazard({"n@h": "wkctl", "m@h": "wkctl"}) is None
+    mixed = mixed_rules_warning({"w@h": "celery", "n@h": "wkctl", "m@h": "hardened"}) or ""
+    assert "w@h" in mixed and "after 2 ack messages" in mixed and "DEFECT-2" in mixed
+    assert mixed_rules_warning({"w@h": "celery", "v@h": "celery"}) is None
+    assert mixed_rules_warning({"n@h": "wkctl", "m@h": "hardened"}) is None
 
 
 @st.composite
