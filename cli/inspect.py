@@ -16,11 +16,12 @@ from wkctl.protocol.client import normalize_clock, normalize_revoked
 from .context import AppContext, pass_app
 from .errors import CliError, ExitCode
 from .hello import (
+    ask,
     check_replies,
     expect_option,
     footer,
-    open_client,
     report_collection,
+    settle_option,
     short_list,
     stats_option,
     styled_table,
@@ -52,6 +53,7 @@ def signal_name(value: str) -> str:
 @click.command("clock")
 @timeout_option
 @expect_option
+@settle_option
 @click.option("--json", "json_flag", is_flag=True, help="Print JSON.")
 @click.option("--yaml", "yaml_flag", is_flag=True, help="Print YAML.")
 @stats_option
@@ -60,6 +62,7 @@ def clock_cmd(
     app: AppContext,
     timeout: float | None,
     expect: int | None,
+    settle: float,
     json_flag: bool,
     yaml_flag: bool,
     stats: bool,
@@ -69,8 +72,12 @@ def clock_cmd(
     --json: {"<node>": N, ...}
     """
     timeout = app.default_timeout(timeout)
-    with open_client(app) as client:
-        result = client.clock_values(timeout=timeout, expect=expect)
+    result = ask(
+        app,
+        lambda client, known: client.clock_values(
+            timeout=timeout, expect=expect, settle=settle, known=known
+        ),
+    )
     report_collection(app, result, stats=stats, what="clock")
     data = {node: normalize_clock(value) for node, value in sorted(result.replies.items())}
     if not emit(data, app.output_format(json_flag, yaml_flag)) and data:
@@ -79,12 +86,13 @@ def clock_cmd(
             [(style(node, fg="cyan"), "-" if c is None else c) for node, c in data.items()],
         )
         footer(result)
-    check_replies(result, "clock")
+    check_replies(result, "clock", app)
 
 
 @click.command("revoked")
 @timeout_option
 @expect_option
+@settle_option
 @click.option("--json", "json_flag", is_flag=True, help="Print JSON.")
 @click.option("--yaml", "yaml_flag", is_flag=True, help="Print YAML.")
 @stats_option
@@ -93,6 +101,7 @@ def revoked_cmd(
     app: AppContext,
     timeout: float | None,
     expect: int | None,
+    settle: float,
     json_flag: bool,
     yaml_flag: bool,
     stats: bool,
@@ -102,8 +111,12 @@ def revoked_cmd(
     --json: {"<node>": [ids], ...}
     """
     timeout = app.default_timeout(timeout)
-    with open_client(app) as client:
-        result = client.revoked_ids(timeout=timeout, expect=expect)
+    result = ask(
+        app,
+        lambda client, known: client.revoked_ids(
+            timeout=timeout, expect=expect, settle=settle, known=known
+        ),
+    )
     report_collection(app, result, stats=stats, what="revoked")
     data = {node: normalize_revoked(value) for node, value in sorted(result.replies.items())}
     fmt = app.output_format(json_flag, yaml_flag)
@@ -113,7 +126,7 @@ def revoked_cmd(
             [(style(node, fg="cyan"), len(ids), short_list(ids)) for node, ids in data.items()],
         )
         footer(result)
-    check_replies(result, "revoked")
+    check_replies(result, "revoked", app)
 
 
 @click.command("revoke")
@@ -129,6 +142,7 @@ def revoked_cmd(
 )
 @timeout_option
 @expect_option
+@settle_option
 @click.option("--json", "json_flag", is_flag=True, help="Print JSON.")
 @click.option("--yaml", "yaml_flag", is_flag=True, help="Print YAML.")
 @stats_option
@@ -140,6 +154,7 @@ def revoke_cmd(
     signal_: str,
     timeout: float | None,
     expect: int | None,
+    settle: float,
     json_flag: bool,
     yaml_flag: bool,
     stats: bool,
@@ -152,16 +167,19 @@ def revoke_cmd(
     """
     sig = signal_name(signal_)
     timeout = app.default_timeout(timeout)
-    with open_client(app) as client:
-        result = client.revoke(
+    result = ask(
+        app,
+        lambda client, known: client.revoke(
             list(task_ids),
             terminate=terminate,
             signal=sig,
             reply=True,
             timeout=timeout,
             expect=expect,
-        )
-    assert result is not None
+            settle=settle,
+            known=known,
+        ),
+    )
     report_collection(app, result, stats=stats, what="revoke")
     data = dict(sorted(result.replies.items()))
     if not emit(data, app.output_format(json_flag, yaml_flag)):
@@ -177,4 +195,4 @@ def revoke_cmd(
         styled_table(["node", "answer"], rows)
         if data:
             footer(result)
-    check_replies(result, "revoke")
+    check_replies(result, "revoke", app)
