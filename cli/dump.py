@@ -20,7 +20,7 @@ from wkctl.protocol.state import State
 
 from .context import AppContext, pass_app
 from .hello import styled_table
-from .render import emit, style
+from .render import clip, emit, style
 from .tail import open_stream
 
 __all__ = ["dump_cmd", "state_document", "worker_info", "task_info"]
@@ -133,13 +133,6 @@ def _ts(value: Any) -> str:
     return "-"
 
 
-def _short(value: Any, limit: int = 40) -> str:
-    if value is None:
-        return "-"
-    text = str(value)
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
 _STATE_COLORS = {
     "SUCCESS": "green",
     "FAILURE": "red",
@@ -161,10 +154,10 @@ def render(doc: dict[str, Any]) -> None:
                 (
                     style(name, fg="cyan"),
                     style("alive", fg="green") if w["alive"] else style("lost", fg="red"),
-                    _short(w["clock"]),
-                    _short(w["freq"]),
-                    _short(w["active"]),
-                    _short(w["processed"]),
+                    clip(w["clock"]),
+                    clip(w["freq"]),
+                    clip(w["active"]),
+                    clip(w["processed"]),
                     " ".join(str(x) for x in load) if isinstance(load, list) else "-",
                     f"{w['sw_ident'] or '?'} {w['sw_ver'] or ''}".strip(),
                 )
@@ -184,12 +177,12 @@ def render(doc: dict[str, Any]) -> None:
             rows.append(
                 (
                     uuid,
-                    _short(t["name"]),
+                    clip(t["name"]),
                     style(state_, fg=_STATE_COLORS.get(state_)),
-                    _short(t["worker"]),
+                    clip(t["worker"]),
                     _ts(t["received"] or t["sent"]),
                     f"{runtime:.4f}s" if isinstance(runtime, (int, float)) else "-",
-                    _short(outcome),
+                    clip(outcome),
                 )
             )
         styled_table(["uuid", "name", "state", "worker", "received", "runtime", "result"], rows)

@@ -27,9 +27,12 @@ from .hello import (
     styled_table,
     timeout_option,
 )
-from .render import emit, style
+from .render import clip, emit, style
 
 __all__ = ["clock_cmd", "revoked_cmd", "revoke_cmd", "signal_name"]
+
+#: Widest answer ``revoke`` prints per node in a table (``--json``: all of it).
+ANSWER_WIDTH = 100
 
 
 def signal_name(value: str) -> str:
@@ -161,7 +164,8 @@ def revoke_cmd(
 ) -> None:
     """Revoke task ids on every node (as `celery control revoke` does).
 
-    Prints what each node answered; --json: {"<node>": {"ok": "..."}, ...}.
+    Prints what each node answered, cut to 100 characters (--json: all of
+    it, {"<node>": {"ok": "..."}, ...}).
     Exit 1 when no node acknowledged within the timeout (the request was
     still broadcast).
     """
@@ -185,12 +189,14 @@ def revoke_cmd(
     if not emit(data, app.output_format(json_flag, yaml_flag)):
         rows = []
         for node, value in data.items():
+            # Celery's answer lists every id: 300 ids make a 12,000-character
+            # line.  Cut like hello's ids; --json has the full answer.
             if isinstance(value, dict) and "ok" in value:
-                answer = style("ok", fg="green") + f"  {value['ok']}"
+                answer = style("ok", fg="green") + f"  {clip(value['ok'], ANSWER_WIDTH)}"
             elif isinstance(value, dict) and "error" in value:
-                answer = style("error", fg="red") + f"  {value['error']}"
+                answer = style("error", fg="red") + f"  {clip(value['error'], ANSWER_WIDTH)}"
             else:
-                answer = str(value)
+                answer = clip(value, ANSWER_WIDTH)
             rows.append((style(node, fg="cyan"), answer))
         styled_table(["node", "answer"], rows)
         if data:
