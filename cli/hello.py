@@ -101,12 +101,17 @@ def open_client(app: AppContext) -> Iterator[Client]:
 def ask(
     app: AppContext,
     request: Callable[[Client, frozenset[str]], Collected | None],
+    client: Client | None = None,
 ) -> Collected:
     """Run one request with the nodes known alive, and remember who answered
-    (cli/known.py: how a request ends without ``--expect``)."""
+    (cli/known.py: how a request ends without ``--expect``).  On ``client``
+    when given, else on a connection of its own."""
     known = KnownNodes.load(app.settings)
-    with open_client(app) as client:
+    if client is not None:
         result = request(client, known.alive())
+    else:
+        with open_client(app) as own:
+            result = request(own, known.alive())
     assert result is not None, "ask() runs requests that want replies"
     known.update(result)
     known.save()

@@ -186,3 +186,15 @@ def test_a_known_node_that_is_gone_costs_one_settle_window_then_drops_out(
     assert code == 0 and sorted(json.loads(out)) == cluster.hostnames
     assert _stats(err)["ended"] == "settled"
     assert "gone@nowhere" not in json.loads(path.read_text())[key]["nodes"]
+
+
+@pytest.mark.broker
+@pytest.mark.celery
+def test_dump_lists_every_live_node_however_short_the_duration(
+    cluster: Cluster, state_home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = run_cli([*cluster.args, "dump", "--duration", "0.1", "--json"], capsys)
+    assert code == 0, err
+    workers = json.loads(out)["workers"]
+    assert sorted(workers) == cluster.hostnames  # 0.1 s: far shorter than a heartbeat
+    assert all(w["answered_ping"] and w["alive"] for w in workers.values()), workers
