@@ -2,9 +2,10 @@
 
 ``celery control election`` fires the ``election`` command and returns; the
 outcome is only in the workers' logs.  This command first finds the
-participants (a ``heartbeat`` request: every node answers with a heartbeat
-within milliseconds, which also says what it is: stock Celery, hardened
-Celery, wkctl node), refuses an election that a known Celery defect can
+participants (a ``ping`` that ends once the nodes known alive answered, and
+a ``heartbeat`` request: every node answers with a heartbeat within
+milliseconds, which also says what it is: stock Celery, hardened Celery,
+wkctl node), refuses an election that a known Celery defect can
 turn into a crash, sends the very same request, watches the
 ``worker-elect`` / ``worker-elect-ack`` events on the event exchange (its
 queue is bound before anything is published, so no event is missed) and
@@ -38,7 +39,7 @@ from wkctl.protocol.vocab import HEARTBEAT_TYPES, peer_kind
 
 from .context import AppContext, pass_app
 from .errors import CliError, ExitCode
-from .hello import styled_table
+from .hello import ask, styled_table
 from .render import emit, style
 from .tail import open_stream
 
@@ -94,23 +95,31 @@ def parse_action(text: str | None, topic: str) -> Any:
 
 
 def probe_nodes(
-    client: Client, stream: EventStream, window: float, settle: float = 0.1
+    app: AppContext, client: Client, stream: EventStream, window: float, settle: float = 0.1
 ) -> dict[str, dict[str, Any]]:
-    """Ask every node for a heartbeat and collect the answers.
+    """Find the live nodes and what they are, in milliseconds.
 
-    Returns ``{hostname: last heartbeat}``.  Every live node answers the
-    ``heartbeat`` request within milliseconds, so listening ends ``settle``
-    seconds after the last new node answered (or after ``window`` when
-    nobody does).
+    Asks every node for a heartbeat (it says what the node is) and pings
+    them (the ping ends as soon as the nodes known alive answered, else
+    when replies settle: :func:`wkctl.cli.hello.ask`).  Returns
+    ``{hostname: its heartbeat}``; a node that answered the ping but whose
+    heartbeat did not come within ``window`` is returned with no fields
+    (kind "other").  Listening for heartbeats ends 20 ms after every ping
+    replier sent one (the ping already waited for the nodes that answer),
+    ``settle`` seconds after the last one when nobody answered the ping, or
+    after ``window``.
     """
     client.heartbeat()
-    nodes: dict[str, dict[str, Any]] = {}
     start = time.monotonic()
-    last_new = None
+    pinged = ask(app, lambda c, known: c.call("ping", {}, timeout=window, known=known), client)
+    nodes: dict[str, dict[str, Any]] = {}
+    last_new = start
     while True:
         now = time.monotonic()
         end = start + window
-        if last_new is not None:
+        if pinged.replies and pinged.replies.keys() <= nodes.keys():
+            end = min(end, last_new + 0.02)  # every node that answered the ping is in
+        elif not pinged.replies and nodes:
             end = min(end, last_new + settle)
         if now >= end:
             break
@@ -124,6 +133,8 @@ def probe_nodes(
                 if event["hostname"] not in nodes:
                     last_new = time.monotonic()
                 nodes[event["hostname"]] = event
+    for host in pinged.replies:
+        nodes.setdefault(host, {"hostname": host})
     return nodes
 
 
@@ -178,8 +189,9 @@ def check_alive(client: Client, hostnames: list[str], budget: float) -> list[str
     default=0.5,
     show_default=True,
     metavar="SECONDS",
-    help="At most this long to find the participants (it ends 100 ms after the last new "
-    "heartbeat answered; 0: do not look).",
+    help="At most this long to find the participants: a heartbeat request and a ping; it ends "
+    "once the nodes known alive answered (else when replies settle) and every one sent its "
+    "heartbeat (0: do not look).",
 )
 @click.option(
     "--wait-acks",
@@ -237,13 +249,15 @@ def elect_cmd(
         assert stream.connection is not None
         client = Client(stream.connection, settings.names, limits=app.config.limits)
         try:
-            nodes = probe_nodes(client, stream, probe) if probe > 0 else {}
+            found_at = time.perf_counter()
+            nodes = probe_nodes(app, client, stream, probe) if probe > 0 else {}
+            found_ms = (time.perf_counter() - found_at) * 1000
             kinds = election_participants(nodes, settings.transport)
             counts: dict[str, int] = {}
             for hb in nodes.values():
                 counts[peer_kind(hb)] = counts.get(peer_kind(hb), 0) + 1
             app.log(
-                f"elect: {len(nodes)} node(s) answered the heartbeat request ("
+                f"elect: found {len(nodes)} node(s) in {found_ms:.0f} ms ("
                 + ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
                 + f"); {len(kinds)} will stand"
             )
