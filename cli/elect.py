@@ -225,7 +225,7 @@ def elect_cmd(
 
     \b
     --json: {"id", "topic", "winner", "winner_id", "agreed", "candidates": [...],
-             "decisions": {host: {"kind", "rule", "winner", "crashed", ...}},
+             "decisions": {host: {"kind", "rule", "winner", "crashed", ...}}, "runs_action",
              "acks", "complete", "elapsed_ms", "completed_ms", ["dead"], ["absent"]}
     Exit 0 when every participant picked the same winner and all are alive
     afterwards; 1 when none won within the timeout, when participants
@@ -315,9 +315,15 @@ def elect_cmd(
         )
     sides = outcome.sides
     if len(sides) > 1:
+        runners = outcome.runners
         problems.append(
             "participants disagree: "
             + "; ".join(f"{', '.join(hosts)} picked {who}" for who, hosts in sorted(sides.items()))
+            + (
+                f" (the action runs on {len(runners)} node(s): {', '.join(runners)})"
+                if runners
+                else " (no participant picked itself: the action runs nowhere)"
+            )
         )
     if outcome.winner is None and not problems:
         if not outcome.candidates:

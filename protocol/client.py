@@ -433,6 +433,14 @@ class ElectionOutcome:
         return len(sides) <= 1 and "crashed" not in sides
 
     @property
+    def runners(self) -> list[str]:
+        """The participants that picked themselves: they run the action
+        ([ELECT-8]); more than one, or none, when participants disagree."""
+        return sorted(
+            h for h, d in self.decisions.items() if d.winner is not None and d.winner.hostname == h
+        )
+
+    @property
     def undecided(self) -> list[str]:
         return sorted(h for h, d in self.decisions.items() if not d.decided)
 
@@ -458,6 +466,7 @@ class ElectionOutcome:
                 }
                 for host, d in sorted(self.decisions.items())
             },
+            "runs_action": self.runners,
             "acks": self.acks,
             "complete": self.complete,
             "elapsed_ms": _ms(self.elapsed),

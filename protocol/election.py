@@ -476,6 +476,6 @@ def mixed_rules_warning(kinds: Mapping[str, str]) -> str | None:
     return (
         f"stock Celery worker(s) ({', '.join(stock)}) decide on the requests that reached them "
         f"after {len(kinds) - 1} ack messages (spec DEFECT-2) while the {len(conforming)} other "
-        "participant(s) wait for every request: they may pick different winners, and both "
-        "run the action"
+        "participant(s) wait for every request: they may pick different winners, and the "
+        "action then runs twice or not at all"
     )

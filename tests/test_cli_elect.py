@@ -48,6 +48,7 @@ def test_elect_reports_the_worker_that_won_and_ran_the_action(
     assert 0 < doc["elapsed_ms"] <= doc["decided_ms"] < 5000
     winner = next(w for w in cluster.workers if w.hostname == doc["winner"])
     assert doc["winner_id"] == f"{winner.hostname}.{winner.pid}"
+    assert doc["runs_action"] == [winner.hostname]
     # what each worker logged is what wkctl replayed for it (Celery's own rule)
     election_id = doc["id"]
     verdicts = celery_verdicts(cluster, election_id)

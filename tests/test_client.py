@@ -272,6 +272,8 @@ def test_election_watch_reports_each_participants_own_decision_and_disagreement(
     out2 = w2.outcome()
     assert not out2.agreed and out2.winner is None
     assert out2.sides == {"w1@h.1": ["w1@h"], "w2@h.2": ["w2@h", "w4@h"]}
+    assert out2.runners == ["w1@h", "w2@h"]  # the action runs twice
+    assert out.as_dict()["runs_action"] == ["w2@h"]
 
 
 def test_election_watch_counts_a_node_that_shows_up_late_among_celerys_peers() -> None:
