@@ -191,7 +191,7 @@ def check_alive(client: Client, hostnames: list[str], budget: float) -> list[str
     metavar="SECONDS",
     help="At most this long to find the participants: a heartbeat request and a ping; it ends "
     "once the nodes known alive answered (else when replies settle) and every one sent its "
-    "heartbeat (0: do not look).",
+    "heartbeat (0: do not look, and so do not refuse anything).",
 )
 @click.option(
     "--wait-acks",
@@ -226,7 +226,8 @@ def elect_cmd(
     \b
     --json: {"id", "topic", "winner", "winner_id", "agreed", "candidates": [...],
              "decisions": {host: {"kind", "rule", "winner", "crashed", ...}}, "runs_action",
-             "acks", "complete", "elapsed_ms", "completed_ms", ["dead"], ["absent"]}
+             "acks", "complete", "elapsed_ms" (winner fixed), "decided_ms" (every
+             participant decided), "completed_ms" (every ack), ["dead"], ["absent"]}
     Exit 0 when every participant picked the same winner and all are alive
     afterwards; 1 when none won within the timeout, when participants
     disagree (each side is named), or when one no longer answers ping.
