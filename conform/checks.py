@@ -1646,14 +1646,8 @@ def winner_runs(ctx: Context) -> str:
         ctx.probe.peer_event(
             "worker-elect", id=election, topic="task", action=action, cver=1, clock=higher
         )
+        # Every expected request is in: the winner is fixed, acks or not ([ELECT-5]).
         ctx.wait_events(lambda evs: len(_acks(ctx, election, evs)) >= 2, ctx.timeout)
-        # The peer has stood but not acknowledged: the node must wait ([ELECT-5]).
-        if _pump_until(ctx, lambda: bool(landed), 0.3):
-            raise Failed(
-                "the node ran the action before every participant acknowledged",
-                expected="no decision before the peer's worker-elect-ack",
-                actual="the action ran",
-            )
         ctx.probe.peer_event("worker-elect-ack", id=election)
         if not _pump_until(ctx, lambda: bool(landed), ctx.timeout):
             raise Failed(

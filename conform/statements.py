@@ -187,7 +187,7 @@ STATEMENTS: dict[str, Statement] = {
         id="ELECT-5",
         level="MUST",
         section="10. Elections",
-        text="A node MUST decide only once it has received the request of every expected participant and an acknowledgement from every expected participant, counting acknowledgements per distinct node, never per message.",
+        text="A node MUST decide only once it has received the request of every expected participant, and SHOULD decide as soon as it has: an acknowledgement carries only the election id, says nothing about the requests its sender holds, and so cannot change the winner. A node that waits for acknowledgements as well MUST count them per distinct node, never per message.",
     ),
     "ELECT-6": Statement(
         id="ELECT-6",
