@@ -21,7 +21,7 @@ from wkctl.protocol.clock import LamportClock
 from wkctl.protocol.state import State, Worker
 
 from .context import AppContext, pass_app
-from .hello import ask, styled_table
+from .hello import ask, embedded_note, styled_table
 from .render import clip, emit, style
 from .tail import open_stream
 
@@ -277,4 +277,5 @@ def dump_cmd(app: AppContext, duration: float, json_flag: bool, yaml_flag: bool)
             err=True,
         )
     if state.event_count == 0:
-        click.echo(f"wkctl: no event received within {duration:g} s", err=True)
+        note = "" if pinged.replies else embedded_note(app)
+        click.echo(f"wkctl: no event received within {duration:g} s{note}", err=True)
