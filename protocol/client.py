@@ -363,8 +363,6 @@ def prepare_event(event: Any, clock: LamportClock, now: float) -> Any:
     return event
 
 
-
-
 @dataclass
 class ElectionOutcome:
     """What an observer concluded about one election."""
