@@ -14,14 +14,12 @@ from typing import Any
 
 import click
 
-from wkctl.protocol.client import Client, prepare_event
-from wkctl.protocol.clock import LamportClock
 from wkctl.protocol.state import State
 
 from .context import AppContext, pass_app
 from .hello import styled_table
+from .monitor import Monitor
 from .render import emit, style
-from .tail import open_stream
 
 __all__ = ["dump_cmd", "state_document", "worker_info", "task_info"]
 
@@ -216,28 +214,24 @@ def dump_cmd(app: AppContext, duration: float, json_flag: bool, yaml_flag: bool)
              "event_count": N, "task_count": N}
     """
     fmt = app.output_format(json_flag, yaml_flag)
-    state = State()
-    clock = LamportClock()
-    stream = open_stream(app)
+    monitor = Monitor(app)
+    state, stream = monitor.state, monitor.stream
     progress = Progress(duration)
     interrupted = False
     try:
-        assert stream.connection is not None
-        with Client(stream.connection, app.settings.names, limits=app.config.limits) as client:
-            client.heartbeat()
+        monitor.ask_heartbeats()
         deadline = time.monotonic() + duration
         while True:
             remaining = deadline - time.monotonic()
             progress.update(remaining, state.event_count)
             if remaining <= 0:
                 break
-            for event in stream.poll(min(remaining, 0.25), deadline):
-                state.event(prepare_event(event, clock, time.time()))
+            monitor.step(min(remaining, 0.25), deadline)
     except KeyboardInterrupt:
         interrupted = True
     finally:
         progress.clear()
-        stream.close()
+        monitor.close()
     if interrupted:
         raise KeyboardInterrupt
     doc = state_document(state, time.time())
