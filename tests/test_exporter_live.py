@@ -1,0 +1,228 @@
+"""``wkctl exporter`` against real Celery 5.7 workers on RabbitMQ and Redis.
+
+Tasks with a known outcome (succeed, fail, retry, revoked before they
+run) go through a real worker; every celery_* counter on /metrics must
+equal what was done.  Then the worker is killed with SIGKILL
+(``celery_worker_up`` drops to 0 within the heartbeat expiry) and started
+again under the same name (back to 1, counted as rejoined).
+
+The default run uses a few dozen tasks; ``--run-slow`` adds the
+1,000-task version:
+``.venv/bin/python -m pytest tests/test_exporter_live.py --run-slow -k thousand``.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from support.brokerproc import free_port
+from support.celeryapp import client_app
+from support.cliproc import wait_for_text, wkctl_popen
+from support.workers import CeleryWorker, WorkerPool
+
+pytestmark = [pytest.mark.broker, pytest.mark.celery]
+
+COUNTERS = ("sent", "received", "started", "succeeded", "failed", "rejected", "revoked", "retried")
+
+
+def scrape(port: int, path: str = "/metrics") -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as resp:
+            return resp.status, resp.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+def samples(text: str) -> dict[str, list[tuple[dict[str, str], float]]]:
+    out: dict[str, list[tuple[dict[str, str], float]]] = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            out.setdefault(s.name, []).append((s.labels, s.value))
+    return out
+
+
+def total(text: str, metric: str, **labels: str) -> float:
+    return sum(
+        v
+        for lab, v in samples(text).get(metric, [])
+        if all(lab.get(k) == want for k, want in labels.items())
+    )
+
+
+class Exporter:
+    def __init__(self, url: str, tmp: Path, *args: str) -> None:
+        self.port = free_port()
+        self.log = tmp / f"exporter-{self.port}.log"
+        self.proc = wkctl_popen(
+            [
+                "-b",
+                url,
+                "exporter",
+                "--listen",
+                f"127.0.0.1:{self.port}",
+                "--hostname-label",
+                "node",
+                "--queue-interval",
+                "1",
+                *args,
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=open(self.log, "wb"),
+        )
+        wait_for_text(self.log, "exporter on", self.proc)
+
+    def metrics(self) -> str:
+        status, body = scrape(self.port)
+        assert status == 200, body
+        return body
+
+    def wait(self, predicate: Any, timeout: float = 30.0) -> str:
+        deadline = time.monotonic() + timeout
+        while True:
+            body = self.metrics()
+            if predicate(body):
+                return body
+            assert self.proc.poll() is None, self.log.read_text()
+            assert time.monotonic() < deadline, f"timed out; last scrape:\n{body[-4000:]}"
+            time.sleep(0.3)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+
+
+@pytest.fixture(scope="module")
+def cluster(
+    module_broker_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[str, WorkerPool, CeleryWorker, Exporter]]:
+    tmp = tmp_path_factory.mktemp("exporter")
+    pool = WorkerPool(logdir=tmp, record_dir=tmp)
+    worker = pool.start(module_broker_url, prefix="exp")[0]
+    exporter = Exporter(module_broker_url, tmp)
+    try:
+        yield module_broker_url, pool, worker, exporter
+    finally:
+        exporter.stop()
+        pool.stop_all()
+
+
+def run_tasks(url: str, adds: int, fails: int, flaky: int, revoked: int) -> dict[str, int]:
+    """Send the tasks; the counts every celery_task_*_total must reach."""
+    client = client_app(url, task_send_sent_event=True)
+    try:
+        revoked_ids = [f"revoked-{uuid.uuid4()}" for _ in range(revoked)]
+        if revoked_ids:
+            client.control.revoke(revoked_ids)
+            time.sleep(0.5)  # the worker takes the revoke before the tasks arrive
+        for i in range(adds):
+            client.send_task("tasks.add", args=(i, i))
+        for _ in range(fails):
+            client.send_task("tasks.fail", args=("expected",))
+        for _ in range(flaky):
+            client.send_task("tasks.flaky", args=(1,))
+        for task_id in revoked_ids:
+            client.send_task("tasks.add", args=(0, 0), task_id=task_id)
+    finally:
+        client.close()
+    return {
+        "sent": adds + fails + flaky + revoked,
+        "received": adds + fails + 2 * flaky,
+        "started": adds + fails + 2 * flaky,
+        "succeeded": adds + flaky,
+        "failed": fails,
+        "rejected": 0,
+        "revoked": revoked,
+        "retried": flaky,
+    }
+
+
+def check_counts(exporter: Exporter, before: dict[str, float], expected: dict[str, int]) -> str:
+    def done(body: str) -> bool:
+        return all(
+            total(body, f"celery_task_{c}_total") - before[c] >= expected[c]
+            for c in ("succeeded", "failed", "revoked", "retried", "sent")
+        )
+
+    body = exporter.wait(done, timeout=60)
+    time.sleep(1.0)  # anything late (a duplicate would show now)
+    body = exporter.metrics()
+    got = {c: total(body, f"celery_task_{c}_total") - before[c] for c in COUNTERS}
+    assert got == {c: float(n) for c, n in expected.items()}
+    return body
+
+
+def counts_now(exporter: Exporter) -> dict[str, float]:
+    body = exporter.metrics()
+    return {c: total(body, f"celery_task_{c}_total") for c in COUNTERS}
+
+
+def test_counters_equal_the_truth(cluster: tuple[str, WorkerPool, CeleryWorker, Exporter]) -> None:
+    url, _pool, worker, exporter = cluster
+    before = counts_now(exporter)
+    before_runtime = total(exporter.metrics(), "celery_task_runtime_count")
+    expected = run_tasks(url, adds=20, fails=6, flaky=5, revoked=4)
+    body = check_counts(exporter, before, expected)
+    # the runtime histogram saw every success, on the worker's series
+    assert total(body, "celery_task_runtime_count") - before_runtime == expected["succeeded"]
+    assert (
+        total(body, "celery_task_runtime_count", hostname=worker.hostname, name="tasks.add") >= 20
+    )
+    # failures carry the exception class
+    assert total(body, "celery_task_failed_total", exception="RuntimeError") >= 6
+    # every counter of a label set is visible (at 0 when nothing happened)
+    rejected = samples(body)["celery_task_rejected_total"]
+    assert any(lab["hostname"] == worker.hostname and v == 0 for lab, v in rejected)
+    assert total(body, "celery_worker_up", hostname=worker.hostname) == 1
+    # queue figures from the broker and the worker's active_queues / stats
+    body = exporter.wait(lambda b: "celery_active_worker_count{" in b, timeout=15)
+    assert total(body, "celery_active_worker_count", queue_name="celery") == 1
+    assert samples(body)["celery_queue_length"]
+    assert total(body, "wkctl_broker_connected") == 1
+    assert total(body, "wkctl_events_total", type="worker-heartbeat") >= 1
+    status, text = scrape(exporter.port, "/health")
+    assert status == 200 and "Connected to the broker" in text
+
+
+def test_worker_up_follows_sigkill_and_restart(
+    cluster: tuple[str, WorkerPool, CeleryWorker, Exporter],
+) -> None:
+    url, pool, worker, exporter = cluster
+    exporter.wait(lambda b: total(b, "celery_worker_up", hostname=worker.hostname) == 1)
+    killed_at = time.monotonic()
+    worker.kill()
+    exporter.wait(lambda b: total(b, "celery_worker_up", hostname=worker.hostname) == 0, 15)
+    # Celery's heartbeat expiry: 2 s interval x 2 (expire window), plus one poll
+    assert time.monotonic() - killed_at < 8.0
+    body = exporter.wait(lambda b: total(b, "wkctl_workers_lost_total") >= 1, 5)
+    assert total(body, "wkctl_workers_lost_total", hostname=worker.hostname) == 1
+    again = pool.start(url, prefix="exp", extra_args=("-n", worker.hostname))[0]
+    assert again.hostname != worker.hostname  # the pool's name; the worker runs as -n says
+    body = exporter.wait(lambda b: total(b, "celery_worker_up", hostname=worker.hostname) == 1)
+    assert total(body, "wkctl_workers_rejoined_total", hostname=worker.hostname) == 1
+    # and it still counts right after the restart
+    before = counts_now(exporter)
+    check_counts(exporter, before, run_tasks(url, adds=3, fails=1, flaky=1, revoked=1))
+
+
+@pytest.mark.slow
+def test_thousand_tasks_counters_equal_the_truth(
+    cluster: tuple[str, WorkerPool, CeleryWorker, Exporter],
+) -> None:
+    url, _pool, _worker, exporter = cluster
+    n = int(os.environ.get("WKCTL_EXPORTER_TASKS", "1000"))
+    fails, flaky, revoked = n // 10, n // 20, n // 20
+    before = counts_now(exporter)
+    check_counts(
+        exporter, before, run_tasks(url, n - fails - flaky - revoked, fails, flaky, revoked)
+    )
