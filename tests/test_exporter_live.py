@@ -13,8 +13,11 @@ The default run uses a few dozen tasks; ``--run-slow`` adds the
 
 from __future__ import annotations
 
+import json
 import os
+import struct
 import subprocess
+import threading
 import time
 import urllib.request
 import uuid
@@ -23,12 +26,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from kombu import Connection, Producer
 from prometheus_client.parser import text_string_to_metric_families
 
 from support.brokerproc import free_port
 from support.celeryapp import client_app
 from support.cliproc import wait_for_text, wkctl_popen
+from support.mutate import Mutator
+from support.nodes import hosted_nodes, unique_name
 from support.workers import CeleryWorker, WorkerPool
+from wkctl.protocol.broker import BrokerSettings, event_exchange
+from wkctl.protocol.client import Client
 
 pytestmark = [pytest.mark.broker, pytest.mark.celery]
 
@@ -226,3 +234,128 @@ def test_thousand_tasks_counters_equal_the_truth(
     check_counts(
         exporter, before, run_tasks(url, n - fails - flaky - revoked, fails, flaky, revoked)
     )
+
+
+def _publish(url: str, messages: list[tuple[bytes, str | None, dict[str, Any], str]]) -> None:
+    """Raw messages on the event exchange, as any process with broker access can."""
+    settings = BrokerSettings(url=url)
+    with settings.connection() as conn:
+        producer = Producer(
+            conn.channel(), exchange=event_exchange(settings.names, settings.transport)
+        )
+        for body, ctype, headers, routing_key in messages:
+            try:
+                producer.publish(
+                    body,
+                    routing_key=routing_key,
+                    content_type=ctype or "",
+                    content_encoding="utf-8" if ctype == "application/json" else "binary",
+                    headers=headers,
+                    serializer=None,
+                    declare=[producer.exchange],
+                )
+            except (struct.error, TypeError, ValueError, OverflowError):
+                pass  # headers the client library cannot even encode
+
+
+def test_scrapes_answer_and_counts_stay_right_under_elections_and_hostile_input(
+    broker_url: str, worker_pool: WorkerPool, tmp_path: Path
+) -> None:
+    """Elections (held by wkctl nodes), the heartbeat that kills Celery
+    workers, and mutated captured traffic, all while a scrape loop runs:
+    every scrape answers 200 and the real worker's task counts are exact.
+
+    The Celery worker runs ``--without-gossip``: the malformed heartbeat
+    would kill a gossiping one (shared/README), and it would take part in
+    the elections.
+    """
+    exporter = Exporter(broker_url, tmp_path, "--election-timeout", "5")
+    statuses: list[int] = []
+    stop = threading.Event()
+
+    def scrape_loop() -> None:
+        while not stop.is_set():
+            statuses.append(scrape(exporter.port)[0])
+            time.sleep(0.05)
+
+    loop = threading.Thread(target=scrape_loop, daemon=True)
+    loop.start()
+    try:
+        names = [unique_name("el") for _ in range(3)]
+        with hosted_nodes(broker_url, names):
+            exporter.wait(
+                lambda b: all(total(b, "celery_worker_up", hostname=n) == 1 for n in names)
+            )
+            with Connection(broker_url) as conn:
+                client = Client(conn, BrokerSettings(url=broker_url).names)
+                for i in range(2):
+                    client.election(f"exp-{i}-{uuid.uuid4().hex[:6]}", "wkctl-test")
+                    time.sleep(0.5)
+            body = exporter.wait(lambda b: total(b, "wkctl_elections_decided_total") >= 2, 15)
+            assert total(body, "wkctl_elections_held_total", topic="wkctl-test") == 2
+            assert total(body, "wkctl_elections_decided_total", topic="wkctl-test") == 2
+            assert total(body, "wkctl_elections_timed_out_total") == 0
+            winner = [lab["hostname"] for lab, v in samples(body)["wkctl_election_winner"] if v]
+            assert winner and winner[0] in names
+            assert total(body, "wkctl_election_decision_seconds_count") == 2
+        worker = worker_pool.start(broker_url, prefix="hx", extra_args=("--without-gossip",))[0]
+        try:
+            exporter.wait(lambda b: total(b, "celery_worker_up", hostname=worker.hostname) == 1)
+            before = {
+                c: total(exporter.metrics(), f"celery_task_{c}_total", hostname=worker.hostname)
+                for c in COUNTERS
+            }
+            malformed = {
+                "type": "worker-heartbeat",
+                "hostname": "evil@wkctl-test",
+                "timestamp": "now",
+                "clock": 1,
+                "freq": 2.0,
+                "active": 0,
+                "processed": 0,
+                "loadavg": [0, 0, 0],
+                "sw_ident": "py-celery",
+                "sw_ver": "5.7.0",
+                "sw_sys": "Linux",
+                "utcoffset": 0,
+                "pid": 1,
+            }
+            hostile = [(json.dumps(malformed).encode(), "application/json", {}, "worker.heartbeat")]
+            mutator = Mutator(int(os.environ.get("WKCTL_FUZZ_SEED", "7")))
+            for message in mutator.messages(150, kinds=("event",)):
+                if len(message.body) > 1024 * 1024:
+                    continue  # huge bodies are the limits tests' business; here they only slow the broker
+                hostile.append(
+                    (message.body, message.content_type, message.headers, message.routing_key)
+                )
+            _publish(broker_url, hostile[:75])
+            expected = run_tasks(broker_url, adds=10, fails=3, flaky=2, revoked=2)
+            _publish(broker_url, hostile[75:])
+            expected.pop("sent")  # task-sent carries the client's hostname, not the worker's
+
+            def done(b: str) -> bool:
+                return all(
+                    total(b, f"celery_task_{c}_total", hostname=worker.hostname) - before[c]
+                    >= expected[c]
+                    for c in expected
+                )
+
+            body = exporter.wait(done, 60)
+            time.sleep(1.0)
+            body = exporter.metrics()
+            got = {
+                c: total(body, f"celery_task_{c}_total", hostname=worker.hostname) - before[c]
+                for c in expected
+            }
+            assert got == {c: float(n) for c, n in expected.items()}
+            assert worker.alive()
+            assert total(body, "wkctl_events_rejected_total", kind="worker-heartbeat") >= 1
+            assert total(body, "wkctl_events_rejected_total") >= 10
+        finally:
+            worker_pool.stop([worker])
+    finally:
+        stop.set()
+        loop.join(10)
+        exporter.stop()
+    assert len(statuses) >= 20
+    assert set(statuses) == {200}
