@@ -102,8 +102,8 @@ class MetricsCollector:
     objects per label set), under the monitor's lock.
     """
 
-    def __init__(self, monitor: Monitor, metrics: ClusterMetrics, lock: threading.Lock) -> None:
-        self.monitor = monitor
+    def __init__(self, state: State, metrics: ClusterMetrics, lock: Any) -> None:
+        self.state = state
         self.metrics = metrics
         self.lock = lock
         self.scrapes = 0
@@ -113,7 +113,7 @@ class MetricsCollector:
 
     def collect(self) -> Iterator[Metric]:
         with self.lock:
-            families = self._families(self.monitor.state, time.time())
+            families = self._families(self.state, time.time())
         self.scrapes += 1
         return iter(families)
 
@@ -594,7 +594,7 @@ def exporter_cmd(
         app, metrics=metrics, validate=not no_validate, lock=lock, max_tasks=max_tasks
     )
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(MetricsCollector(monitor, metrics, lock))
+    registry.register(MetricsCollector(monitor.state, metrics, lock))
     try:
         server = make_server(
             host,

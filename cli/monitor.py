@@ -22,7 +22,43 @@ from wkctl.protocol.state import State
 from .context import AppContext
 from .tail import open_stream
 
-__all__ = ["Monitor"]
+__all__ = ["Ingest", "Monitor"]
+
+
+class Ingest:
+    """Applies decoded events to one State and, when given, the metrics (no I/O).
+
+    The per-event work shared by every monitoring command: stamp the event
+    as Celery's receiver does, let State take it, check it against the
+    schemas (``validate``) and count it.  Benchmarks drive it directly.
+    """
+
+    def __init__(
+        self,
+        *,
+        metrics: ClusterMetrics | None = None,
+        validate: bool = False,
+        max_tasks: int = 10000,
+        max_workers: int = 5000,
+    ) -> None:
+        self.state = State(max_tasks_in_memory=max_tasks, max_workers_in_memory=max_workers)
+        self.clock = LamportClock()
+        self.metrics = metrics
+        self.is_valid: Callable[[Any, str], bool] | None = None
+        if validate:
+            from wkctl.protocol.validation import is_valid
+
+            self.is_valid = is_valid
+
+    def apply(self, batch: list[Any], now: float) -> None:
+        state, metrics, clock, check = self.state, self.metrics, self.clock, self.is_valid
+        for event in batch:
+            event = prepare_event(event, clock, now)
+            state.event(event)
+            if metrics is not None:
+                if check is not None and not check(event, "event"):
+                    metrics.invalid(event, now)
+                metrics.observe(event, state, now)
 
 
 class Monitor:
@@ -47,18 +83,15 @@ class Monitor:
         on_notice: Callable[[StreamNotice], None] | None = None,
     ) -> None:
         self.app = app
-        self.state = State(max_tasks_in_memory=max_tasks, max_workers_in_memory=max_workers)
-        self.clock = LamportClock()
+        self.ingest = Ingest(
+            metrics=metrics, validate=validate, max_tasks=max_tasks, max_workers=max_workers
+        )
+        self.state = self.ingest.state
         self.metrics = metrics
         self.lock = lock if lock is not None else contextlib.nullcontext()
         self._user_notice = on_notice
         self.stream: EventStream = open_stream(app, on_notice=self._notice)
         self._refused_seen = 0
-        self._is_valid: Callable[[Any, str], bool] | None = None
-        if validate:
-            from wkctl.protocol.validation import is_valid
-
-            self._is_valid = is_valid
 
     def _notice(self, notice: StreamNotice) -> None:
         if self.metrics is not None:
@@ -80,8 +113,7 @@ class Monitor:
         rejected = self.stream.rejected
         if not batch and self._refused_seen == len(rejected):
             return 0
-        state, metrics, clock = self.state, self.metrics, self.clock
-        check = self._is_valid
+        metrics = self.metrics
         with self.lock:
             now = time.time()
             if metrics is not None:
@@ -93,13 +125,7 @@ class Monitor:
                 if len(rejected) > 1000:
                     del rejected[:-100]
                     self._refused_seen = len(rejected)
-            for event in batch:
-                event = prepare_event(event, clock, now)
-                state.event(event)
-                if metrics is not None:
-                    if check is not None and not check(event, "event"):
-                        metrics.invalid(event, now)
-                    metrics.observe(event, state, now)
+            self.ingest.apply(batch, now)
         return len(batch)
 
     def close(self) -> None:
