@@ -34,6 +34,7 @@ from support.celeryapp import client_app
 from support.cliproc import wait_for_text, wkctl_popen
 from support.mutate import Mutator
 from support.nodes import hosted_nodes, unique_name
+from support.tcpproxy import TcpProxy, proxied_url, target_of
 from support.tools import tools_python
 from support.workers import CeleryWorker, WorkerPool
 from wkctl.protocol.broker import BrokerSettings, event_exchange
@@ -427,3 +428,28 @@ def test_scrapes_answer_and_counts_stay_right_under_elections_and_hostile_input(
         exporter.stop()
     assert len(statuses) >= 20
     assert set(statuses) == {200}
+
+
+def test_broker_cut_is_survived_and_visible(broker_url: str, tmp_path: Path) -> None:
+    """The exporter's connection goes through a TCP proxy that is cut: the
+    exporter stays up, says ``wkctl_broker_connected 0`` and ``/health``
+    500 while the broker is unreachable, and counts events again after."""
+    host, port = target_of(broker_url)
+    with TcpProxy(host, port) as proxy, hosted_nodes(broker_url, [unique_name("cut")]) as nodes:
+        exporter = Exporter(proxied_url(broker_url, proxy), tmp_path, "--queue-interval", "0")
+        try:
+            name = nodes[0].name
+            exporter.wait(lambda b: total(b, "celery_worker_up", hostname=name) == 1)
+            proxy.cut()
+            body = exporter.wait(lambda b: total(b, "wkctl_broker_connected") == 0, 15)
+            status, text = scrape(exporter.port, "/health")
+            assert status == 500 and "Failed to connect" in text
+            assert "guest:guest@" not in text
+            before = total(body, "wkctl_events_total")
+            proxy.restore()
+            exporter.wait(lambda b: total(b, "wkctl_broker_connected") == 1, 30)
+            exporter.wait(lambda b: total(b, "wkctl_events_total") > before, 15)
+            assert scrape(exporter.port, "/health")[0] == 200
+            assert "reconnected" in exporter.log.read_text()
+        finally:
+            exporter.stop()
