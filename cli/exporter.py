@@ -593,6 +593,12 @@ def exporter_cmd(
     monitor = Monitor(
         app, metrics=metrics, validate=not no_validate, lock=lock, max_tasks=max_tasks
     )
+    assert monitor.stream.connection is not None
+    app.log(
+        "broker transport options (names only): "
+        + (", ".join(sorted(monitor.stream.connection.transport_options)) or "none"),
+        2,
+    )
     registry = CollectorRegistry(auto_describe=False)
     registry.register(MetricsCollector(monitor.state, metrics, lock))
     try:

@@ -453,3 +453,60 @@ def test_broker_cut_is_survived_and_visible(broker_url: str, tmp_path: Path) -> 
             assert "reconnected" in exporter.log.read_text()
         finally:
             exporter.stop()
+
+
+@pytest.mark.parametrize("how", ["app", "config"])
+def test_exporter_takes_the_broker_from_an_app_or_the_config_file(
+    how: str, broker_pool: Any, tmp_path: Path
+) -> None:
+    """``-A proj`` and the config file work as for every command; the
+    transport options of the config are merged with --broker-transport-option."""
+    url = broker_pool.isolated("redis")
+    try:
+        port = free_port()
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if k not in ("WKCTL_BROKER_URL", "CELERY_BROKER_URL")
+        }
+        if how == "app":
+            env["PYTHONPATH"] = str(Path(__file__).parent / "support")
+            env["WKCTL_TEST_BROKER_URL"] = url
+            args = ["-A", "celeryapp"]
+        else:
+            config = tmp_path / "wkctl.yaml"
+            config.write_text(
+                f"broker_url: {url}\nbroker_transport_options:\n  max_connections: 7\n"
+            )
+            args = ["--config", str(config)]
+        log = tmp_path / "exporter.log"
+        proc = wkctl_popen(
+            [
+                *args,
+                "-vv",
+                "exporter",
+                "--listen",
+                f"127.0.0.1:{port}",
+                "--broker-transport-option",
+                "visibility_timeout=1234",
+                "--duration",
+                "20",
+            ],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=open(log, "wb"),
+        )
+        try:
+            wait_for_text(log, "exporter on", proc)
+            status, text = scrape(port, "/health")
+            assert status == 200 and url.rsplit("/", 1)[1] in text.rsplit("/", 1)[1]
+            assert scrape(port)[0] == 200
+            options = [ln for ln in log.read_text().splitlines() if "transport options" in ln]
+            assert options and "visibility_timeout" in options[0]
+            if how == "config":
+                assert "max_connections" in options[0]
+        finally:
+            proc.terminate()
+            proc.wait(10)
+    finally:
+        broker_pool.release(url)
