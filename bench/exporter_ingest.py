@@ -51,7 +51,7 @@ def _rss_kb() -> int:
     return 0
 
 
-def wkctl_side(max_tasks: int) -> tuple[Any, Any, Any]:
+def wkctl_side(max_tasks: int, validate: bool = True) -> tuple[Any, Any, Any]:
     from prometheus_client import CollectorRegistry, Histogram
 
     from wkctl.cli.exporter import MetricsCollector
@@ -59,7 +59,7 @@ def wkctl_side(max_tasks: int) -> tuple[Any, Any, Any]:
     from wkctl.protocol.metrics import ClusterMetrics, MetricsConfig
 
     metrics = ClusterMetrics(MetricsConfig(buckets=Histogram.DEFAULT_BUCKETS))
-    ingest = Ingest(metrics=metrics, validate=True, max_tasks=max_tasks)
+    ingest = Ingest(metrics=metrics, validate=validate, max_tasks=max_tasks)
     registry = CollectorRegistry(auto_describe=False)
     import contextlib
 
@@ -71,7 +71,7 @@ def wkctl_side(max_tasks: int) -> tuple[Any, Any, Any]:
     return feed, registry, lambda: None
 
 
-def celery_exporter_side(max_tasks: int) -> tuple[Any, Any, Any]:
+def celery_exporter_side(max_tasks: int, validate: bool = True) -> tuple[Any, Any, Any]:
     from celery import Celery
     from loguru import logger
     from src.exporter import Exporter  # prometheus-exporter-celery 0.11.2
@@ -119,15 +119,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--file", required=True)
     parser.add_argument("--max-tasks", type=int, default=10_000)
     parser.add_argument("--scrapes", type=int, default=15)
+    parser.add_argument("--no-validate", action="store_true", help="wkctl: no schema check")
     args = parser.parse_args(argv)
     side = wkctl_side if args.impl == "wkctl" else celery_exporter_side
-    feed, registry, before_scrape = side(args.max_tasks)
+    feed, registry, before_scrape = side(args.max_tasks, not args.no_validate)
     from prometheus_client import generate_latest
 
     loads = json.loads
     gc.collect()
     base = _rss_kb()
-    spent = 0.0
+    spent = cpu = 0.0
     messages = events = 0
     shift: float | None = None
     with open(args.file) as f:
@@ -147,10 +148,11 @@ def main(argv: list[str] | None = None) -> int:
                     if isinstance(event.get("timestamp"), float):
                         event["timestamp"] += shift
                     event.pop("local_received", None)
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             for body in chunk:
                 feed(body)
             spent += time.perf_counter() - t0
+            cpu += time.process_time() - c0
             messages += len(chunk)
             events += sum(len(b) if b.__class__ is list else 1 for b in chunk)
             del chunk
@@ -170,6 +172,7 @@ def main(argv: list[str] | None = None) -> int:
                 "events": events,
                 "seconds": spent,
                 "rate": events / spent if spent else None,
+                "cpu_rate": events / cpu if cpu else None,
                 "base_rss_kb": base,
                 "peak_rss_kb": peak,
                 "scrape_ms": scrape_ms,

@@ -65,6 +65,9 @@ TASK_COUNTERS = (
 )
 _COUNTED = frozenset(TASK_COUNTERS)
 
+#: Raw (name, node, queue) triples whose label values are remembered.
+_LABEL_CACHE = 100_000
+
 #: The label value every value past a label's cap is counted under.
 OTHER = "other"
 
@@ -251,6 +254,9 @@ class ClusterMetrics:
         self.recent_invalid = deque(maxlen=self.config.recent)
         self.rates = deque(maxlen=self.config.rate_window)
         self._finished: dict[str, None] = {}
+        self._labels: dict[tuple[Any, Any, Any], tuple[str, str, str]] = {}
+        self._second = -1
+        self._tally: dict[str, int] = {}
 
     # -- labels ---------------------------------------------------------------
 
@@ -275,15 +281,20 @@ class ClusterMetrics:
 
     def observe(self, event: Any, state: State, now: float) -> None:
         """Count one event, after ``state.event(event)`` took it."""
-        if not isinstance(event, dict):
+        if event.__class__ is not dict and not isinstance(event, dict):
             self.refused("item", "not an object")
             return
         type_ = event.get("type")
-        if not isinstance(type_, str):
+        if type_.__class__ is not str:
             self.refused("?", "no type")
             return
-        label = self.cap_type(type_)
-        self.events[label] = self.events.get(label, 0) + 1
+        events = self.events
+        seen = events.get(type_)
+        if seen is not None:
+            events[type_] = seen + 1
+        else:
+            label = self.cap_type(type_)
+            events[label] = events.get(label, 0) + 1
         ts = event.get("timestamp")
         if ts.__class__ is float or ts.__class__ is int:
             self.ingest_lag = now - ts
@@ -294,40 +305,48 @@ class ClusterMetrics:
 
     def _task(self, type_: str, event: dict[str, Any], state: State, now: float) -> None:
         uuid = event.get("uuid")
-        task = state.tasks.data.get(uuid) if isinstance(uuid, str) else None
+        task = state.tasks.data.get(uuid) if uuid.__class__ is str else None
         if task is None:
             return
-        name = self.cap_name(str(task.name))
-        if type_ == "task-sent" and self.config.generic_sent_hostname:
-            host = GENERIC
-        else:
-            host = self.host(task.__dict__.get("hostname"))
-        queue = self.cap_queue(str(task.__dict__.get("queue", "celery")))
-        key = (name, host, queue)
-        counts = self.counts
-        if type_ != "task-sent" and key not in self.series:
+        fields = task.__dict__
+        raw = (fields.get("name"), fields.get("hostname"), fields.get("queue", "celery"))
+        key = self._labels.get(raw)
+        if key is None:
+            # Label values of a (name, node, queue) seen before are looked
+            # up, not recomputed: this is the per-event path.
+            if len(self._labels) >= _LABEL_CACHE:
+                self._labels.clear()
+            key = self._labels[raw] = (
+                self.cap_name(str(raw[0])),
+                self.host(raw[1]),
+                self.cap_queue(str(raw[2])),
+            )
+        if type_ == "task-sent":
+            if self.config.generic_sent_hostname:
+                key = (key[0], GENERIC, key[2])
+        elif key not in self.series:
             # prometheus-exporter-celery shows every counter of a label set
             # at zero from its first task event (task-sent excepted).
             self.series[key] = now
+            name, host, queue = key
             for counter in TASK_COUNTERS:
                 zero = (name, host, "", queue) if counter == "task-failed" else key
-                counts[counter].setdefault(zero, 0.0)
+                self.counts[counter].setdefault(zero, 0.0)
+        bucket = self.counts[type_]
         if type_ == "task-failed":
+            name, host, queue = key
             exc = self.cap_exception(exception_class(task.exception))
-            fkey = (name, host, exc, queue)
-            counts[type_][fkey] = counts[type_].get(fkey, 0.0) + 1
+            key = (name, host, exc, queue)
             self.recent_failures.append(
                 Failure(
                     now,
                     uuid,
                     str(task.name),
-                    str(task.__dict__.get("hostname")),
+                    str(fields.get("hostname")),
                     str(task.exception)[:200],
                 )
             )
-        else:
-            bucket = counts[type_]
-            bucket[key] = bucket.get(key, 0.0) + 1
+        bucket[key] = bucket.get(key, 0.0) + 1
         if type_ == "task-succeeded":
             runtime = task.runtime
             if (runtime.__class__ is float or runtime.__class__ is int) and runtime >= 0:
@@ -336,10 +355,11 @@ class ClusterMetrics:
                     hist = self.runtime[key] = _Histogram([0] * (len(self.bounds) + 1))
                 hist.observe(self.bounds, runtime)
         second = int(now)
-        rates = self.rates
-        if not rates or rates[-1][0] != second:
-            rates.append((second, {}))
-        tally = rates[-1][1]
+        if second != self._second:
+            self._second = second
+            self._tally = {}
+            self.rates.append((second, self._tally))
+        tally = self._tally
         tally[type_] = tally.get(type_, 0) + 1
 
     def _worker(self, type_: str, event: dict[str, Any], state: State, now: float) -> None:
@@ -362,9 +382,10 @@ class ClusterMetrics:
             if len(self.nodes) >= self.config.max_label_values * 2:
                 return  # State keeps it; its series would go to "other" anyway
             node = self.nodes[hostname] = _Node(self.host(hostname))
-        alive = worker.is_alive(now)
-        if alive:
-            if not node.alive and node.last_alive and not node.left:
+        if node.alive:
+            node.last_alive = now  # tick() judges expiry; no need to ask State per event
+        elif worker.is_alive(now):
+            if node.last_alive and not node.left:
                 self.rejoined[node.label] = self.rejoined.get(node.label, 0) + 1
             node.alive = True
             node.left = False
@@ -456,6 +477,7 @@ class ClusterMetrics:
             del self.runtime[key]
         for table in (self.drift, self.drift_warnings, self.lost, self.rejoined, self.revoked):
             table.pop(label, None)
+        self._labels = {raw: key for raw, key in self._labels.items() if key[1] != label}
         if label != OTHER:
             self.cap_host.release(label)
 
