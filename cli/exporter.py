@@ -32,7 +32,7 @@ from prometheus_client.core import (
 from prometheus_client.utils import floatToGoString
 
 from wkctl.protocol.broker import REDIS_TRANSPORTS
-from wkctl.protocol.client import Client, hello_table
+from wkctl.protocol.client import CELERY_SW_IDENT, Client, hello_table
 from wkctl.protocol.metrics import TASK_COUNTERS, ClusterMetrics, MetricsConfig
 from wkctl.protocol.state import State
 
@@ -354,9 +354,13 @@ class Pollers:
         self.metrics = metrics
         self.known_queues: set[str] = set(queues)
 
-    def _alive(self) -> int:
+    def _alive(self, celery_only: bool = False) -> int:
         now = time.time()
-        return sum(1 for w in self.monitor.state.workers.values() if w.is_alive(now))
+        return sum(
+            1
+            for w in self.monitor.state.workers.data.values()
+            if w.is_alive(now) and (not celery_only or w.sw_ident == CELERY_SW_IDENT)
+        )
 
     def _client(self) -> Client:
         app = self.monitor.app
@@ -366,7 +370,9 @@ class Pollers:
 
     def queues(self) -> None:
         """Queue lengths and consumers, workers and processes per queue."""
-        expect = self._alive() or None
+        # Only Celery workers answer active_queues / stats: expecting them
+        # ends the wait as soon as they did.
+        expect = self._alive(celery_only=True) or None
         with self._client() as client:
             active = client.call("active_queues", timeout=1.0, expect=expect).replies
             stats = client.call("stats", timeout=1.0, expect=expect).replies
