@@ -22,6 +22,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from wkctl.protocol.metrics import TASK_COUNTERS
+
 from .common import REPO, BenchContext, alternate, case, metric, ratio, run_timed, target
 
 NAME = "exporter"
@@ -29,16 +31,7 @@ TITLE = "Exporter ingest and scrape: wkctl exporter vs prometheus-exporter-celer
 CACHE = REPO / "bench" / "results" / "cache"
 WORKERS = 200
 SEED = 11
-TASK_TYPES = (
-    "task-sent",
-    "task-received",
-    "task-started",
-    "task-succeeded",
-    "task-failed",
-    "task-rejected",
-    "task-revoked",
-    "task-retried",
-)
+TASK_TYPES = TASK_COUNTERS
 
 
 def stream_file(n: int) -> Path:

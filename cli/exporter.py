@@ -31,10 +31,10 @@ from prometheus_client.core import (
 )
 from prometheus_client.utils import floatToGoString
 
-from wkctl.protocol.broker import REDIS_TRANSPORTS
-from wkctl.protocol.client import CELERY_SW_IDENT, Client, hello_table
+from wkctl.protocol.client import Client, hello_table
 from wkctl.protocol.metrics import TASK_COUNTERS, ClusterMetrics, MetricsConfig
 from wkctl.protocol.state import State
+from wkctl.protocol.vocab import CELERY_SW_IDENT, REDIS_TRANSPORTS
 
 from .context import AppContext, pass_app
 from .elect import _participants as participants

@@ -34,10 +34,11 @@ import re
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, get_args
 
 from .client import ElectionWatch
 from .state import HEARTBEAT_DRIFT_MAX, State
+from .vocab import ELECT_ACK_EVENT, ELECT_EVENT, TaskEventType
 
 __all__ = [
     "TASK_COUNTERS",
@@ -51,18 +52,9 @@ __all__ = [
     "exception_class",
 ]
 
-#: Task event types counted, in the order of prometheus-exporter-celery's
-#: ``state_counters`` (one ``celery_task_<subject>_total`` counter each).
-TASK_COUNTERS = (
-    "task-sent",
-    "task-received",
-    "task-started",
-    "task-succeeded",
-    "task-failed",
-    "task-rejected",
-    "task-revoked",
-    "task-retried",
-)
+#: Task event types counted (one ``celery_task_<subject>_total`` counter
+#: each, as prometheus-exporter-celery's ``state_counters``).
+TASK_COUNTERS: tuple[str, ...] = get_args(TaskEventType)
 _COUNTED = frozenset(TASK_COUNTERS)
 
 #: Raw (name, node, queue) triples whose label values are remembered.
@@ -366,7 +358,7 @@ class ClusterMetrics:
         hostname = event.get("hostname")
         if not isinstance(hostname, str):
             return
-        if type_ in ("worker-elect", "worker-elect-ack"):
+        if type_ == ELECT_EVENT or type_ == ELECT_ACK_EVENT:
             self._election(type_, event, state, now)
             return
         worker = state.workers.data.get(hostname)
@@ -405,10 +397,10 @@ class ClusterMetrics:
             return
         entry = self.elections.get(id_)
         if entry is None:
-            if type_ != "worker-elect":
+            if type_ != ELECT_EVENT:
                 return  # an ack before any request: nothing to follow yet
             if len(self.elections) >= self.config.max_elections:
-                self.refused("worker-elect", "too many elections at once")
+                self.refused(ELECT_EVENT, "too many elections at once")
                 return
             topic = self.cap_topic(str(event.get("topic")))
             expected = self.expected_voters(state, now) if self.expected_voters else ()

@@ -39,10 +39,11 @@ from support.tools import tools_python
 from support.workers import CeleryWorker, WorkerPool
 from wkctl.protocol.broker import BrokerSettings, event_exchange
 from wkctl.protocol.client import Client
+from wkctl.protocol.metrics import TASK_COUNTERS
 
 pytestmark = [pytest.mark.broker, pytest.mark.celery]
 
-COUNTERS = ("sent", "received", "started", "succeeded", "failed", "rejected", "revoked", "retried")
+COUNTERS = tuple(t.split("-", 1)[1] for t in TASK_COUNTERS)
 
 
 def scrape(port: int, path: str = "/metrics") -> tuple[int, str]:
