@@ -58,7 +58,7 @@ TASK_COUNTERS: tuple[str, ...] = get_args(TaskEventType)
 _COUNTED = frozenset(TASK_COUNTERS)
 
 #: Raw (name, node, queue) triples whose label values are remembered.
-_LABEL_CACHE = 100_000
+_LABEL_CACHE = 20_000
 
 #: The label value every value past a label's cap is counted under.
 OTHER = "other"

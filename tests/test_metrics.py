@@ -216,3 +216,48 @@ def test_cli_option_parsing() -> None:
         parse_listen("9808")
     with pytest.raises(CliError, match="KEY=VALUE"):
         transport_option("novalue")
+
+
+def test_memory_stays_flat_under_churn() -> None:
+    """Hours of churn compressed: ever new task ids, names, nodes and
+    exception types, time running on so that nodes go and get purged.
+    Every structure the exporter keeps stops growing at its bound."""
+    m = ClusterMetrics(MetricsConfig(buckets=BUCKETS, max_label_values=50, purge_after=30.0))
+    ingest = Ingest(metrics=m, validate=True, max_tasks=2000)
+
+    def sizes() -> dict[str, int]:
+        return {
+            "series": sum(len(b) for b in m.counts.values()),
+            "label sets": len(m.series),
+            "histograms": len(m.runtime),
+            "nodes": len(m.nodes),
+            "label cache": len(m._labels),
+            "drift": len(m.drift),
+            "events": len(m.events),
+            "rejected": len(m.rejected),
+        }
+
+    def run(start: int, stop: int) -> None:
+        for i in range(start, stop):
+            now = T0 + i / 100.0  # 100 events per second
+            node = f"w{i // 500}@host{i // 500}"  # a new node every 5 s
+            ingest.apply(
+                [
+                    heartbeat(node, now),
+                    task("task-received", f"u{i}", node, now, name=f"tasks.t{i % 5000}"),
+                    task("task-failed", f"u{i}", node, now, exception=f"E{i % 700}('x')"),
+                    {"type": f"custom-{i % 300}", "hostname": node, "timestamp": now},
+                ],
+                now,
+            )
+            if i % 100 == 0:
+                m.tick(ingest.state, now)
+
+    run(0, 20_000)
+    first = sizes()
+    run(20_000, 60_000)
+    second = sizes()
+    for name, value in second.items():
+        assert value <= max(first[name], 1) * 1.1 + 60, (name, first[name], value)
+    assert len(ingest.state.tasks) <= 2000
+    assert second["series"] <= 8 * 51 * 51 * 51  # names x hosts x exceptions at most
