@@ -12,7 +12,6 @@ families at scrape time (the exposition format is prometheus-client's).
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import threading
 import time
@@ -581,11 +580,7 @@ def exporter_cmd(
     except ValueError:
         raise CliError(f"--buckets: not a list of numbers: {buckets!r}", ExitCode.USAGE) from None
     if transport_options:
-        extra = dict(transport_option(text) for text in transport_options)
-        settings = app.settings
-        app._settings = dataclasses.replace(
-            settings, transport_options={**settings.transport_options, **extra}
-        )
+        app.add_transport_options(dict(transport_option(text) for text in transport_options))
     config = MetricsConfig(
         buckets=bounds,
         max_label_values=max_label_values,
