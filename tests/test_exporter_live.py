@@ -120,7 +120,7 @@ def cluster(
     tmp = tmp_path_factory.mktemp("exporter")
     pool = WorkerPool(logdir=tmp, record_dir=tmp)
     worker = pool.start(module_broker_url, prefix="exp")[0]
-    exporter = Exporter(module_broker_url, tmp)
+    exporter = Exporter(module_broker_url, tmp, "--hello-interval", "1")
     try:
         yield module_broker_url, pool, worker, exporter
     finally:
@@ -203,6 +203,11 @@ def test_counters_equal_the_truth(cluster: tuple[str, WorkerPool, CeleryWorker, 
     assert total(body, "wkctl_events_total", type="worker-heartbeat") >= 1
     status, text = scrape(exporter.port, "/health")
     assert status == 200 and "Connected to the broker" in text
+    # the opt-in hello: the worker's revoked set holds the 4 ids revoked above
+    body = exporter.wait(
+        lambda b: total(b, "wkctl_worker_revoked_ids", hostname=worker.hostname) == 4, 10
+    )
+    assert total(body, "wkctl_worker_clock", hostname=worker.hostname) > 0
 
 
 #: Metric names the celery-mixin Grafana dashboards and alerts of
