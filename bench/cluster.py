@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import json
 import sys
+import tempfile
 import time
 import uuid
 from typing import Any
@@ -144,10 +145,13 @@ def _wkctl_hello(cl: Cluster, n: int) -> dict[str, Any] | None:
     return {"own_ms": stats["elapsed_ms"], "wall_ms": r.wall * 1000, "replies": stats["replied"]}
 
 
-def _wkctl_hello_settled(cl: Cluster) -> dict[str, Any] | None:
+def _wkctl_hello_settled(cl: Cluster, cold: bool = False) -> dict[str, Any] | None:
     """``wkctl hello`` without ``--expect``: ends when the cluster answered
-    (every known node replied, or the settle window passed)."""
-    r = run_timed(wkctl_cmd(cl.url) + ["hello", "--timeout", "5", "--stats", "--json"])
+    (every known node replied, or the settle window passed).  ``cold``: with
+    an empty state folder, so no node is known and only the settle window
+    can end it."""
+    env = {"XDG_STATE_HOME": tempfile.mkdtemp(prefix="wkctl-bench-state-")} if cold else None
+    r = run_timed(wkctl_cmd(cl.url) + ["hello", "--timeout", "5", "--stats", "--json"], env=env)
     stats = None
     for line in r.stderr.splitlines():
         if line.startswith("{"):
@@ -211,11 +215,13 @@ def run_hello(ctx: BenchContext, cl: Cluster, kind: str, n: int) -> dict[str, An
         {
             "wkctl": lambda r: _wkctl_hello(cl, n),
             "wkctl-settled": lambda r: _wkctl_hello_settled(cl),
+            "wkctl-cold": lambda r: _wkctl_hello_settled(cl, cold=True),
             "celery": lambda r: _celery_inspect(cl, n),
         },
         warmup=1,
     )
     settled = [x for x in res["wkctl-settled"] if x]
+    cold = [x for x in res["wkctl-cold"] if x]
     mingle_reps = 1 if ctx.quick else 2
 
     def wk_join(r: int) -> tuple[float | None, int]:
@@ -275,6 +281,18 @@ def run_hello(ctx: BenchContext, cl: Cluster, kind: str, n: int) -> dict[str, An
                 note="whole command, spawn to exit; wkctl without --expect ends when every "
                 "known node answered or replies settled (spec [PIDBOX-19])",
             ),
+            "process_no_expect_cold": metric(
+                "ms",
+                "lower",
+                {
+                    "wkctl hello (no --expect, no known nodes) process": [
+                        x["wall_ms"] for x in cold
+                    ],
+                    "celery inspect clock process": [x["wall_ms"] for x in ce],
+                },
+                note="as above with an empty state folder: nothing known, the settle window "
+                "(0.2 s after the last reply) ends it",
+            ),
             "mingle": metric(
                 "ms",
                 "lower",
@@ -291,6 +309,7 @@ def run_hello(ctx: BenchContext, cl: Cluster, kind: str, n: int) -> dict[str, An
         "wkctl": [x["replies"] for x in wk],
         "wkctl_no_expect": [x["replies"] for x in settled],
         "wkctl_no_expect_ended": [x["ended"] for x in settled],
+        "wkctl_no_expect_cold_ended": [x["ended"] for x in cold],
         "celery_broadcast": [x["replies"] for x in ce],
         "celery_cli": [x["cli_replies"] for x in ce],
         "wkctl_join_peers": [m[1] for m in mingles["wkctl"]],
@@ -300,6 +319,11 @@ def run_hello(ctx: BenchContext, cl: Cluster, kind: str, n: int) -> dict[str, An
         ("answer", "wkctl hello (own figure)", "celery broadcast (returns)"),
         ("process", "wkctl hello process", "celery inspect clock process"),
         ("process_no_expect", "wkctl hello (no --expect) process", "celery inspect clock process"),
+        (
+            "process_no_expect_cold",
+            "wkctl hello (no --expect, no known nodes) process",
+            "celery inspect clock process",
+        ),
         ("mingle", "wkctl node join", "celery worker mingle"),
     ):
         c["ratios"][key] = ratio(c["metrics"][key], ours, theirs)
