@@ -201,6 +201,8 @@ def test_counters_equal_the_truth(cluster: tuple[str, WorkerPool, CeleryWorker, 
     assert samples(body)["celery_queue_length"]
     assert total(body, "wkctl_broker_connected") == 1
     assert total(body, "wkctl_events_total", type="worker-heartbeat") >= 1
+    # local workers: the latest event is well under a second old when taken
+    assert 0 <= total(body, "wkctl_event_ingest_lag_seconds") < 5
     status, text = scrape(exporter.port, "/health")
     assert status == 200 and "Connected to the broker" in text
     # the opt-in hello: the worker's revoked set holds the 4 ids revoked above
