@@ -20,7 +20,7 @@ from wkctl.protocol.client import Client
 from wkctl.protocol.state import State, Worker
 
 from .context import AppContext, pass_app
-from .hello import ask, styled_table
+from .hello import ask, embedded_note, styled_table
 from .monitor import Monitor
 from .render import clip, emit, style
 
@@ -274,4 +274,5 @@ def dump_cmd(app: AppContext, duration: float, json_flag: bool, yaml_flag: bool)
             err=True,
         )
     if state.event_count == 0:
-        click.echo(f"wkctl: no event received within {duration:g} s", err=True)
+        note = "" if pinged.replies else embedded_note(app)
+        click.echo(f"wkctl: no event received within {duration:g} s{note}", err=True)

@@ -36,6 +36,7 @@ COMMANDS: dict[str, str] = {
     "validate": "wkctl.cli.validate:validate_cmd",
     "schema": "wkctl.cli.schema:schema_group",
     "conform": "wkctl.cli.conform:conform_cmd",
+    "broker": "wkctl.cli.embedded:broker_group",
 }
 
 

@@ -76,7 +76,6 @@ KINDS: dict[str, str] = {
 _COMMON = "common"
 
 
-
 class UnknownKind(ValueError):
     """Raised for a kind name that has no schema; the message lists valid kinds."""
 
