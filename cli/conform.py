@@ -54,6 +54,13 @@ __all__ = ["conform_cmd"]
     help="Start the node with this command line once the kit listens (and stop it with "
     "SIGTERM at the end), to also check what it does at start and stop.",
 )
+@click.option(
+    "--outage-probes",
+    is_flag=True,
+    help="Also send the probes a known defect turns into an outage of the control channel "
+    "(DEFECT-15: Celery 5.2-5.6 with kombu 5.2-5.6 on Redis stop answering every control "
+    "command, Mingle included, until restarted), and only when the node is alone on the broker.",
+)
 @click.option("--list", "list_flag", is_flag=True, help="List the checks and exit; probe nothing.")
 @pass_app
 @click.pass_context
@@ -67,6 +74,7 @@ def conform_cmd(
     json_flag: bool,
     junit_path: str | None,
     launch: str | None,
+    outage_probes: bool,
     list_flag: bool,
 ) -> None:
     """Check a live node against the spec's numbered statements.
@@ -144,6 +152,7 @@ def conform_cmd(
             strict=strict,
             on_result=progress,
             launch=launch,
+            outage_probes=outage_probes,
         )
     except (ConnectionError, OSError) as exc:
         raise broker_error(settings, exc) from None

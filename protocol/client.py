@@ -291,8 +291,6 @@ def prepare_event(event: Any, clock: LamportClock, now: float) -> Any:
     return event
 
 
-
-
 @dataclass
 class ElectionOutcome:
     """What an observer concluded about one election."""
@@ -766,7 +764,9 @@ class EventStream:
         """Connect (if not given a connection), declare and bind the queue, consume."""
         if self.connection is None:
             self.connection = self.settings.connection()
-        self.connection.ensure_connection(max_retries=0, timeout=self.settings.connect_timeout)
+        self.connection.ensure_connection(
+            max_retries=self.settings.failover_retries, timeout=self.settings.connect_timeout
+        )
         self._attach()
         return self
 
@@ -833,7 +833,8 @@ class EventStream:
             try:
                 self.connection = self.settings.connection()
                 self.connection.ensure_connection(
-                    max_retries=0, timeout=self.settings.connect_timeout
+                    max_retries=self.settings.failover_retries,
+                    timeout=self.settings.connect_timeout,
                 )
                 self._attach()
             except Exception as again:  # still down: back off and try again

@@ -58,6 +58,7 @@ from support.releases import (
     venv_python,
 )
 from support.workers import HERE, REPO, CeleryWorker, WorkerPool, celery_python
+from wkctl.conform.hazards import PeerSoftware, matcher_outage
 
 pytestmark = [pytest.mark.broker, pytest.mark.celery]
 
@@ -358,10 +359,27 @@ def _operations(cell: Cell, node: NodeProcess, node_only: str, capture: Capture,
         others = set(names[1:])
         pinged = set(celery_ping(cell.python, url))
         assert others <= pinged, f"after conform, no ping reply from {sorted(others - pinged)}"
-        assert done.returncode == 0 and not failed, (
-            f"exit {done.returncode}: {failed or done.stderr[-300:]}"
-        )
+        if done.returncode != 0 and not failed:
+            lines = [line for line in done.stderr.splitlines() if line.strip()]
+            raise AssertionError(f"exit {done.returncode}: {lines[-1] if lines else 'no output'}")
+        assert not failed, f"failed checks: {failed}"
         return doc.get("summary") and f"{doc['summary']['known_deviations']} deviations" or ""
+
+    def defect15() -> str:
+        # Last: on an affected release it silences the whole cell.  The
+        # rule conform uses must predict exactly what the workers do.
+        kombu = _kombu_of(cell.python).split()[0]
+        peers = {n: PeerSoftware(n, "celery", cell.rel.version, kombu) for n in names}
+        predicted = set(matcher_outage(cell.broker, peers))
+        app = client_app(url)
+        try:
+            app.control.broadcast("ping", pattern=names[0], matcher="nosuch")
+        finally:
+            app.close()
+        time.sleep(1.0)
+        silent = set(names) - set(celery_ping(cell.python, url))
+        assert silent == predicted, f"silenced {sorted(silent)}, predicted {sorted(predicted)}"
+        return "silences all" if silent else "harmless"
 
     for op, body in (
         ("hello", hello),
@@ -372,5 +390,6 @@ def _operations(cell: Cell, node: NodeProcess, node_only: str, capture: Capture,
         ("elect", elect),
         ("validate", validate),
         ("conform", conform),
+        ("DEFECT-15", defect15),
     ):
         cell.run(op, body)

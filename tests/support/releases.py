@@ -99,6 +99,7 @@ OPERATIONS: tuple[str, ...] = (
     "elect",
     "validate",
     "conform",
+    "DEFECT-15",
 )
 
 #: (release, broker) -> operation -> "ok ..." | "FAIL ..." | "not run: ..."
