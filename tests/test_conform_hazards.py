@@ -5,6 +5,18 @@ these pin its edges."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+from conftest import require_celery
+
+from support.brokers import BrokerPool
+from support.workers import WorkerPool, celery_python
+from wkctl.cli.main import cli
 from wkctl.conform.hazards import PeerSoftware, matcher_outage, software_from_report
 
 REPORT_54 = (
@@ -50,3 +62,69 @@ def test_unknown_kombu_of_a_celery_worker_counts_as_affected() -> None:
     risky = matcher_outage("redis", peers)
     assert set(risky) == {"quiet", "hardened", "odd"}
     assert "unknown" in risky["quiet"]
+
+
+# -- live: Celery 5.4.0 with its own kombu 5.3.7 on Redis -------------------------
+
+
+@pytest.fixture
+def redis_db(broker_pool: BrokerPool) -> Iterator[str]:
+    if broker_pool.redis_url is None:
+        pytest.skip("no Redis")
+    url = broker_pool.isolated("redis")
+    yield url
+    broker_pool.release(url)
+
+
+def _unknown_matcher(url: str, node: str, *flags: str) -> dict[str, Any]:
+    result = CliRunner().invoke(
+        cli,
+        [
+            "-b",
+            url,
+            "conform",
+            "--node",
+            node,
+            "--only",
+            "pidbox.unknown-matcher",
+            "--json",
+            *flags,
+        ],
+        catch_exceptions=False,
+    )
+    doc = json.loads(result.output)
+    (check,) = [c for c in doc["checks"] if c["id"] == "pidbox.unknown-matcher"]
+    return dict(check)
+
+
+@pytest.mark.broker
+@pytest.mark.celery
+def test_unknown_matcher_probe_spares_bystanders_and_needs_the_flag(
+    redis_db: str, worker_pool: WorkerPool
+) -> None:
+    require_celery("5.4")
+    python = celery_python("5.4")
+    assert python is not None
+    kombu = subprocess.run(
+        [python, "-c", "import kombu; print(kombu.__version__)"], capture_output=True, text=True
+    ).stdout.strip()
+    if kombu != "5.3.7":
+        pytest.fail(f".venv-celery54 must pair Celery 5.4.0 with its kombu 5.3.7, has {kombu}")
+    target = worker_pool.start(redis_db, n=1, version="5.4", prefix="mt")[0]
+    try:
+        # without the flag: not sent, and the reason names the defect and the flag
+        check = _unknown_matcher(redis_db, target.hostname)
+        assert check["result"] == "skip", check
+        assert "Celery 5.4.0 with kombu 5.3.7" in check["detail"] and "DEFECT-15" in check["detail"]
+        assert "--outage-probes" in check["detail"]
+        # with the flag but a bystander on the broker: still not sent
+        bystander = worker_pool.start(redis_db, n=1, version="5.4", prefix="by")[0]
+        check = _unknown_matcher(redis_db, target.hostname, "--outage-probes")
+        assert check["result"] == "skip" and bystander.hostname in check["detail"], check
+        worker_pool.stop([bystander])
+        # alone and asked for: sent; the node loses its control channel, reported as DEFECT-15
+        check = _unknown_matcher(redis_db, target.hostname, "--outage-probes")
+        assert check["result"] == "deviation" and check["known_deviation"] == "DEFECT-15", check
+        assert target.wait_log("MatcherNotInstalled", 5), target.log_text()[-1500:]
+    finally:
+        worker_pool.stop([target])

@@ -46,7 +46,7 @@ import pytest
 from support.brokers import BrokerPool
 from support.capture import Capture
 from support.celeryapp import client_app
-from support.cliproc import wkctl_popen
+from support.cliproc import wait_for_text, wkctl_popen
 from support.nodes import NodeProcess, unique_name
 from support.releases import (
     CI_SUBSET,
@@ -293,18 +293,19 @@ def _operations(cell: Cell, node: NodeProcess, node_only: str, capture: Capture,
     def tail() -> str:
         out = tmp / "tail.ndjson"
         with out.open("wb") as sink:
-            proc = wkctl_popen(
-                ["-b", url, "tail", "--json", "--duration", "8"],
-                stdout=sink,
-                stderr=subprocess.PIPE,
-            )
-            time.sleep(1.5)
-            app = client_app(url)
+            proc = wkctl_popen(["-b", url, "tail", "--json"], stdout=sink, stderr=subprocess.PIPE)
             try:
-                app.send_task("tasks.add", args=(2, 3))
+                # a heartbeat through tail: it is subscribed; then a task's events
+                wait_for_text(out, '"worker-heartbeat"', proc, timeout=20)
+                app = client_app(url)
+                try:
+                    app.send_task("tasks.add", args=(2, 3))
+                finally:
+                    app.close()
+                wait_for_text(out, '"task-succeeded"', proc, timeout=20)
             finally:
-                app.close()
-            proc.wait(30)
+                proc.terminate()
+                proc.wait(15)
         events = [json.loads(line) for line in out.read_text().splitlines() if line.strip()]
         types = {e.get("type") for e in events if e.get("hostname") in names}
         assert {"task-received", "task-succeeded", "worker-heartbeat"} <= types, sorted(
