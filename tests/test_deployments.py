@@ -352,3 +352,24 @@ def test_broker_transport_option_is_checked() -> None:
     done = wkctl("--broker-transport-option", "novalue", "clock")
     assert done.returncode == 2
     assert "--broker-transport-option 'novalue': expected KEY=VALUE" in done.stderr
+
+
+def test_transport_options_parse_and_win_over_the_config_file() -> None:
+    from wkctl.cli.config import Config, parse_transport_options, resolve_broker
+
+    options = parse_transport_options(
+        ["master_name=mymaster", "visibility_timeout=3600", 'x={"a": 1}']
+    )
+    assert options == {"master_name": "mymaster", "visibility_timeout": 3600, "x": {"a": 1}}
+    config = Config(
+        broker_url="redis://h/0", broker_transport_options={"global_keyprefix": "a:", "k": 1}
+    )
+    settings = resolve_broker(None, config, {}, transport_options={"global_keyprefix": "b:"})
+    assert dict(settings.transport_options) == {"global_keyprefix": "b:", "k": 1}
+
+
+def test_every_password_of_a_failover_list_is_masked() -> None:
+    settings = BrokerSettings(url="amqp://u:first@h1//;amqp://v:second@h2:5673/vh")
+    assert settings.masked_url == "amqp://u:**@h1//;amqp://v:**@h2:5673/vh"
+    assert settings.failover_retries == 1
+    assert BrokerSettings(url="redis://h/0").failover_retries == 0

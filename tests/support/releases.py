@@ -28,6 +28,7 @@ __all__ = [
     "OPERATIONS",
     "RELEASES",
     "RESULTS",
+    "SECONDS",
     "NotAvailable",
     "Release",
     "python310",
@@ -104,6 +105,8 @@ OPERATIONS: tuple[str, ...] = (
 
 #: (release, broker) -> operation -> "ok ..." | "FAIL ..." | "not run: ..."
 RESULTS: dict[tuple[str, str], dict[str, str]] = {}
+#: (release, broker) -> seconds the cell took (workers started to last operation)
+SECONDS: dict[tuple[str, str], float] = {}
 
 
 def render_matrix(results: dict[tuple[str, str], dict[str, str]]) -> list[str]:
@@ -111,6 +114,7 @@ def render_matrix(results: dict[tuple[str, str], dict[str, str]]) -> list[str]:
     cell that is not green with its reason."""
     width = max(len(op) for op in OPERATIONS)
     head = f"{'release':<8} {'broker':<6} " + " ".join(f"{op:<{width}}" for op in OPERATIONS)
+    head += "  seconds"
     lines = [head]
     notes: list[str] = []
     order = {r.version: i for i, r in enumerate(RELEASES)}
@@ -124,7 +128,12 @@ def render_matrix(results: dict[tuple[str, str], dict[str, str]]) -> list[str]:
             marks.append(f"{mark:<{width}}")
             if mark != "ok":
                 notes.append(f"{version} {broker} {op}: {text}")
-        lines.append(f"{version:<8} {broker:<6} " + " ".join(marks))
+        took = SECONDS.get((version, broker))
+        lines.append(
+            f"{version:<8} {broker:<6} "
+            + " ".join(marks)
+            + (f"  {took:.0f}" if took is not None else "")
+        )
     green = sum(
         1 for cells in results.values() for op in OPERATIONS if cells.get(op, "").startswith("ok")
     )
