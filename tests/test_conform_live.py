@@ -183,7 +183,7 @@ def test_celery_worker_passes_every_must_check(
     # every worker of the vhost still answers (Celery's own client asks)
     client = client_app(module_broker_url)
     try:
-        pinged = client.control.ping(timeout=2.0)
+        pinged = client.control.ping(timeout=1.0)
     finally:
         client.close()
     answered = {name for reply in pinged for name in reply}
