@@ -154,6 +154,9 @@ def render_matrix(results: dict[tuple[str, str], dict[str, str]]) -> list[str]:
     ]
     if silenced:
         notes.insert(0, f"DEFECT-15 silenced every worker of: {', '.join(silenced)}")
+    for (v, b), cells in sorted(results.items()):
+        if "disagree" in cells.get("elect", ""):
+            notes.insert(0, f"{v} {b} elect: {cells['elect'][3:]}")
     green = sum(
         1 for cells in results.values() for op in OPERATIONS if cells.get(op, "").startswith("ok")
     )
