@@ -158,8 +158,17 @@ class Run:
 class Context:
     """What a check works with: the probe, the event record and shared facts."""
 
-    def __init__(self, probe: Probe, recorder: EventRecorder, timeout: float) -> None:
+    def __init__(
+        self,
+        probe: Probe,
+        recorder: EventRecorder,
+        timeout: float,
+        outage_probes: bool = False,
+    ) -> None:
         self.probe = probe
+        #: send probes a known defect turns into an outage (DEFECT-15) when
+        #: the node is alone on the broker (never when other nodes would be hit)
+        self.outage_probes = outage_probes
         self.recorder = recorder
         self.node = probe.node
         self.timeout = timeout
@@ -314,6 +323,7 @@ def run(
     on_result: Callable[[Result], None] | None = None,
     launch: Sequence[str] | str | None = None,
     launch_wait: float = LAUNCH_WAIT,
+    outage_probes: bool = False,
     on_wait: Callable[[float, float], None] | None = None,
 ) -> Run:
     """Probe ``node`` with ``checks``; never raises for anything the node does.
@@ -333,7 +343,7 @@ def run(
     recorder = EventRecorder(settings)
     recorder.start(timeout)
     probe = Probe(settings, node, timeout=timeout)
-    ctx = Context(probe, recorder, timeout)
+    ctx = Context(probe, recorder, timeout, outage_probes=outage_probes)
     try:
         opening = ""
         t_open = time.monotonic()

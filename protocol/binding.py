@@ -253,7 +253,7 @@ class Binding:
 
     def _connect(self) -> None:
         self._conn = self.settings.connection()
-        self._conn.ensure_connection(max_retries=1)
+        self._conn.ensure_connection(max_retries=1 + self.settings.failover_retries)
         self._setup()
 
     def _setup(self) -> None:
@@ -391,7 +391,7 @@ class Binding:
                 return
             try:
                 self._conn = self.settings.connection()
-                self._conn.ensure_connection(max_retries=1)
+                self._conn.ensure_connection(max_retries=1 + self.settings.failover_retries)
                 self._setup()
             except Exception as again:
                 self._close_connection()

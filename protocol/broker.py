@@ -43,7 +43,10 @@ EMBEDDED_POLLING_INTERVAL = 0.01
 
 
 def mask_url(url: str) -> str:
-    """Hide the password the way Celery prints broker URLs (``amqp://guest:**@host//``)."""
+    """Hide the password the way Celery prints broker URLs (``amqp://guest:**@host//``);
+    each URL of a failover list (``amqp://a;amqp://b``) on its own."""
+    if ";" in url:
+        return ";".join(mask_url(part) for part in url.split(";"))
     if "@" not in urlsplit(url).netloc if "://" in url else True:
         return url  # nothing to hide (and kombu would rewrite filesystem:// as filesystem:///)
     masked = maybe_sanitize_url(url)
@@ -93,6 +96,13 @@ class BrokerSettings:
     @property
     def transport(self) -> str:
         return transport_of(self.url)
+
+    @property
+    def failover_retries(self) -> int:
+        """Connection attempts beyond the first that a failover list
+        (``amqp://a;amqp://b``) needs so that kombu tries every URL once:
+        kombu moves to the next URL only when an attempt fails."""
+        return len([part for part in self.url.split(";") if part.strip()]) - 1
 
     @property
     def masked_url(self) -> str:

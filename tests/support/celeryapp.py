@@ -7,6 +7,7 @@ leaves a file per call so that a test can see which worker ran an action
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -23,6 +24,8 @@ app.conf.update(
     worker_hijack_root_logger=True,
     control_exchange=os.environ.get("WKCTL_TEST_CONTROL_EXCHANGE", "celery"),
     event_exchange=os.environ.get("WKCTL_TEST_EVENT_EXCHANGE", "celeryev"),
+    # sentinel master_name, Redis global_keyprefix, ... (the deployment tests)
+    broker_transport_options=json.loads(os.environ.get("WKCTL_TEST_TRANSPORT_OPTIONS") or "{}"),
 )
 
 
