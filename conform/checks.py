@@ -35,7 +35,7 @@ from wkctl.protocol.client import normalize_revoked
 from wkctl.protocol.validation import validate
 
 from .registry import Failed, Skipped, check
-from .runner import SYNC_CLOCK, SYNC_CLOCK_TOO_BIG, Context
+from .runner import SYNC_CLOCK, SYNC_CLOCK_ERROR, SYNC_CLOCK_TOO_BIG, Context
 
 __all__: list[str] = []
 
@@ -1063,6 +1063,30 @@ def launch_sync(ctx: Context) -> str:
             actual=f"missing {missing}",
         )
     return f"clock {clock}, both ids merged"
+
+
+@check(
+    "launch.error-reply",
+    "MINGLE-3",
+    'skips an {"error": ...} hello reply at start, whatever else it holds',
+    deviation="DEFECT-25",
+)
+def launch_error_reply(ctx: Context) -> str:
+    _hello_seen(ctx)
+    clock = _clock_value(ctx)
+    took_id = ctx.sync["error_id"] in set(_revoked_now(ctx))
+    # Our clock calls forward it a little; adopting the error's clock would
+    # put it at SYNC_CLOCK_ERROR + 1 or more.
+    took_clock = clock > SYNC_CLOCK_ERROR
+    if took_id or took_clock:
+        took = [w for w, yes in (("its revoked id", took_id), ("its clock", took_clock)) if yes]
+        raise Failed(
+            'it synced with a peer whose hello reply was {"error": ...}: took '
+            + " and ".join(took),
+            expected=f"the error reply skipped: clock <= {SYNC_CLOCK_ERROR}, id not revoked",
+            actual=f"clock {clock}, id {'revoked' if took_id else 'not revoked'}",
+        )
+    return f"error reply skipped (clock {clock}, its id not revoked)"
 
 
 @check(

@@ -40,6 +40,9 @@ CELERY_SW_IDENT = "py-celery"
 #: initial sync), and an error and a null value (to be skipped).
 SYNC_CLOCK = 5_000_000
 SYNC_CLOCK_TOO_BIG = 2**53 + 5
+#: The clock an ``{"error": ...}`` hello reply carries next to its error: a
+#: node that skips error replies ([MINGLE-3]) never adopts it.
+SYNC_CLOCK_ERROR = 8_000_000
 #: seconds a launched node gets to start answering ping
 LAUNCH_WAIT = 60.0
 #: seconds a launched node gets to stop after SIGTERM
@@ -350,13 +353,22 @@ def _sync_replies(ctx: Context) -> Callable[[dict[str, Any]], list[dict[str, Any
     tag = uuid.uuid4().hex[:8]
     peers = [f"wkctl-conform-{tag}-{i}@probe" for i in range(4)]
     listed, mapped = f"conform-sync-list-{tag}", f"conform-sync-map-{tag}"
-    ctx.sync = {"list_id": listed, "map_id": mapped, "peers": peers}
+    errored = f"conform-sync-error-{tag}"
+    ctx.sync = {"list_id": listed, "map_id": mapped, "error_id": errored, "peers": peers}
 
     def replies(request: dict[str, Any]) -> list[dict[str, Any]]:
         return [
             {peers[0]: {"clock": SYNC_CLOCK, "revoked": [listed]}},
             {peers[1]: {"clock": SYNC_CLOCK_TOO_BIG, "revoked": {mapped: [12.5, mapped]}}},
-            {peers[2]: {"error": "wkctl conform: a peer that failed"}},
+            # An error reply that also holds state: a node that skips error
+            # replies ([MINGLE-3]) takes neither the clock nor the id.
+            {
+                peers[2]: {
+                    "error": "wkctl conform: a peer that failed",
+                    "clock": SYNC_CLOCK_ERROR,
+                    "revoked": [errored],
+                }
+            },
             {peers[3]: None},
         ]
 

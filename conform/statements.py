@@ -158,6 +158,13 @@ STATEMENTS: dict[str, Statement] = {
         text="The revoked ids of a `hello` and of a `hello` reply are sent in the mapping form `{id: [stamp, id]}` (`LimitedSet._data`), which carries the sender's `time.monotonic()` stamps (see DEFECT-7) and no defined order. Receivers accept it ([REVOKED-4]); senders conforming to this specification use the list form.",
         testable=False,
     ),
+    "DEFECT-25": Statement(
+        id="DEFECT-25",
+        level="DEFECT",
+        section="13. Known defects of Celery's implementation",
+        text='Mingle reads `clock` and `revoked` out of every reply value that is an object, `{"error": ...}` included (`sync_with_node(c, **reply)` swallows `error` in `**kwargs`): a peer whose `hello` handler failed, or anyone answering a `hello`, can still move the clock and add revoked ids through an error reply.',
+        testable=False,
+    ),
     "ELECT-1": Statement(
         id="ELECT-1",
         level="MUST",

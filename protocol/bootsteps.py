@@ -54,6 +54,7 @@ from typing import TYPE_CHECKING, Any
 
 from kombu import Connection, Consumer, Queue
 
+from .binding import inbound_from_message
 from .broker import BrokerSettings, event_exchange, transport_of
 from .client import Client
 from .gossip import Callbacks, WorkerInfo
@@ -130,19 +131,6 @@ def driver_type(obj: Any) -> str:
         with obj.connection_for_read() as conn:
             return str(conn.transport.driver_type)
     raise TypeError(f"cannot tell the transport of {obj!r}")
-
-
-def inbound_from_message(message: Any) -> Inbound:
-    """A raw kombu message as the node core takes it: body bytes, content
-    type, headers and routing key; nothing is deserialized here."""
-    info = getattr(message, "delivery_info", None) or {}
-    return Inbound(
-        body=message.body,
-        content_type=message.content_type,
-        content_encoding=message.content_encoding,
-        headers=message.headers or {},
-        routing_key=str(info.get("routing_key") or ""),
-    )
 
 
 def _node(c: NodeHandle) -> Node:

@@ -284,6 +284,10 @@ class NodeConfig:
     heartbeat: float = DEFAULT_HEARTBEAT
     mingle: bool = True
     gossip: bool = True
+    #: the node sends its own ``worker-online``/``-heartbeat``/``-offline``;
+    #: False when its host does (a Celery worker's ``Heart`` step, which
+    #: reports the worker's real task counts), so there are never two.
+    announce: bool = True
     mingle_timeout: float = DEFAULT_MINGLE_TIMEOUT
     mingle_settle: float = DEFAULT_MINGLE_SETTLE
     election_timeout: float = DEFAULT_ELECTION_TIMEOUT
@@ -480,7 +484,7 @@ class Node:
     def stop(self, now: float) -> list[Action]:
         """Clean stop: ``worker-offline`` (when we were announced)."""
         out: list[Action] = []
-        if self.online and self.config.gossip:
+        if self.online and self.config.gossip and self.config.announce:
             out.append(self._worker_event("worker-offline", now))
         self.online = False
         self.stopped = True
@@ -523,13 +527,16 @@ class Node:
         self.last_sync = result
         out.append(Synced(result))
         self._go_online(now, out)
-        out.append(Log(INFO, "ready."))
+        if self.config.announce:  # else the host says when it is ready
+            out.append(Log(INFO, "ready."))
 
     def _go_online(self, now: float, out: list[Action]) -> None:
         if not self.config.gossip or self.stopped:
             return
-        out.append(self._worker_event("worker-online", now))
         self.online = True
+        if not self.config.announce:
+            return
+        out.append(self._worker_event("worker-online", now))
         self._next_heartbeat = now + self.config.heartbeat
 
     # -- time -------------------------------------------------------------
@@ -752,6 +759,31 @@ class Node:
             )
         return {"revoked": self.revoked.as_list(now), "clock": self.clock.forward()}
 
+    def answer_hello(self, from_node: Any, revoked: Any, now: float) -> tuple[Any, list[Action]]:
+        """Answer a ``hello`` whose arguments were decoded by the host
+        (a Celery worker's pidbox): ``(reply, actions)``, the reply being
+        what the control command returns ([MINGLE-4], [MINGLE-5])."""
+        out: list[Action] = []
+        args = {"from_node": from_node, "revoked": revoked}
+        sender = from_node if isinstance(from_node, str) else "pidbox client"
+        # The host routed the request (ticket, reply_to); only its arguments
+        # are checked here, in a request shaped as the schema wants it.
+        request = pidbox_request(
+            "hello",
+            args,
+            reply_exchange=self.config.names.reply_exchange,
+            reply_routing_key="host",
+            ticket="host",
+        )
+        problem = schema_problem(request, "hello")
+        if problem:
+            # [MSG-5]: an invalid request changes nothing; the host's pidbox
+            # still sends a reply, so it is null (skipped by askers).
+            self._reject(sender, "control request hello", problem, now, out)
+            return None, out
+        reply = self._cmd_hello(args, now, out)
+        return reply, out
+
     def _cmd_clock(self, args: dict[str, Any], now: float, out: list[Action]) -> Any:
         return {"clock": self.clock.value}
 
@@ -796,7 +828,7 @@ class Node:
         return None
 
     def _cmd_heartbeat(self, args: dict[str, Any], now: float, out: list[Action]) -> Any:
-        if self.config.gossip and not self.stopped:
+        if self.config.gossip and self.config.announce and not self.stopped:
             out.append(self._worker_event("worker-heartbeat", now))
         return None
 
