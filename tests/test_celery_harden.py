@@ -325,7 +325,7 @@ def _elections(
                     worker.log_text()[-2000:]
                 )
             alive = sum(1 for w in everyone if w.alive())
-            assert cap.wait_for(lambda rs, e=election: len(_requests(rs, e)) >= alive, 5)
+            assert cap.wait_for(lambda rs, e=election, n=alive: len(_requests(rs, e)) >= n, 5)
             winner = _spec_winner(cap.snapshot(), election)
             for worker in hardened:
                 assert worker.alive(), worker.log_text()[-2000:]
