@@ -49,6 +49,7 @@ from .election import Decision
 from .gossip import Change
 from .mingle import SyncResult
 from .node import Action, Elected, Inbound, Log, MemberChanged, Node, NodeConfig, Publish, Synced
+from .vocab import PER_NODE_PIDBOX_TRANSPORTS
 
 __all__ = ["Binding", "BrokerUnavailable", "NodeHandle", "NodeNameInUse", "run_node"]
 
@@ -60,8 +61,6 @@ BACKOFF_MAX = 5.0
 DEFAULT_TICK = 0.05
 #: Notifications each handle keeps for observers (tests, ``wkctl demo``).
 HISTORY = 1000
-#: Transports with real exchanges, where each node has its own pidbox queue.
-PER_NODE_PIDBOX_TRANSPORTS = frozenset({"amqp", "amqps", "pyamqp", "librabbitmq"})
 
 
 class BrokerUnavailable(ConnectionError):

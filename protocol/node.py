@@ -52,6 +52,7 @@ from .mingle import (
     sync_fields,
 )
 from .revoked import DEFAULT_REVOKED_EXPIRES, DEFAULT_REVOKED_MAX, MergeResult, RevokedSet
+from .vocab import REQUEST_METHODS
 from .wire import (
     JSON_CONTENT_TYPE,
     Limits,
@@ -402,7 +403,6 @@ def celery_task_message(signature: Any, origin: str) -> Publish:
 
 # -- the node -------------------------------------------------------------
 
-_REQUEST_KINDS = frozenset({"hello", "clock", "revoked", "ping", "revoke", "election"})
 
 
 class Node:
@@ -665,7 +665,7 @@ class Node:
         # [MSG-5]: every request is checked, known methods against their own
         # schema, any other against the generic request schema (which is
         # also what lets an unknown method get its error reply).
-        kind = method if method in _REQUEST_KINDS else "request"
+        kind = method if method in REQUEST_METHODS else "request"
         problem = schema_problem(body, kind, _size(msg))
         if problem:
             self._reject(sender, f"control request {_safe(method, 50)}", problem, now, out)
