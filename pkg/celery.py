@@ -59,6 +59,7 @@ from wkctl.protocol.node import (
     Publish,
     Synced,
 )
+from wkctl.protocol.vocab import CELERY_GOSSIP_DRIVERS, HARDENED_FIELD
 from wkctl.protocol.wire import JSON_CONTENT_TYPE
 
 try:
@@ -88,10 +89,11 @@ logger = logging.getLogger("wkctl.celery")
 SUPPORTED_CELERY = ((5, 0), (5, 8))
 SUPPORTED_TEXT = "Celery 5.0 to 5.7"
 
-#: Transports the hardened steps run on (those tested with real workers).
-#: Celery's own Mingle also runs on ``gcpubsub``; there the steps disable
-#: themselves with one log line and the worker starts without them.
-COMPATIBLE_TRANSPORTS = frozenset({"amqp", "redis"})
+#: Transports the hardened steps run on (those tested with real workers):
+#: Celery's Gossip drivers.  Celery's own Mingle also runs on ``gcpubsub``;
+#: there the steps disable themselves with one log line and the worker
+#: starts without them.
+COMPATIBLE_TRANSPORTS = CELERY_GOSSIP_DRIVERS
 
 #: Seconds between two timer runs of the core (election timeouts).
 TICK_INTERVAL = 0.5
@@ -180,7 +182,7 @@ class WorkerNode:
         self.producer: Producer | None = None  # set during a Mingle round
         #: the broker's kombu driver type, as Celery's steps compare it
         self.transport = driver_type(app)
-        worker_state.SOFTWARE_INFO["wkctl_ver"] = __version__
+        worker_state.SOFTWARE_INFO[HARDENED_FIELD] = __version__
 
     @classmethod
     def of(cls, c: Any) -> WorkerNode:
@@ -684,5 +686,15 @@ class Consumer(CeleryConsumer):  # type: ignore[misc]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         celery_control.Panel.data["hello"] = _hello
-        worker_state.SOFTWARE_INFO["wkctl_ver"] = __version__
+        worker_state.SOFTWARE_INFO[HARDENED_FIELD] = __version__
+        app = kwargs.get("app")
+        if app is not None:
+            # kombu's pidbox adjusts a clock of its own from each request's
+            # ``clock`` header, unbounded (a string header makes the worker
+            # drop the request): give it the app's bounded clock, which is
+            # also what [CLOCK-5] asks (DEFECT-11).  Done before the
+            # blueprint builds the pidbox node, which binds ``adjust``.
+            if not isinstance(app.clock, BoundedClock):
+                app.clock = BoundedClock(app.clock.value)
+            app.control.mailbox.clock = app.clock
         super().__init__(*args, **kwargs)

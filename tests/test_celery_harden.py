@@ -235,6 +235,25 @@ def test_a_lone_hardened_worker_survives_an_election_and_runs_the_action_once(
     assert f"I won the election {election!r}" in worker.log_text()
 
 
+@pytest.mark.parametrize("version", VERSIONS)
+def test_conform_reports_no_failure_on_a_hardened_worker(cluster: Cluster, version: str) -> None:
+    """``wkctl conform --node <hardened worker>``: 0 failures; the known
+    deviations left are the pidbox's (Celery's and kombu's, DEFECT-12/13/15)."""
+    from wkctl.conform import run, select
+    from wkctl.conform.runner import HARDENED_DEVIATIONS
+    from wkctl.protocol.broker import BrokerSettings
+    from wkctl.protocol.wire import Names
+
+    worker, exchange = cluster.lone[version]
+    names = Names(control_exchange=exchange, event_exchange=exchange)
+    outcome = run(BrokerSettings(url=cluster.url, names=names), worker.hostname, select())
+    failed = [(r.id, r.detail) for r in outcome.results if r.status == "fail"]
+    assert failed == []
+    deviations = {r.deviation for r in outcome.results if r.status == "deviation"}
+    assert deviations <= HARDENED_DEVIATIONS
+    assert worker.alive()
+
+
 def test_revoked_ids_survive_a_rolling_restart_and_stop_the_task(
     cluster: Cluster, worker_pool: WorkerPool, overlay: Path
 ) -> None:
