@@ -404,7 +404,6 @@ def celery_task_message(signature: Any, origin: str) -> Publish:
 # -- the node -------------------------------------------------------------
 
 
-
 class Node:
     """One reference node of the worker-to-worker protocol (sans-IO)."""
 
@@ -427,7 +426,7 @@ class Node:
         self.membership = Membership(config.name)
         self.elections = Elections(config.name, timeout=config.election_timeout)
         self.on = Callbacks()
-        self.election_handlers: dict[str, TopicHandler] = {"task": self._call_task}
+        self.election_handlers: dict[str, TopicHandler] = {"task": self._task_topic}
         self.rejects = RejectLimiter(config.reject_log_interval)
         self.clock_rejects = RejectLimiter(config.reject_log_interval)
         self.mingle: MingleSession | None = None
@@ -481,6 +480,16 @@ class Node:
             self._go_online(now, out)
         return out
 
+    def sync(self, now: float) -> list[Action]:
+        """Begin another Mingle round while running (Celery's
+        ``Mingle.sync`` called again); the node stays online, so the round
+        ends without a second ``worker-online``.  A round in progress is
+        left to finish."""
+        out: list[Action] = []
+        if self.mingle is None:
+            self._begin_mingle(now, out)
+        return out
+
     def stop(self, now: float) -> list[Action]:
         """Clean stop: ``worker-offline`` (when we were announced)."""
         out: list[Action] = []
@@ -526,6 +535,8 @@ class Node:
             out.append(Log(INFO, "mingle: all alone"))
         self.last_sync = result
         out.append(Synced(result))
+        if self.online:  # a round of a running node (sync): already announced
+            return
         self._go_online(now, out)
         if self.config.announce:  # else the host says when it is ready
             out.append(Log(INFO, "ready."))
@@ -870,13 +881,18 @@ class Node:
         for nodename, value in session.on_reply(body, now):
             self._sync_with_node(nodename, value, now, out, result)
 
-    def on_node_reply(self, nodename: str, reply: Any, now: float) -> list[Action]:
+    def on_node_reply(
+        self, nodename: str, reply: Any, now: float, result: SyncResult | None = None
+    ) -> list[Action]:
         """Apply one peer's ``hello`` reply value (Celery's
         ``Mingle.on_node_reply``): adjust the clock, merge the revoked ids;
-        a reply that cannot be used is logged and skipped, never raised."""
+        a reply that cannot be used is logged and skipped, never raised.
+        ``result`` (default: the current round's) records the outcome."""
         out: list[Action] = []
+        if result is None:
+            result = self._sync or SyncResult()
         try:
-            self._sync_with_node(nodename, reply, now, out, self._sync or SyncResult())
+            self._sync_with_node(nodename, reply, now, out, result)
         except Exception as exc:
             out.append(Log(ERROR, f"mingle: sync with {_safe(nodename)} failed: {exc!r}"))
         return out
@@ -1077,7 +1093,12 @@ class Node:
         except Exception as exc:
             out.append(Log(ERROR, f"election handler for topic {decision.topic!r} failed: {exc!r}"))
 
-    def _call_task(self, action: Any, decision: Decision) -> list[Action]:
+    def _task_topic(self, action: Any, decision: Decision) -> list[Action]:
+        return self.call_task(action)
+
+    def call_task(self, action: Any) -> list[Action]:
+        """The ``task`` topic's action (Celery's ``Gossip.call_task``): the
+        task message to publish, or the logged reason it cannot be built."""
         try:
             message = celery_task_message(action, origin=self.name)
         except ValueError as exc:
