@@ -493,6 +493,19 @@ class Gossip:
         arguments as :meth:`Mingle.compatible_transport`)."""
         return driver_type(app) in self.compatible_transports
 
+    def start(self, c: NodeHandle) -> bool:
+        """Celery's ``start``: begin following the cluster.  The binding
+        already consumes the node's worker events (:meth:`get_consumers`
+        builds a consumer for a connection of your own), so this starts the
+        sweep timer (:meth:`register_timer`).  Does nothing (returns False)
+        when the step is disabled, as Celery's blueprint skips a disabled
+        step; :meth:`stop` undoes it."""
+        if not self.enabled:
+            _log(c, logging.DEBUG, "gossip: step disabled, not starting")
+            return False
+        self.register_timer()
+        return True
+
     # -- elections --------------------------------------------------------
 
     def election(self, id: str, topic: str, action: Any = None) -> bool:

@@ -108,6 +108,7 @@ def test_celery_names_and_attributes() -> None:
         assert callable(getattr(Mingle, name)), name
     for name in (
         "compatible_transport",
+        "start",
         "election",
         "call_task",
         "on_elect",
@@ -675,3 +676,20 @@ def test_register_timer_replaces_the_previous_timer() -> None:
     assert first is not None and wait_until(lambda: not first.is_alive(), 1)
     time.sleep(0.15)
     assert len(calls) == count  # cancelled: no more sweeps
+
+
+def test_gossip_start_runs_the_sweep_timer_and_stop_ends_it() -> None:
+    binding = Binding(BrokerSettings(url="memory://"))
+    c = binding.add_node(unique("start"))
+    gossip = Gossip(c, interval=0.05, wait=0.01)
+    calls: list[float] = []
+    gossip.periodic = lambda: calls.append(time.monotonic()) or True  # type: ignore[method-assign]
+    if not gossip.enabled:  # memory:// is not a gossip transport: start does nothing
+        assert gossip.start(c) is False and gossip.timer is None
+        gossip.enabled = True
+    assert gossip.start(c) is True
+    assert wait_until(lambda: len(calls) >= 2, 2)
+    gossip.stop(c)
+    count = len(calls)
+    time.sleep(0.15)
+    assert len(calls) == count

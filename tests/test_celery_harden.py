@@ -13,6 +13,7 @@ run of the acceptance (3 hardened + 2 stock) is opt-in::
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
 from collections.abc import Iterator
@@ -32,7 +33,12 @@ from support.workers import CeleryWorker, WorkerPool
 
 pytestmark = [pytest.mark.broker, pytest.mark.celery]
 
-VERSIONS = ("5.7", "5.4")
+#: CI runs 5.7 (the test venv) and 5.4; more releases opt in, each with
+#: an interpreter of its own: WKCTL_TEST_HARDEN_VERSIONS=5.0,5.3 and
+#: WKCTL_TEST_CELERY50_PYTHON=..., WKCTL_TEST_CELERY53_PYTHON=...
+VERSIONS = ("5.7", "5.4") + tuple(
+    v for v in os.environ.get("WKCTL_TEST_HARDEN_VERSIONS", "").split(",") if v.strip()
+)
 
 
 @pytest.fixture(scope="session")
@@ -257,13 +263,16 @@ def test_conform_reports_no_failure_on_a_hardened_worker(cluster: Cluster, versi
 def test_revoked_ids_survive_a_rolling_restart_and_stop_the_task(
     cluster: Cluster, worker_pool: WorkerPool, overlay: Path
 ) -> None:
-    """1,000 ids revoked on the stock workers only; every hardened worker
-    restarted in turn learns them by Mingle, holds them in Celery's own
-    revoked set (``inspect revoked``), and discards a task sent with one."""
+    """1,000 ids revoked on the stock workers only, 5 on the hardened ones
+    only; every member restarted in turn (hardened first) learns them all by
+    Mingle, holds them in Celery's own revoked set (``inspect revoked``),
+    and a hardened worker discards a task sent with one."""
     ids = [str(uuid.uuid4()) for _ in range(1000)]
+    ours = [f"hardened-only-{uuid.uuid4()}" for _ in range(5)]
     app = client_app(cluster.url)
     stock = [w.hostname for w in cluster.stock.values()]
     app.control.revoke(ids, destination=stock)
+    app.control.revoke(ours, destination=[w.hostname for w in cluster.hardened.values()])
     assert _wait(
         lambda: all(
             set(ids) <= set(v or [])
@@ -285,9 +294,17 @@ def test_revoked_ids_survive_a_rolling_restart_and_stop_the_task(
         )
         new.wait_ready()
         cluster.hardened[version] = new
-    for version, worker in cluster.hardened.items():
+    # The other way: restarted stock workers learn the hardened workers' ids
+    # from their hello replies (list form, read by 5.4 and 5.7 alike).
+    for version in VERSIONS:
+        worker_pool.stop([cluster.stock[version]])
+        new = _start(worker_pool, cluster.url, version, overlay, False, "s")
+        new.wait_ready()
+        cluster.stock[version] = new
+    for worker in [*cluster.hardened.values(), *cluster.stock.values()]:
         held = app.control.inspect(destination=[worker.hostname], timeout=2).revoked() or {}
-        assert set(ids) <= set(held.get(worker.hostname) or []), version
+        assert set(ids) | set(ours) <= set(held.get(worker.hostname) or []), worker.hostname
+    for version, worker in cluster.hardened.items():
         key = f"revoked-{uuid.uuid4().hex[:8]}"
         app.send_task("tasks.record", args=[key], task_id=ids[0], queue=cluster.queues[version])
         control = f"control-{uuid.uuid4().hex[:8]}"
