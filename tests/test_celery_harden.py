@@ -13,6 +13,7 @@ run of the acceptance (3 hardened + 2 stock) is opt-in::
 
 from __future__ import annotations
 
+import json
 import os
 import time
 import uuid
@@ -222,6 +223,23 @@ def test_hardened_workers_run_wkctls_steps_and_mark_their_heartbeats(cluster: Cl
         assert seen[worker.hostname].get("wkctl_ver")
     for worker in cluster.stock.values():
         assert "wkctl_ver" not in seen[worker.hostname]
+
+
+def test_wkctl_hello_sees_hardened_workers_like_any_other(
+    cluster: Cluster, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from wkctl.cli.main import main
+
+    everyone = {w.hostname for w in [*cluster.hardened.values(), *cluster.stock.values()]}
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exc:
+        main(["-b", cluster.url, "hello", "--expect", str(len(everyone)), "--json"])
+    assert exc.value.code == 0
+    replies = json.loads(capsys.readouterr().out)
+    assert everyone <= set(replies)
+    for worker in cluster.hardened.values():
+        assert isinstance(replies[worker.hostname]["revoked"], list)  # [REVOKED-5]
+        assert isinstance(replies[worker.hostname]["clock"], int)
 
 
 @pytest.mark.parametrize("version", VERSIONS)
