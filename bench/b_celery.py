@@ -3,7 +3,8 @@
 Run: ``python -m bench.b_celery`` (options: ``--brokers amqp,redis``,
 ``--reps N`` start-ups per side (default 5), ``--window S`` seconds of
 broker traffic counted per load case (default 30), ``--sizes 3,10``,
-``--quick``, ``--out PATH``).
+``--quick``, ``--out PATH``, ``--hardened-args "--heartbeat-interval 4"``
+to measure a knob on the hardened side).
 
 * **start-up**: ``celery worker`` (Celery 5.7, ``-P solo``) from the
   process start to its ``ready.`` line, and its Mingle round (``mingle:
@@ -36,9 +37,17 @@ from support.workers import CeleryWorker  # noqa: E402
 SIDES = ("stock", "hardened")
 
 
+#: Extra ``celery worker`` arguments of the hardened side (``--hardened-args``),
+#: e.g. ``--heartbeat-interval 4`` to measure that knob.
+HARDENED_ARGS: list[str] = []
+
+
 def _start(ctx: BenchContext, url: str, side: str, n: int, prefix: str) -> list[CeleryWorker]:
     env = hardened_env("5.7", ctx.workdir) if side == "hardened" else {}
-    return ctx.workers.start(url, n=n, version="5.7", prefix=prefix, env=env, wait=False)
+    extra = tuple(HARDENED_ARGS) if side == "hardened" else ()
+    return ctx.workers.start(
+        url, n=n, version="5.7", prefix=prefix, env=env, extra_args=extra, wait=False
+    )
 
 
 def _mingle_seconds(text: str) -> float | None:
@@ -137,7 +146,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", default="startup,load")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument(
+        "--hardened-args", default="", help="extra celery worker arguments of the hardened side"
+    )
     args = parser.parse_args(argv)
+    HARDENED_ARGS[:] = args.hardened_args.split()
     import tempfile
 
     reps, window = (2, 5.0) if args.quick else (args.reps, args.window)
