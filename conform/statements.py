@@ -165,6 +165,13 @@ STATEMENTS: dict[str, Statement] = {
         text='Mingle reads `clock` and `revoked` out of every reply value that is an object, `{"error": ...}` included (`sync_with_node(c, **reply)` swallows `error` in `**kwargs`): a peer whose `hello` handler failed, or anyone answering a `hello`, can still move the clock and add revoked ids through an error reply.',
         testable=False,
     ),
+    "DEFECT-26": Statement(
+        id="DEFECT-26",
+        level="DEFECT",
+        section="13. Known defects of Celery's implementation",
+        text='The `task` election topic applies `app.signature(action).apply_async()`: an action in the short dict form `{"task": name, "args": [...]}` (no `options`) raises `TypeError: apply_async() argument after ** must be a mapping, not NoneType`, logged as "Could not call task", and the elected worker runs nothing.',
+        testable=False,
+    ),
     "ELECT-1": Statement(
         id="ELECT-1",
         level="MUST",
