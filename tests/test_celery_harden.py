@@ -367,7 +367,7 @@ def _elections(
     for worker in hardened:
         for other in everyone:
             if other is not worker and other.alive():
-                assert worker.wait_log(f"{other.hostname} joined the party", 10), other.hostname
+                assert worker.wait_log(f"{other.hostname} joined the party", 15), other.hostname
     app = client_app(cluster_url)
     runs: list[int] = []
     winners: list[str] = []
@@ -384,7 +384,7 @@ def _elections(
                     worker.log_text()[-2000:]
                 )
             alive = sum(1 for w in everyone if w.alive())
-            assert cap.wait_for(lambda rs, e=election, n=alive: len(_requests(rs, e)) >= n, 5)
+            assert cap.wait_for(lambda rs, e=election, n=alive: len(_requests(rs, e)) >= n, 10)
             winner = _spec_winner(cap.snapshot(), election)
             for worker in hardened:
                 assert worker.alive(), worker.log_text()[-2000:]
