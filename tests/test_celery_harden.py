@@ -30,6 +30,7 @@ from kombu import Connection, Producer
 from support.capture import Capture, exchanges
 from support.celeryapp import client_app
 from support.hardened import build_overlay, hardened_env
+from support.hostile import hostile_payloads, publish_raw
 from support.workers import CeleryWorker, WorkerPool
 
 pytestmark = [pytest.mark.broker, pytest.mark.celery]
@@ -410,6 +411,25 @@ def _elections(
 def test_elections_in_a_mixed_cluster_name_the_specs_winner(cluster: Cluster) -> None:
     everyone = [*cluster.hardened.values(), *cluster.stock.values()]
     _elections(cluster.url, list(cluster.hardened.values()), 3, cluster.record_dir, everyone)
+
+
+def test_hardened_workers_never_deserialize_anything_but_json(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    """Pickle, YAML and msgpack worker events (a pickle that would create a
+    file) reach the Gossip consumer and are refused unread ([MSG-1])."""
+    payloads = hostile_payloads(tmp_path)
+    with Connection(cluster.url) as conn:
+        _, _, events = exchanges(conn.transport.driver_type)
+        for body, content_type in payloads.values():
+            publish_raw(
+                conn, events, "worker.heartbeat", body, content_type, {"hostname": "pickler@x"}
+            )
+    for worker in cluster.hardened.values():
+        assert worker.wait_log("rejected event from pickler@x", 10), worker.log_text()[-2000:]
+        assert worker.alive()
+    time.sleep(0.5)
+    assert not list(tmp_path.glob("*-ran"))
 
 
 def test_the_malformed_heartbeat_kills_stock_workers_not_hardened_ones(cluster: Cluster) -> None:
