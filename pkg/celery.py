@@ -103,7 +103,7 @@ class UnsupportedCelery(RuntimeError):
     """``install`` was called with a Celery release it does not support."""
 
 
-def _release(version: str) -> tuple[int, int]:
+def _release_of(version: str) -> tuple[int, int]:
     parts = (version.split(".") + ["0"])[:2]
     try:
         return int(parts[0]), int("".join(ch for ch in parts[1] if ch.isdigit()) or 0)
@@ -120,7 +120,7 @@ def install(app: Any) -> None:
     :class:`UnsupportedCelery` (one line, naming the supported range) on a
     release outside :data:`SUPPORTED_CELERY`.
     """
-    release = _release(celery.__version__)
+    release = _release_of(celery.__version__)
     low, high = SUPPORTED_CELERY
     if not low <= release < high:
         raise UnsupportedCelery(
@@ -316,7 +316,11 @@ class WorkerNode:
         core: it publishes the request, is fed the replies and says when
         the round is over (as soon as the peers answered, [MINGLE-2])."""
         c = self.c
-        conn = c.connection
+        # A connection of the round's own: closing a Redis channel waits for
+        # its pending BRPOP (up to 1 s), so it is released off the start-up
+        # path, in the background, once the round is over.
+        conn = c.app.connection_for_read()
+        conn.ensure_connection(max_retries=3)
         channel = conn.channel()
         names = self.node.config.names
         oid = self.node.config.reply_routing_key
@@ -355,10 +359,9 @@ class WorkerNode:
             return self.last_sync
         finally:
             self.producer = None
-            try:
-                consumer.cancel()
-            finally:
-                channel.close()
+            threading.Thread(
+                target=_close_quietly, args=(conn,), name="wkctl-mingle-release", daemon=True
+            ).start()
 
     def _push_revoked(self, node: Node, now: float) -> None:
         self.push_revoked(now)
@@ -381,6 +384,14 @@ class WorkerNode:
 
         self.run("Mingle", answer)
         return reply[0]
+
+
+def _close_quietly(conn: Any) -> None:
+    """Close a finished round's connection (a broker error there changes nothing)."""
+    try:
+        conn.release()
+    except Exception as exc:  # the round is over; nothing depends on this close
+        logger.debug("mingle: closing the round's connection: %r", exc)
 
 
 _celery_hello = celery_control.Panel.data["hello"]
@@ -651,6 +662,7 @@ class _Bunch:
 # -- the consumer -----------------------------------------------------------------
 
 _OURS: dict[Any, Any] = {CeleryMingle: Mingle, CeleryGossip: Gossip}
+HEART_STEP = "celery.worker.consumer.heart.Heart"
 
 
 class _Blueprint(CeleryConsumer.Blueprint):  # type: ignore[misc,name-defined]
@@ -675,6 +687,12 @@ class _Blueprint(CeleryConsumer.Blueprint):  # type: ignore[misc,name-defined]
             step.requires = [
                 _OURS.get(symbol_by_name(dep), symbol_by_name(dep)) for dep in step.requires
             ]
+        # Celery's graph happens to start Heart last; with our steps it would
+        # come before Mingle, and worker-online would carry the clock from
+        # before the sync.  Heart after Gossip (after Mingle) keeps the order.
+        heart = steps.get(HEART_STEP)
+        if heart is not None and Gossip not in heart.requires:
+            heart.requires = [*heart.requires, Gossip]
         super()._firstpass(steps)
 
 
