@@ -550,7 +550,7 @@ class Gossip(bootsteps.ConsumerStep):  # type: ignore[misc]
         self.dispatcher = c.event_dispatcher
         host = self.worker_node
         if not host.node.started:  # Mingle is off: the core starts here
-            host.run("Gossip", lambda node, now: node.start(now))
+            host.run("Gossip", lambda node, now: host.ensure_started(now))
         super().start(c)
 
     def _run(self, fn: Callable[[Node, float], Iterable[Action] | None]) -> None:

@@ -466,7 +466,8 @@ class Node:
         else:
             self.clock.mark_synced(peer=False)
             self._go_online(now, out)
-            out.append(Log(INFO, "ready."))
+            if self.config.announce:  # else the host says when it is ready
+                out.append(Log(INFO, "ready."))
         return out
 
     def reconnected(self, now: float) -> list[Action]:
