@@ -542,7 +542,7 @@ class Binding:
     def _deliver(self, handle: NodeHandle, where: str, message: Any) -> None:
         if not handle.alive:
             return
-        inbound = _inbound(message)
+        inbound = inbound_from_message(message)
         now = time.time()
         with self.lock:
             if where == "pidbox":
@@ -554,7 +554,7 @@ class Binding:
         self._perform(handle, actions)
 
     def _on_event(self, message: Any) -> None:
-        inbound = _inbound(message)
+        inbound = inbound_from_message(message)
         if inbound.routing_key.split(".", 1)[0] == "task":
             return
         now = time.time()
@@ -651,7 +651,9 @@ class Binding:
             self.log.debug("%s: publish to %s failed: %r", handle.name, action.exchange, exc)
 
 
-def _inbound(message: Any) -> Inbound:
+def inbound_from_message(message: Any) -> Inbound:
+    """A raw kombu message as the node core takes it: body bytes, content
+    type, headers and routing key; nothing is deserialized here."""
     info = getattr(message, "delivery_info", None) or {}
     return Inbound(
         body=message.body,

@@ -68,3 +68,10 @@ def client_app(broker_url: str, **conf: object) -> Celery:
     client.conf.update(app.conf)
     client.conf.update(broker_url=broker_url, **conf)
     return client
+
+
+if os.environ.get("WKCTL_TEST_HARDEN") == "1":
+    # A hardened worker (issue 14): wkctl's Mingle and Gossip in this worker.
+    import wkctl.celery
+
+    wkctl.celery.install(app)
