@@ -163,6 +163,8 @@ STATEMENTS: dict[str, Statement] = {
         level="DEFECT",
         section="13. Known defects of Celery's implementation",
         text='A request addressed by `pattern` with a `matcher` kombu does not know makes kombu raise `MatcherNotInstalled` inside the Redis transport\'s consumer: the worker logs it, resets its control channel and answers no control command afterwards (`ping`, `inspect`, Mingle\'s `hello`) until it is restarted. The request is a broadcast, so one such message from anyone with broker access silences every affected worker of the broker, and nodes started later find nobody to sync with. Measured with the release matrix (three workers per release, the broadcast `app.control.broadcast("ping", pattern=..., matcher="nosuch")`): affected are 5.2.7, 5.3.6, 5.4.0, 5.5.3 and 5.6.3 on Redis with the kombu each was published with (5.2.4, 5.3.4, 5.3.7, 5.5.4, 5.6.2); 4.4.7 (kombu 4.6.11), 5.0.5 (5.0.2), 5.1.2 (5.1.0) and 5.7.0 (5.7.0) keep answering, and no release is affected on RabbitMQ. `wkctl conform` does not send its unknown-matcher probe where a node on the broker is affected or is a Celery worker whose kombu it cannot learn (`report` reply).',
+        testable=False,
+    ),
     "DEFECT-25": Statement(
         id="DEFECT-25",
         level="DEFECT",
