@@ -158,6 +158,27 @@ STATEMENTS: dict[str, Statement] = {
         text="The revoked ids of a `hello` and of a `hello` reply are sent in the mapping form `{id: [stamp, id]}` (`LimitedSet._data`), which carries the sender's `time.monotonic()` stamps (see DEFECT-7) and no defined order. Receivers accept it ([REVOKED-4]); senders conforming to this specification use the list form.",
         testable=False,
     ),
+    "DEFECT-15": Statement(
+        id="DEFECT-15",
+        level="DEFECT",
+        section="13. Known defects of Celery's implementation",
+        text='A request addressed by `pattern` with a `matcher` kombu does not know makes kombu raise `MatcherNotInstalled` inside the Redis transport\'s consumer: the worker logs it, resets its control channel and answers no control command afterwards (`ping`, `inspect`, Mingle\'s `hello`) until it is restarted. The request is a broadcast, so one such message from anyone with broker access silences every affected worker of the broker, and nodes started later find nobody to sync with. Measured with the release matrix (three workers per release, the broadcast `app.control.broadcast("ping", pattern=..., matcher="nosuch")`): affected are 5.2.7, 5.3.6, 5.4.0, 5.5.3 and 5.6.3 on Redis with the kombu each was published with (5.2.4, 5.3.4, 5.3.7, 5.5.4, 5.6.2); 4.4.7 (kombu 4.6.11), 5.0.5 (5.0.2), 5.1.2 (5.1.0) and 5.7.0 (5.7.0) keep answering, and no release is affected on RabbitMQ. `wkctl conform` does not send its unknown-matcher probe where a node on the broker is affected or is a Celery worker whose kombu it cannot learn (`report` reply).',
+        testable=False,
+    ),
+    "DEFECT-25": Statement(
+        id="DEFECT-25",
+        level="DEFECT",
+        section="13. Known defects of Celery's implementation",
+        text='Mingle reads `clock` and `revoked` out of every reply value that is an object, `{"error": ...}` included (`sync_with_node(c, **reply)` swallows `error` in `**kwargs`): a peer whose `hello` handler failed, or anyone answering a `hello`, can still move the clock and add revoked ids through an error reply.',
+        testable=False,
+    ),
+    "DEFECT-26": Statement(
+        id="DEFECT-26",
+        level="DEFECT",
+        section="13. Known defects of Celery's implementation",
+        text='The `task` election topic applies `app.signature(action).apply_async()`: an action in the short dict form `{"task": name, "args": [...]}` (no `options`) raises `TypeError: apply_async() argument after ** must be a mapping, not NoneType`, logged as "Could not call task", and the elected worker runs nothing.',
+        testable=False,
+    ),
     "ELECT-1": Statement(
         id="ELECT-1",
         level="MUST",
@@ -187,7 +208,7 @@ STATEMENTS: dict[str, Statement] = {
         id="ELECT-5",
         level="MUST",
         section="10. Elections",
-        text="A node MUST decide only once it has received the request of every expected participant and an acknowledgement from every expected participant, counting acknowledgements per distinct node, never per message.",
+        text="A node MUST decide only once it has received the request of every expected participant, and SHOULD decide as soon as it has: an acknowledgement carries only the election id, says nothing about the requests its sender holds, and so cannot change the winner. A node that waits for acknowledgements as well MUST count them per distinct node, never per message.",
     ),
     "ELECT-6": Statement(
         id="ELECT-6",
@@ -543,7 +564,7 @@ STATEMENTS: dict[str, Statement] = {
         id="PIDBOX-18",
         level="MUST",
         section="4. Pidbox: requests and replies",
-        text="A node that does not implement the `matcher` named by a request (with an empty `destination` and a non-null `pattern`) MUST NOT run it.",
+        text="A node that does not implement the `matcher` named by a request (with an empty `destination` and a non-null `pattern`) MUST NOT run it, and MUST go on serving other requests. (Celery 5.2-5.6 on Redis stop serving instead: DEFECT-15.)",
     ),
     "PIDBOX-19": Statement(
         id="PIDBOX-19",

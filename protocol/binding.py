@@ -253,7 +253,7 @@ class Binding:
 
     def _connect(self) -> None:
         self._conn = self.settings.connection()
-        self._conn.ensure_connection(max_retries=1)
+        self._conn.ensure_connection(max_retries=1 + self.settings.failover_retries)
         self._setup()
 
     def _setup(self) -> None:
@@ -391,7 +391,7 @@ class Binding:
                 return
             try:
                 self._conn = self.settings.connection()
-                self._conn.ensure_connection(max_retries=1)
+                self._conn.ensure_connection(max_retries=1 + self.settings.failover_retries)
                 self._setup()
             except Exception as again:
                 self._close_connection()
@@ -542,7 +542,7 @@ class Binding:
     def _deliver(self, handle: NodeHandle, where: str, message: Any) -> None:
         if not handle.alive:
             return
-        inbound = _inbound(message)
+        inbound = inbound_from_message(message)
         now = time.time()
         with self.lock:
             if where == "pidbox":
@@ -554,7 +554,7 @@ class Binding:
         self._perform(handle, actions)
 
     def _on_event(self, message: Any) -> None:
-        inbound = _inbound(message)
+        inbound = inbound_from_message(message)
         if inbound.routing_key.split(".", 1)[0] == "task":
             return
         now = time.time()
@@ -651,7 +651,9 @@ class Binding:
             self.log.debug("%s: publish to %s failed: %r", handle.name, action.exchange, exc)
 
 
-def _inbound(message: Any) -> Inbound:
+def inbound_from_message(message: Any) -> Inbound:
+    """A raw kombu message as the node core takes it: body bytes, content
+    type, headers and routing key; nothing is deserialized here."""
     info = getattr(message, "delivery_info", None) or {}
     return Inbound(
         body=message.body,

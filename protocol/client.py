@@ -1068,7 +1068,9 @@ class EventStream:
         """Connect (if not given a connection), declare and bind the queue, consume."""
         if self.connection is None:
             self.connection = self.settings.connection()
-        self.connection.ensure_connection(max_retries=0, timeout=self.settings.connect_timeout)
+        self.connection.ensure_connection(
+            max_retries=self.settings.failover_retries, timeout=self.settings.connect_timeout
+        )
         self._attach()
         return self
 
@@ -1135,7 +1137,8 @@ class EventStream:
             try:
                 self.connection = self.settings.connection()
                 self.connection.ensure_connection(
-                    max_retries=0, timeout=self.settings.connect_timeout
+                    max_retries=self.settings.failover_retries,
+                    timeout=self.settings.connect_timeout,
                 )
                 self._attach()
             except Exception as again:  # still down: back off and try again

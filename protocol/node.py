@@ -285,6 +285,10 @@ class NodeConfig:
     heartbeat: float = DEFAULT_HEARTBEAT
     mingle: bool = True
     gossip: bool = True
+    #: the node sends its own ``worker-online``/``-heartbeat``/``-offline``;
+    #: False when its host does (a Celery worker's ``Heart`` step, which
+    #: reports the worker's real task counts), so there are never two.
+    announce: bool = True
     mingle_timeout: float = DEFAULT_MINGLE_TIMEOUT
     mingle_settle: float = DEFAULT_MINGLE_SETTLE
     election_timeout: float = DEFAULT_ELECTION_TIMEOUT
@@ -400,7 +404,6 @@ def celery_task_message(signature: Any, origin: str) -> Publish:
 # -- the node -------------------------------------------------------------
 
 
-
 class Node:
     """One reference node of the worker-to-worker protocol (sans-IO)."""
 
@@ -423,7 +426,7 @@ class Node:
         self.membership = Membership(config.name)
         self.elections = Elections(config.name, timeout=config.election_timeout)
         self.on = Callbacks()
-        self.election_handlers: dict[str, TopicHandler] = {"task": self._call_task}
+        self.election_handlers: dict[str, TopicHandler] = {"task": self._task_topic}
         self.rejects = RejectLimiter(config.reject_log_interval)
         self.clock_rejects = RejectLimiter(config.reject_log_interval)
         self.mingle: MingleSession | None = None
@@ -463,7 +466,8 @@ class Node:
         else:
             self.clock.mark_synced(peer=False)
             self._go_online(now, out)
-            out.append(Log(INFO, "ready."))
+            if self.config.announce:  # else the host says when it is ready
+                out.append(Log(INFO, "ready."))
         return out
 
     def reconnected(self, now: float) -> list[Action]:
@@ -477,10 +481,20 @@ class Node:
             self._go_online(now, out)
         return out
 
+    def sync(self, now: float) -> list[Action]:
+        """Begin another Mingle round while running (Celery's
+        ``Mingle.sync`` called again); the node stays online, so the round
+        ends without a second ``worker-online``.  A round in progress is
+        left to finish."""
+        out: list[Action] = []
+        if self.mingle is None:
+            self._begin_mingle(now, out)
+        return out
+
     def stop(self, now: float) -> list[Action]:
         """Clean stop: ``worker-offline`` (when we were announced)."""
         out: list[Action] = []
-        if self.online and self.config.gossip:
+        if self.online and self.config.gossip and self.config.announce:
             out.append(self._worker_event("worker-offline", now))
         self.online = False
         self.stopped = True
@@ -522,14 +536,19 @@ class Node:
             out.append(Log(INFO, "mingle: all alone"))
         self.last_sync = result
         out.append(Synced(result))
+        if self.online:  # a round of a running node (sync): already announced
+            return
         self._go_online(now, out)
-        out.append(Log(INFO, "ready."))
+        if self.config.announce:  # else the host says when it is ready
+            out.append(Log(INFO, "ready."))
 
     def _go_online(self, now: float, out: list[Action]) -> None:
         if not self.config.gossip or self.stopped:
             return
-        out.append(self._worker_event("worker-online", now))
         self.online = True
+        if not self.config.announce:
+            return
+        out.append(self._worker_event("worker-online", now))
         self._next_heartbeat = now + self.config.heartbeat
 
     # -- time -------------------------------------------------------------
@@ -752,6 +771,31 @@ class Node:
             )
         return {"revoked": self.revoked.as_list(now), "clock": self.clock.forward()}
 
+    def answer_hello(self, from_node: Any, revoked: Any, now: float) -> tuple[Any, list[Action]]:
+        """Answer a ``hello`` whose arguments were decoded by the host
+        (a Celery worker's pidbox): ``(reply, actions)``, the reply being
+        what the control command returns ([MINGLE-4], [MINGLE-5])."""
+        out: list[Action] = []
+        args = {"from_node": from_node, "revoked": revoked}
+        sender = from_node if isinstance(from_node, str) else "pidbox client"
+        # The host routed the request (ticket, reply_to); only its arguments
+        # are checked here, in a request shaped as the schema wants it.
+        request = pidbox_request(
+            "hello",
+            args,
+            reply_exchange=self.config.names.reply_exchange,
+            reply_routing_key="host",
+            ticket="host",
+        )
+        problem = schema_problem(request, "hello")
+        if problem:
+            # [MSG-5]: an invalid request changes nothing; the host's pidbox
+            # still sends a reply, so it is null (skipped by askers).
+            self._reject(sender, "control request hello", problem, now, out)
+            return None, out
+        reply = self._cmd_hello(args, now, out)
+        return reply, out
+
     def _cmd_clock(self, args: dict[str, Any], now: float, out: list[Action]) -> Any:
         return {"clock": self.clock.value}
 
@@ -796,7 +840,7 @@ class Node:
         return None
 
     def _cmd_heartbeat(self, args: dict[str, Any], now: float, out: list[Action]) -> Any:
-        if self.config.gossip and not self.stopped:
+        if self.config.gossip and self.config.announce and not self.stopped:
             out.append(self._worker_event("worker-heartbeat", now))
         return None
 
@@ -838,13 +882,18 @@ class Node:
         for nodename, value in session.on_reply(body, now):
             self._sync_with_node(nodename, value, now, out, result)
 
-    def on_node_reply(self, nodename: str, reply: Any, now: float) -> list[Action]:
+    def on_node_reply(
+        self, nodename: str, reply: Any, now: float, result: SyncResult | None = None
+    ) -> list[Action]:
         """Apply one peer's ``hello`` reply value (Celery's
         ``Mingle.on_node_reply``): adjust the clock, merge the revoked ids;
-        a reply that cannot be used is logged and skipped, never raised."""
+        a reply that cannot be used is logged and skipped, never raised.
+        ``result`` (default: the current round's) records the outcome."""
         out: list[Action] = []
+        if result is None:
+            result = self._sync or SyncResult()
         try:
-            self._sync_with_node(nodename, reply, now, out, self._sync or SyncResult())
+            self._sync_with_node(nodename, reply, now, out, result)
         except Exception as exc:
             out.append(Log(ERROR, f"mingle: sync with {_safe(nodename)} failed: {exc!r}"))
         return out
@@ -1045,7 +1094,12 @@ class Node:
         except Exception as exc:
             out.append(Log(ERROR, f"election handler for topic {decision.topic!r} failed: {exc!r}"))
 
-    def _call_task(self, action: Any, decision: Decision) -> list[Action]:
+    def _task_topic(self, action: Any, decision: Decision) -> list[Action]:
+        return self.call_task(action)
+
+    def call_task(self, action: Any) -> list[Action]:
+        """The ``task`` topic's action (Celery's ``Gossip.call_task``): the
+        task message to publish, or the logged reason it cannot be built."""
         try:
             message = celery_task_message(action, origin=self.name)
         except ValueError as exc:

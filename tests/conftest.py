@@ -13,6 +13,7 @@ import os
 import signal
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -36,6 +37,24 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(
         "--run-slow", action="store_true", default=False, help="run long fuzz and soak tests"
     )
+    parser.addoption(
+        "--release-matrix",
+        nargs="?",
+        const="all",
+        default=None,
+        metavar="RELEASES",
+        help="run tests/test_release_matrix.py for every Celery release (or the comma-separated "
+        "ones given) from cached venvs in .venv-matrix/, instead of the CI subset",
+    )
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    from support.releases import RESULTS, render_matrix
+
+    if RESULTS:
+        terminalreporter.section("release matrix")
+        for line in render_matrix(RESULTS):
+            terminalreporter.write_line(line)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

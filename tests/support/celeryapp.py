@@ -7,6 +7,7 @@ leaves a file per call so that a test can see which worker ran an action
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -23,6 +24,8 @@ app.conf.update(
     worker_hijack_root_logger=True,
     control_exchange=os.environ.get("WKCTL_TEST_CONTROL_EXCHANGE", "celery"),
     event_exchange=os.environ.get("WKCTL_TEST_EVENT_EXCHANGE", "celeryev"),
+    # sentinel master_name, Redis global_keyprefix, ... (the deployment tests)
+    broker_transport_options=json.loads(os.environ.get("WKCTL_TEST_TRANSPORT_OPTIONS") or "{}"),
 )
 
 
@@ -65,3 +68,10 @@ def client_app(broker_url: str, **conf: object) -> Celery:
     client.conf.update(app.conf)
     client.conf.update(broker_url=broker_url, **conf)
     return client
+
+
+if os.environ.get("WKCTL_TEST_HARDEN") == "1":
+    # A hardened worker (issue 14): wkctl's Mingle and Gossip in this worker.
+    import wkctl.celery
+
+    wkctl.celery.install(app)
