@@ -16,7 +16,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from socketserver import ThreadingMixIn
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
@@ -37,7 +37,6 @@ from wkctl.protocol.state import State
 from wkctl.protocol.vocab import CELERY_SW_IDENT, REDIS_TRANSPORTS
 
 from .context import AppContext, pass_app
-from .elect import _participants as participants
 from .errors import CliError, ExitCode
 from .monitor import Monitor
 
@@ -510,19 +509,6 @@ class Pollers:
             self.metrics.set_revoked(hello_table(replies))
 
 
-def _voters(transport: str) -> Callable[[State, float], list[str]]:
-    def expected(state: State, now: float) -> list[str]:
-        """Nodes expected to stand: the alive ones, by ``wkctl elect``'s rule."""
-        alive = {
-            name: {"sw_ident": worker.sw_ident}
-            for name, worker in state.workers.data.items()
-            if worker.is_alive(now)
-        }
-        return sorted(participants(alive, transport))
-
-    return expected
-
-
 @click.command("exporter")
 @click.option(
     "--listen",
@@ -667,8 +653,9 @@ def exporter_cmd(
         generic_sent_hostname=generic_hostname_task_sent_metric,
         purge_after=purge_after,
         election_timeout=election_timeout,
+        transport=app.settings.transport,
     )
-    metrics = ClusterMetrics(config, expected_voters=_voters(app.settings.transport))
+    metrics = ClusterMetrics(config)
     lock = threading.Lock()
     monitor = Monitor(
         app, metrics=metrics, validate=not no_validate, lock=lock, max_tasks=max_tasks
