@@ -24,14 +24,13 @@ from typing import Any
 import click
 
 from wkctl.protocol.client import (
-    CELERY_SW_IDENT,
-    GOSSIP_TRANSPORTS,
     Client,
     ElectionOutcome,
     ElectionWatch,
     EventStream,
     gossiping_celery_workers,
 )
+from wkctl.protocol.vocab import CELERY_SW_IDENT, GOSSIP_TRANSPORTS
 
 from .context import AppContext, pass_app
 from .errors import CliError, ExitCode

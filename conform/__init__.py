@@ -9,6 +9,7 @@ registers them); :func:`select` picks the ones to run and
 from __future__ import annotations
 
 from . import checks as _checks  # noqa: F401  (registers the checks)
+from . import control as _control  # noqa: F401  (registers the control-vocabulary checks)
 from .registry import CHECKS, Check, Failed, Skipped, select
 from .runner import Result, Run, run
 from .statements import STATEMENTS, Statement

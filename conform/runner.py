@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from wkctl.protocol.broker import BrokerSettings
+from wkctl.protocol.vocab import CELERY_SW_IDENT
 
 from .probe import CallResult, EventRecorder, Probe, RecordedEvent
 from .registry import Check, Failed, Skipped
@@ -30,9 +31,6 @@ from .registry import Check, Failed, Skipped
 __all__ = ["Context", "Result", "Run", "run"]
 
 PASS, FAIL, SKIP, DEVIATION = "pass", "fail", "skip", "deviation"
-
-#: ``sw_ident`` of Celery workers in their heartbeats
-CELERY_SW_IDENT = "py-celery"
 
 #: What the synthetic peers answer a launched node's Mingle ``hello`` with:
 #: one usable reply (a clock to adopt, ids in the list form), one in the

@@ -72,6 +72,9 @@ _EXPORTS: dict[str, str] = {
     "ElectionWatch": "client",
     "Mingle": "bootsteps",
     "Gossip": "bootsteps",
+    # vocabulary
+    "PeerKind": "vocab",
+    "peer_kind": "vocab",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -113,4 +116,5 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
         schema_files,
         validate,
     )
+    from .vocab import PeerKind, peer_kind
     from .wire import Limits, Names, Rejected, decode_body

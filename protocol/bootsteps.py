@@ -59,6 +59,7 @@ from .client import Client
 from .gossip import Callbacks, WorkerInfo
 from .mingle import SyncResult
 from .node import Action, Inbound, Log, MemberChanged, Node, celery_task_message
+from .vocab import CELERY_GOSSIP_DRIVERS, CELERY_MINGLE_DRIVERS, WKCTL_EXTENSION_DRIVERS
 from .wire import JSON_CONTENT_TYPE, Rejected, decode_body, pidbox_request
 
 if TYPE_CHECKING:
@@ -77,11 +78,6 @@ logger = logging.getLogger("wkctl.bootsteps")
 #: Longest a method waits for the binding's loop to run the work it handed over.
 DEFAULT_WAIT = 5.0
 
-#: Transports wkctl runs Mingle and Gossip on beyond Celery's: the embedded
-#: ``filesystem`` broker routes fanout exchanges across local processes, so
-#: ``hello`` and heartbeats work there (an extension; Celery never enables
-#: the steps on it, see [TRANSPORT-10]).
-WKCTL_EXTENSION_TRANSPORTS = frozenset({"filesystem"})
 
 
 class Events:
@@ -228,7 +224,7 @@ class Mingle:
     #: Celery's ``{'amqp', 'redis', 'gcpubsub'}`` plus wkctl's extensions
     #: (the embedded ``filesystem`` broker), see [TRANSPORT-10].
     compatible_transports: frozenset[str] = (
-        frozenset({"amqp", "redis", "gcpubsub"}) | WKCTL_EXTENSION_TRANSPORTS
+        CELERY_MINGLE_DRIVERS | WKCTL_EXTENSION_DRIVERS
     )
 
     def __init__(self, c: NodeHandle, without_mingle: bool = False, **kwargs: Any) -> None:
@@ -474,7 +470,7 @@ class Gossip:
     #: Celery's ``{'amqp', 'redis'}`` plus wkctl's extensions (the embedded
     #: ``filesystem`` broker), see [TRANSPORT-10].
     compatible_transports: frozenset[str] = (
-        frozenset({"amqp", "redis"}) | WKCTL_EXTENSION_TRANSPORTS
+        CELERY_GOSSIP_DRIVERS | WKCTL_EXTENSION_DRIVERS
     )
 
     def __init__(

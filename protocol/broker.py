@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 from kombu import Connection, Exchange
 from kombu.utils.url import maybe_sanitize_url
 
+from .vocab import FANOUT_EVENT_TRANSPORTS, REDIS_TRANSPORTS
 from .wire import Names
 
 __all__ = [
@@ -31,13 +32,7 @@ __all__ = [
     "transport_of",
 ]
 
-#: Transports whose exchanges route across processes only by fanout: Celery
-#: turns its topic event exchange into a fanout one on them (and wkctl does
-#: the same on its embedded filesystem broker).
-FANOUT_EVENT_TRANSPORTS = frozenset({"redis", "rediss", "gcpubsub", "filesystem", "sentinel"})
-
-#: Redis transports, and how long their channels block in one BRPOP.
-REDIS_TRANSPORTS = frozenset({"redis", "rediss", "sentinel"})
+#: How long Redis channels block in one BRPOP.
 REDIS_POLLING_INTERVAL = 0.05
 
 #: How often the embedded filesystem broker polls its folders, in seconds:

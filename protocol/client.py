@@ -35,7 +35,6 @@ from typing import Any
 from kombu import Connection, Consumer, Producer, Queue
 
 from .broker import (
-    FANOUT_EVENT_TRANSPORTS,
     BrokerSettings,
     event_exchange,
     pidbox_exchange,
@@ -43,6 +42,7 @@ from .broker import (
 )
 from .clock import LamportClock
 from .election import ElectRequest, order_key, pick_winner
+from .vocab import CELERY_SW_IDENT, FANOUT_EVENT_TRANSPORTS, GOSSIP_TRANSPORTS
 from .wire import (
     Limits,
     Names,
@@ -291,11 +291,6 @@ def prepare_event(event: Any, clock: LamportClock, now: float) -> Any:
     return event
 
 
-#: ``sw_ident`` of Celery workers in their heartbeats.
-CELERY_SW_IDENT = "py-celery"
-#: kombu driver types on which Celery workers run Gossip (and so elections);
-#: ``Gossip.compatible_transports`` in Celery.
-GOSSIP_TRANSPORTS = frozenset({"amqp", "amqps", "pyamqp", "redis", "rediss", "sentinel"})
 
 
 @dataclass

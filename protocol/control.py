@@ -23,74 +23,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = [
-    "ALIASES",
-    "CONTROL_METHODS",
-    "INSPECT_METHODS",
-    "METHODS",
     "NO_TASK_METHODS",
     "UNSUPPORTED",
     "NodeFacts",
     "ProcessInfo",
-    "canonical",
     "conf",
     "events_toggle",
     "memsample",
     "redact",
-    "reply_kind",
     "report",
-    "request_kind",
     "stats",
 ]
 
-#: Inspect methods of Celery 5.x (read-only; ``celery inspect``).
-INSPECT_METHODS: tuple[str, ...] = (
-    "active",
-    "active_queues",
-    "clock",
-    "conf",
-    "hello",
-    "memdump",
-    "memsample",
-    "objgraph",
-    "ping",
-    "query_task",
-    "registered",
-    "report",
-    "reserved",
-    "revoked",
-    "scheduled",
-    "stats",
-)
-#: Control methods of Celery 5.x (act; ``celery control``).
-CONTROL_METHODS: tuple[str, ...] = (
-    "add_consumer",
-    "autoscale",
-    "cancel_consumer",
-    "disable_events",
-    "election",
-    "enable_events",
-    "heartbeat",
-    "pool_grow",
-    "pool_restart",
-    "pool_shrink",
-    "rate_limit",
-    "revoke",
-    "revoke_by_stamped_headers",
-    "shutdown",
-    "terminate",
-    "time_limit",
-)
-#: Every method name Celery 5.4 and 5.7 workers register.
-METHODS: tuple[str, ...] = tuple(sorted(INSPECT_METHODS + CONTROL_METHODS))
-#: Celery's alias names (``Panel.register(alias=...)``) -> the method.
-ALIASES: dict[str, str] = {
-    "dump_active": "active",
-    "dump_conf": "conf",
-    "dump_reserved": "reserved",
-    "dump_revoked": "revoked",
-    "dump_schedule": "scheduled",
-    "dump_tasks": "registered",
-}
 #: Task lists: always empty on a node that runs no tasks ([CONTROL-5]).
 NO_TASK_METHODS: dict[str, Any] = {
     "active": [],
@@ -121,11 +65,6 @@ UNSUPPORTED: dict[str, str] = {
 # is a secret, masked in ``conf`` and ``report``.
 _SECRET = re.compile(r"API|TOKEN|KEY|SECRET|PASS|PROFANITIES_LIST|SIGNATURE|DATABASE", re.I)
 _MASK = "********"
-
-
-def canonical(method: str) -> str:
-    """The method an alias names (``dump_conf`` -> ``conf``); other names unchanged."""
-    return ALIASES.get(method, method)
 
 
 def redact(mapping: Mapping[str, Any]) -> dict[str, Any]:
@@ -238,20 +177,3 @@ def events_toggle(enable: bool) -> dict[str, str]:
     (heartbeats) are not switched by these commands in Celery either."""
     verb = "enable" if enable else "disable"
     return {"ok": f"no task events to {verb}: a wkctl node runs no tasks"}
-
-
-def request_kind(method: str) -> str:
-    """The schema kind of a request for ``method`` (``request`` when unknown).
-
-    ``heartbeat`` is the event kind, so the command's kinds are
-    ``heartbeat-request`` / ``heartbeat-reply``; aliases use their method's."""
-    name = canonical(method)
-    if name == "heartbeat":
-        return "heartbeat-request"
-    return name if name in METHODS else "request"
-
-
-def reply_kind(method: str) -> str | None:
-    """The schema kind of a reply to ``method``, None for an unknown method."""
-    name = canonical(method)
-    return f"{name}-reply" if name in METHODS else None

@@ -24,6 +24,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from .vocab import HEARTBEAT_TYPES
 from .wire import SW_IDENT
 
 __all__ = [
@@ -47,7 +48,6 @@ MAX_WORKERS = 10_000
 #: ``freq: 1e300`` must not keep a node "alive" forever).
 MIN_FREQ, MAX_FREQ = 0.1, 3600.0
 
-WORKER_EVENTS = frozenset({"worker-online", "worker-heartbeat", "worker-offline"})
 
 
 def load_average() -> list[float]:
@@ -141,7 +141,7 @@ class Membership:
         ``-offline``; any other type only refreshes nothing)."""
         type_ = event.get("type")
         hostname = event.get("hostname")
-        if type_ not in WORKER_EVENTS or not isinstance(hostname, str) or hostname == self.me:
+        if type_ not in HEARTBEAT_TYPES or not isinstance(hostname, str) or hostname == self.me:
             return []
         worker = self.workers.get(hostname)
         if type_ == "worker-offline":

@@ -53,6 +53,7 @@ from .mingle import (
     sync_fields,
 )
 from .revoked import DEFAULT_REVOKED_EXPIRES, DEFAULT_REVOKED_MAX, MergeResult, RevokedSet
+from .vocab import METHOD_ALIASES, request_kind
 from .wire import (
     JSON_CONTENT_TYPE,
     Limits,
@@ -414,7 +415,6 @@ def celery_task_message(signature: Any, origin: str) -> Publish:
 # -- the node -------------------------------------------------------------
 
 
-
 class Node:
     """One reference node of the worker-to-worker protocol (sans-IO)."""
 
@@ -472,7 +472,7 @@ class Node:
         }
         for method, value in control.NO_TASK_METHODS.items():
             self._handlers[method] = _constant(value)
-        for alias, method in control.ALIASES.items():
+        for alias, method in METHOD_ALIASES.items():
             self._handlers[alias] = self._handlers[method]
 
     # -- lifecycle --------------------------------------------------------
@@ -697,7 +697,7 @@ class Node:
         # [MSG-5]: every request is checked, known methods against their own
         # schema, any other against the generic request schema (which is
         # also what lets an unknown method get its error reply).
-        kind = control.request_kind(method)
+        kind = request_kind(method)
         problem = schema_problem(body, kind, _size(msg))
         if problem:
             self._reject(sender, f"control request {_safe(method, 50)}", problem, now, out)
@@ -721,7 +721,9 @@ class Node:
         unsupported = control.UNSUPPORTED.get(method)
         if unsupported is not None:
             reply: Any = {"error": unsupported}
-            self._log_once(method, INFO, f"control command {method} answered with an error: {unsupported}", out)
+            self._log_once(
+                method, INFO, f"control command {method} answered with an error: {unsupported}", out
+            )
         elif handler is None:
             reply = {"error": f"unknown command {_safe(method, 100)}"}
             self._log_once(method, WARNING, f"unknown control command {_safe(method, 100)}", out)
@@ -877,9 +879,9 @@ class Node:
             "accept_content": ["json"],
             "worker_enable_remote_control": True,
             "worker_send_task_events": False,
-            "worker_heartbeat": self.config.heartbeat,
-            "worker_enable_mingle": self.config.mingle,
-            "worker_enable_gossip": self.config.gossip,
+            "wkctl_heartbeat": self.config.heartbeat,
+            "wkctl_mingle": self.config.mingle,
+            "wkctl_gossip": self.config.gossip,
         }
         info.update(self.config.settings_info)
         return info

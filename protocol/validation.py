@@ -30,6 +30,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urldefrag, urljoin
 
+from .vocab import HEARTBEAT_TYPES, request_kind
+
 __all__ = [
     "KINDS",
     "SCHEMA_BASE",
@@ -124,8 +126,6 @@ KINDS: dict[str, str] = {
 
 #: Shared definitions, referenced by the kinds; loadable but not a message kind.
 _COMMON = "common"
-
-_HEARTBEAT_TYPES = frozenset({"worker-online", "worker-heartbeat", "worker-offline"})
 
 
 class UnknownKind(ValueError):
@@ -677,12 +677,10 @@ def detect_kind(body: object) -> str | None:
         return None
     method = body.get("method")
     if isinstance(method, str) and "arguments" in body:
-        from .control import request_kind
-
         return request_kind(method)
     event_type = body.get("type")
     if isinstance(event_type, str) and "hostname" in body:
-        if event_type in _HEARTBEAT_TYPES:
+        if event_type in HEARTBEAT_TYPES:
             return "heartbeat"
         if event_type == "worker-elect":
             return "elect"

@@ -18,6 +18,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from .vocab import WKCTL_SW_IDENT
+
 __all__ = [
     "JSON_CONTENT_TYPE",
     "Limits",
@@ -39,7 +41,7 @@ JSON_CONTENT_TYPE = "application/json"
 
 #: Celery's software identification, echoed in heartbeats by wkctl nodes
 #: under their own name so monitors can tell them apart.
-SW_IDENT = "wkctl"
+SW_IDENT = WKCTL_SW_IDENT
 
 
 @dataclass(frozen=True)
