@@ -31,6 +31,7 @@ __all__ = [
     "short_list",
     "timeout_option",
     "expect_option",
+    "destination_option",
     "stats_option",
     "styled_table",
     "check_replies",
@@ -50,6 +51,15 @@ expect_option = click.option(
     default=None,
     metavar="N",
     help="Return as soon as N distinct nodes replied; fail if fewer did.",
+)
+destination_option = click.option(
+    "-d",
+    "--destination",
+    "destination",
+    multiple=True,
+    metavar="NODE",
+    help="Send the request to this node only (repeatable); ends as soon as all of them "
+    "replied. Default: every node.",
 )
 stats_option = click.option(
     "--stats",
@@ -133,6 +143,7 @@ def footer(result: Collected) -> None:
 @click.command("hello")
 @timeout_option
 @expect_option
+@destination_option
 @click.option(
     "--revoked",
     "revoked",
@@ -156,6 +167,7 @@ def hello_cmd(
     app: AppContext,
     timeout: float | None,
     expect: int | None,
+    destination: tuple[str, ...],
     revoked: tuple[str, ...],
     from_node: str | None,
     raw: bool,
@@ -172,7 +184,13 @@ def hello_cmd(
     timeout = app.default_timeout(timeout)
     fmt = app.output_format(json_flag, yaml_flag)
     with open_client(app) as client:
-        result = client.hello(from_node, list(revoked), timeout=timeout, expect=expect)
+        result = client.hello(
+            from_node,
+            list(revoked),
+            timeout=timeout,
+            expect=expect,
+            destination=list(destination) or None,
+        )
     report_collection(app, result, stats=stats, what="hello")
     if raw:
         for body in result.raw:

@@ -17,6 +17,7 @@ from .context import AppContext, pass_app
 from .errors import CliError, ExitCode
 from .hello import (
     check_replies,
+    destination_option,
     expect_option,
     footer,
     open_client,
@@ -52,6 +53,7 @@ def signal_name(value: str) -> str:
 @click.command("clock")
 @timeout_option
 @expect_option
+@destination_option
 @click.option("--json", "json_flag", is_flag=True, help="Print JSON.")
 @click.option("--yaml", "yaml_flag", is_flag=True, help="Print YAML.")
 @stats_option
@@ -60,6 +62,7 @@ def clock_cmd(
     app: AppContext,
     timeout: float | None,
     expect: int | None,
+    destination: tuple[str, ...],
     json_flag: bool,
     yaml_flag: bool,
     stats: bool,
@@ -70,7 +73,9 @@ def clock_cmd(
     """
     timeout = app.default_timeout(timeout)
     with open_client(app) as client:
-        result = client.clock_values(timeout=timeout, expect=expect)
+        result = client.clock_values(
+            timeout=timeout, expect=expect, destination=list(destination) or None
+        )
     report_collection(app, result, stats=stats, what="clock")
     data = {node: normalize_clock(value) for node, value in sorted(result.replies.items())}
     if not emit(data, app.output_format(json_flag, yaml_flag)) and data:
@@ -85,6 +90,7 @@ def clock_cmd(
 @click.command("revoked")
 @timeout_option
 @expect_option
+@destination_option
 @click.option("--json", "json_flag", is_flag=True, help="Print JSON.")
 @click.option("--yaml", "yaml_flag", is_flag=True, help="Print YAML.")
 @stats_option
@@ -93,6 +99,7 @@ def revoked_cmd(
     app: AppContext,
     timeout: float | None,
     expect: int | None,
+    destination: tuple[str, ...],
     json_flag: bool,
     yaml_flag: bool,
     stats: bool,
@@ -103,7 +110,9 @@ def revoked_cmd(
     """
     timeout = app.default_timeout(timeout)
     with open_client(app) as client:
-        result = client.revoked_ids(timeout=timeout, expect=expect)
+        result = client.revoked_ids(
+            timeout=timeout, expect=expect, destination=list(destination) or None
+        )
     report_collection(app, result, stats=stats, what="revoked")
     data = {node: normalize_revoked(value) for node, value in sorted(result.replies.items())}
     fmt = app.output_format(json_flag, yaml_flag)
@@ -129,6 +138,7 @@ def revoked_cmd(
 )
 @timeout_option
 @expect_option
+@destination_option
 @click.option("--json", "json_flag", is_flag=True, help="Print JSON.")
 @click.option("--yaml", "yaml_flag", is_flag=True, help="Print YAML.")
 @stats_option
@@ -140,6 +150,7 @@ def revoke_cmd(
     signal_: str,
     timeout: float | None,
     expect: int | None,
+    destination: tuple[str, ...],
     json_flag: bool,
     yaml_flag: bool,
     stats: bool,
@@ -160,6 +171,7 @@ def revoke_cmd(
             reply=True,
             timeout=timeout,
             expect=expect,
+            destination=list(destination) or None,
         )
     assert result is not None
     report_collection(app, result, stats=stats, what="revoke")

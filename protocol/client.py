@@ -291,8 +291,6 @@ def prepare_event(event: Any, clock: LamportClock, now: float) -> Any:
     return event
 
 
-
-
 @dataclass
 class ElectionOutcome:
     """What an observer concluded about one election."""
@@ -604,6 +602,7 @@ class Client:
         *,
         timeout: float = 1.0,
         expect: int | None = None,
+        destination: Sequence[str] | None = None,
     ) -> Collected:
         """Mingle's ``hello``: every node answers with its clock and revoked ids
         (and Celery workers merge the ``revoked`` ids sent along)."""
@@ -612,16 +611,35 @@ class Client:
             {"from_node": from_node or default_node_name(), "revoked": list(revoked or [])},
             timeout=timeout,
             expect=expect,
+            destination=destination,
         )
 
-    def clock_values(self, *, timeout: float = 1.0, expect: int | None = None) -> Collected:
-        return self.call("clock", {}, timeout=timeout, expect=expect)
+    def clock_values(
+        self,
+        *,
+        timeout: float = 1.0,
+        expect: int | None = None,
+        destination: Sequence[str] | None = None,
+    ) -> Collected:
+        return self.call("clock", {}, timeout=timeout, expect=expect, destination=destination)
 
-    def revoked_ids(self, *, timeout: float = 1.0, expect: int | None = None) -> Collected:
-        return self.call("revoked", {}, timeout=timeout, expect=expect)
+    def revoked_ids(
+        self,
+        *,
+        timeout: float = 1.0,
+        expect: int | None = None,
+        destination: Sequence[str] | None = None,
+    ) -> Collected:
+        return self.call("revoked", {}, timeout=timeout, expect=expect, destination=destination)
 
-    def ping(self, *, timeout: float = 1.0, expect: int | None = None) -> Collected:
-        return self.call("ping", {}, timeout=timeout, expect=expect)
+    def ping(
+        self,
+        *,
+        timeout: float = 1.0,
+        expect: int | None = None,
+        destination: Sequence[str] | None = None,
+    ) -> Collected:
+        return self.call("ping", {}, timeout=timeout, expect=expect, destination=destination)
 
     def revoke(
         self,
@@ -632,6 +650,7 @@ class Client:
         reply: bool = False,
         timeout: float = 1.0,
         expect: int | None = None,
+        destination: Sequence[str] | None = None,
     ) -> Collected | None:
         """Celery's ``control.revoke``; a cast unless ``reply`` is asked for."""
         arguments = {
@@ -640,8 +659,10 @@ class Client:
             "signal": signal,
         }
         if reply:
-            return self.call("revoke", arguments, timeout=timeout, expect=expect)
-        self.cast("revoke", arguments)
+            return self.call(
+                "revoke", arguments, timeout=timeout, expect=expect, destination=destination
+            )
+        self.cast("revoke", arguments, destination=destination)
         return None
 
     def heartbeat(self) -> None:

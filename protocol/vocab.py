@@ -21,6 +21,7 @@ __all__ = [
     "INSPECT_METHODS",
     "InspectMethod",
     "METHOD_ALIASES",
+    "METHOD_SIGNATURES",
     "canonical_method",
     "reply_kind",
     "request_kind",
@@ -96,6 +97,26 @@ METHOD_ALIASES: Final[Mapping[str, str]] = {
     "dump_revoked": "revoked",
     "dump_schedule": "scheduled",
     "dump_tasks": "registered",
+}
+#: Celery's command-line signatures (``Panel.meta``: ``args`` and
+#: ``variadic``): the argument names positional values fill, in order, and
+#: the name that collects the rest (``celery inspect query_task ID...``).
+METHOD_SIGNATURES: Final[Mapping[str, tuple[tuple[str, ...], str | None]]] = {
+    "add_consumer": (("queue", "exchange", "exchange_type", "routing_key"), None),
+    "autoscale": (("max", "min"), None),
+    "cancel_consumer": (("queue",), None),
+    "conf": (("with_defaults",), None),
+    "memdump": (("samples",), None),
+    "objgraph": (("type", "num", "max_depth"), None),
+    "pool_grow": (("n",), None),
+    "pool_shrink": (("n",), None),
+    "query_task": ((), "ids"),
+    "rate_limit": (("task_name", "rate_limit"), None),
+    "registered": ((), "taskinfoitems"),
+    "revoke": ((), "task_id"),
+    "revoke_by_stamped_headers": ((), "headers"),
+    "terminate": (("signal",), "task_id"),
+    "time_limit": (("task_name", "soft", "hard"), None),
 }
 #: The schema kind of the ``heartbeat`` command (``heartbeat`` names the
 #: worker events' schema).
