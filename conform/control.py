@@ -134,19 +134,17 @@ def _secrets(value: Any, path: str = "") -> list[str]:
     deviation="DEFECT-18",
 )
 def no_secret(ctx: Context) -> str:
-    conf = _value(ctx, "conf", {})
-    if not isinstance(conf, dict):
-        raise Failed("conf is not an object", expected="an object", actual=_short(conf))
     found = []
-    for method in ("conf", "report", "stats"):
-        found += [f"{method}{p}" for p in _secrets(_value(ctx, method, {}))]
+    values = {method: ctx.answer(method, {})[1] for method in ("conf", "report", "stats")}
+    for method, value in values.items():
+        found += [f"{method}{p}" for p in _secrets(value)]
     if found:
         raise Failed(
             "a reply carries a secret in clear",
             expected="passwords and secret settings masked",
             actual=", ".join(found[:5]),
         )
-    return f"{len(conf)} settings, none secret in clear"
+    return "no password or secret setting in clear"
 
 
 @check(
