@@ -9,6 +9,9 @@ hello (per rep, alternating sides):
 
 * ``wkctl hello --expect N --stats``: the command's own figure (publish of
   the broadcast to the N-th reply) and the whole process's wall time;
+* ``wkctl hello --stats`` without ``--expect``: the whole process's wall
+  time when it ends by itself (every known node answered, or replies
+  settled), against ``celery inspect clock`` (target at N=3: at most 0.4x);
 * ``celery inspect clock``: the CLI's wall time, and in-process
   ``app.control.broadcast("clock", reply=True, timeout=1)``: time until it
   returns (Celery always waits out its timeout) and when its last reply had
@@ -139,6 +142,20 @@ def _wkctl_hello(cl: Cluster, n: int) -> dict[str, Any] | None:
     return {"own_ms": stats["elapsed_ms"], "wall_ms": r.wall * 1000, "replies": stats["replied"]}
 
 
+def _wkctl_hello_settled(cl: Cluster) -> dict[str, Any] | None:
+    """``wkctl hello`` without ``--expect``: ends when the cluster answered
+    (every known node replied, or the settle window passed)."""
+    r = run_timed(wkctl_cmd(cl.url) + ["hello", "--timeout", "5", "--stats", "--json"])
+    stats = None
+    for line in r.stderr.splitlines():
+        if line.startswith("{"):
+            stats = json.loads(line)
+    if r.rc != 0 or stats is None:
+        cl.ctx.log(f"    wkctl hello (no --expect) failed (rc {r.rc}): {r.stderr.strip()[-300:]}")
+        return None
+    return {"wall_ms": r.wall * 1000, "replies": stats["replied"], "ended": stats["ended"]}
+
+
 def _celery_inspect(cl: Cluster, n: int) -> dict[str, Any]:
     r = run_timed(
         [sys.executable, "-m", "celery", "-A", "celeryapp", "-b", cl.url]
@@ -189,9 +206,14 @@ def run_hello(ctx: BenchContext, cl: Cluster, kind: str, n: int) -> dict[str, An
     reps = ctx.reps
     res = alternate(
         reps,
-        {"wkctl": lambda r: _wkctl_hello(cl, n), "celery": lambda r: _celery_inspect(cl, n)},
+        {
+            "wkctl": lambda r: _wkctl_hello(cl, n),
+            "wkctl-settled": lambda r: _wkctl_hello_settled(cl),
+            "celery": lambda r: _celery_inspect(cl, n),
+        },
         warmup=1,
     )
+    settled = [x for x in res["wkctl-settled"] if x]
     mingle_reps = 1 if ctx.quick else 2
 
     def wk_join(r: int) -> tuple[float | None, int]:
@@ -241,6 +263,16 @@ def run_hello(ctx: BenchContext, cl: Cluster, kind: str, n: int) -> dict[str, An
                 },
                 note="whole command, spawn to exit",
             ),
+            "process_no_expect": metric(
+                "ms",
+                "lower",
+                {
+                    "wkctl hello (no --expect) process": [x["wall_ms"] for x in settled],
+                    "celery inspect clock process": [x["wall_ms"] for x in ce],
+                },
+                note="whole command, spawn to exit; wkctl without --expect ends when every "
+                "known node answered or replies settled (spec [PIDBOX-19])",
+            ),
             "mingle": metric(
                 "ms",
                 "lower",
@@ -255,6 +287,8 @@ def run_hello(ctx: BenchContext, cl: Cluster, kind: str, n: int) -> dict[str, An
     )
     c["replies"] = {
         "wkctl": [x["replies"] for x in wk],
+        "wkctl_no_expect": [x["replies"] for x in settled],
+        "wkctl_no_expect_ended": [x["ended"] for x in settled],
         "celery_broadcast": [x["replies"] for x in ce],
         "celery_cli": [x["cli_replies"] for x in ce],
         "wkctl_join_peers": [m[1] for m in mingles["wkctl"]],
@@ -263,6 +297,7 @@ def run_hello(ctx: BenchContext, cl: Cluster, kind: str, n: int) -> dict[str, An
     for key, ours, theirs in (
         ("answer", "wkctl hello (own figure)", "celery broadcast (returns)"),
         ("process", "wkctl hello process", "celery inspect clock process"),
+        ("process_no_expect", "wkctl hello (no --expect) process", "celery inspect clock process"),
         ("mingle", "wkctl node join", "celery worker mingle"),
     ):
         c["ratios"][key] = ratio(c["metrics"][key], ours, theirs)
@@ -272,6 +307,17 @@ def run_hello(ctx: BenchContext, cl: Cluster, kind: str, n: int) -> dict[str, An
             f"wkctl hello --expect 10 on {kind}: median own figure (ms)",
             c["metrics"]["answer"]["sides"]["wkctl hello (own figure)"]["median"],
             50,
+            higher=False,
+        )
+    if n == 3:
+        no_expect = c["metrics"]["process_no_expect"]["sides"]
+        wk_med = no_expect["wkctl hello (no --expect) process"]["median"]
+        ce_med = no_expect["celery inspect clock process"]["median"]
+        target(
+            c,
+            f"wkctl hello (no --expect) process / celery inspect clock process on {kind}, N=3",
+            None if not wk_med or not ce_med else round(wk_med / ce_med, 3),
+            0.4,
             higher=False,
         )
     c["memory"] = {"celery_worker_rss_mb": cl.celery_rss_mb(), "wkctl_node_rss_mb": cl.wk_rss_mb()}

@@ -11,6 +11,7 @@ are reported as such.
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import click
@@ -19,7 +20,33 @@ from .context import AppContext, broker_error, pass_app
 from .errors import CliError, ExitCode
 from .render import emit_json
 
-__all__ = ["conform_cmd"]
+__all__ = ["LaunchProgress", "conform_cmd"]
+
+
+class LaunchProgress:
+    """How long the kit has waited for a launched node, on stderr: a line
+    rewritten in place on a terminal, else one line every few seconds."""
+
+    EVERY = 5.0
+
+    def __init__(self, node: str) -> None:
+        self.node = node
+        self.tty = sys.stderr.isatty()
+        self.last: float | None = None
+
+    def __call__(self, waited: float, limit: float) -> None:
+        text = f"wkctl: waiting for {self.node} to answer ping: {waited:4.1f} s of {limit:g} s"
+        if self.tty:
+            click.echo("\r" + text + "\x1b[K", nl=False, err=True)
+            self.last = waited
+        elif self.last is None or waited - self.last >= self.EVERY:
+            click.echo(text, err=True)
+            self.last = waited
+
+    def clear(self) -> None:
+        """Take the in-place line away once the wait is over."""
+        if self.tty and self.last is not None:
+            click.echo("\r\x1b[K", nl=False, err=True)
 
 
 @click.command("conform")
@@ -54,6 +81,14 @@ __all__ = ["conform_cmd"]
     help="Start the node with this command line once the kit listens (and stop it with "
     "SIGTERM at the end), to also check what it does at start and stop.",
 )
+@click.option(
+    "--launch-wait",
+    type=click.FloatRange(min=0.0, min_open=True),
+    default=None,
+    metavar="SECONDS",
+    help="With --launch: the longest wait for the launched node to answer ping, with "
+    "progress on stderr (default: 60 s).",
+)
 @click.option("--list", "list_flag", is_flag=True, help="List the checks and exit; probe nothing.")
 @pass_app
 @click.pass_context
@@ -67,6 +102,7 @@ def conform_cmd(
     json_flag: bool,
     junit_path: str | None,
     launch: str | None,
+    launch_wait: float | None,
     list_flag: bool,
 ) -> None:
     """Check a live node against the spec's numbered statements.
@@ -79,11 +115,16 @@ def conform_cmd(
     With --launch CMD the kit starts the node itself, answers its Mingle
     hello as synthetic peers and stops it at the end, which adds the checks
     of what a node does at start (hello, worker-online) and stop
-    (worker-offline).
+    (worker-offline). It waits at most --launch-wait seconds for the node
+    to answer ping, saying so on stderr.
+
+    A node that does not answer ping is one failure (node.reachable); the
+    checks that need its replies are reported as not run, and the ones
+    that only watch its events run on what it sends.
     """
     from wkctl.conform import CHECKS, select
     from wkctl.conform.report import human_lines, json_report, junit_xml, list_lines, result_lines
-    from wkctl.conform.runner import run
+    from wkctl.conform.runner import LAUNCH_WAIT, run
 
     try:
         chosen = select(only, strict=strict or list_flag and not only)
@@ -135,6 +176,7 @@ def conform_cmd(
             for line in result_lines(result):  # type: ignore[arg-type]
                 app.log(line.strip(), level=2)
 
+    waiting = LaunchProgress(node) if launch else None
     try:
         outcome = run(
             settings,
@@ -144,6 +186,8 @@ def conform_cmd(
             strict=strict,
             on_result=progress,
             launch=launch,
+            launch_wait=LAUNCH_WAIT if launch_wait is None else launch_wait,
+            on_wait=waiting,
         )
     except (ConnectionError, OSError) as exc:
         raise broker_error(settings, exc) from None
@@ -152,6 +196,9 @@ def conform_cmd(
         if type(exc).__module__.split(".")[0] in ("kombu", "amqp", "redis"):
             raise broker_error(settings, exc) from None
         raise
+    finally:
+        if waiting is not None:
+            waiting.clear()
     if junit_path:
         try:
             Path(junit_path).write_text(junit_xml(outcome), encoding="utf-8")

@@ -87,15 +87,43 @@ class AppContext:
 pass_app = click.make_pass_decorator(AppContext, ensure=True)
 
 
+#: What the broker said -> what to tell the user: the broker answered, so
+#: "is it running?" would send them looking in the wrong place.
+_REFUSALS: tuple[tuple[tuple[str, ...], str], ...] = (
+    (
+        ("ACCESS_REFUSED", "WRONGPASS", "NOAUTH", "invalid username-password", "AUTH failed"),
+        "the broker refused the credentials: check the user name and password in the URL;",
+    ),
+    (
+        ("NOT_ALLOWED",),
+        "the broker refused the virtual host: check that it exists and that the user may "
+        "use it, the URL's path names it, amqp://host// is the default vhost '/';",
+    ),
+    (
+        ("DB index is out of range",),
+        "the Redis database number in the URL does not exist on this server;",
+    ),
+)
+
+
+def broker_hint(reason: str) -> str:
+    """The advice that fits a connection failure's reason."""
+    for markers, hint in _REFUSALS:
+        if any(marker in reason for marker in markers):
+            return hint
+    return "is it running?"
+
+
 def broker_error(settings: BrokerSettings, exc: BaseException) -> CliError:
-    """The one-line message for a broker that cannot be reached."""
+    """The one-line message for a broker that cannot be reached or refused us."""
     reason = str(exc).strip() or type(exc).__name__
     # Some client libraries echo the URL back: never let a password through.
     if settings.url in reason:
         reason = reason.replace(settings.url, settings.masked_url)
     return CliError(
         f"cannot connect to broker {settings.masked_url}: {reason} "
-        "(is it running? choose another with --broker, WKCTL_BROKER_URL or broker_url in wkctl.yaml)",
+        f"({broker_hint(reason)} choose another with --broker, WKCTL_BROKER_URL "
+        "or broker_url in wkctl.yaml)",
         ExitCode.BROKER,
     )
 

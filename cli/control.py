@@ -21,12 +21,13 @@ from wkctl.protocol.vocab import CELERY_METHODS, METHOD_SIGNATURES, canonical_me
 from .context import AppContext, pass_app
 from .errors import CliError, ExitCode
 from .hello import (
+    ask,
     check_replies,
     destination_option,
     expect_option,
     footer,
-    open_client,
     report_collection,
+    settle_option,
     stats_option,
     styled_table,
     timeout_option,
@@ -135,6 +136,7 @@ def _summary(value: Any) -> str:
 )
 @timeout_option
 @expect_option
+@settle_option
 @destination_option
 @click.option("--json", "json_flag", is_flag=True, help="Print JSON.")
 @click.option("--yaml", "yaml_flag", is_flag=True, help="Print YAML.")
@@ -148,6 +150,7 @@ def inspect_cmd(
     force: bool,
     timeout: float | None,
     expect: int | None,
+    settle: float,
     destination: tuple[str, ...],
     json_flag: bool,
     yaml_flag: bool,
@@ -176,14 +179,18 @@ def inspect_cmd(
     if canonical_method(method) not in CELERY_METHODS:
         app.log(f"{method} is not a Celery 5.x method: replies are not schema-checked")
     timeout = app.default_timeout(timeout)
-    with open_client(app) as client:
-        result = client.call(
+    result = ask(
+        app,
+        lambda client, known: client.call(
             method,
             arguments,
             timeout=timeout,
             expect=expect,
+            settle=settle,
+            known=known,
             destination=list(destination) or None,
-        )
+        ),
+    )
     report_collection(app, result, stats=stats, what=method)
     invalid = _invalid(method, result)
     data = dict(sorted(result.replies.items()))
@@ -212,6 +219,7 @@ def inspect_cmd(
 @click.command("ping")
 @timeout_option
 @expect_option
+@settle_option
 @destination_option
 @click.option("--json", "json_flag", is_flag=True, help="Print JSON.")
 @click.option("--yaml", "yaml_flag", is_flag=True, help="Print YAML.")
@@ -221,6 +229,7 @@ def ping_cmd(
     app: AppContext,
     timeout: float | None,
     expect: int | None,
+    settle: float,
     destination: tuple[str, ...],
     json_flag: bool,
     yaml_flag: bool,
@@ -231,8 +240,16 @@ def ping_cmd(
     --json: {"<node>": {"ok": "pong"}, ...}
     """
     timeout = app.default_timeout(timeout)
-    with open_client(app) as client:
-        result = client.ping(timeout=timeout, expect=expect, destination=list(destination) or None)
+    result = ask(
+        app,
+        lambda client, known: client.ping(
+            timeout=timeout,
+            expect=expect,
+            settle=settle,
+            known=known,
+            destination=list(destination) or None,
+        ),
+    )
     report_collection(app, result, stats=stats, what="ping")
     data = dict(sorted(result.replies.items()))
     if not emit(data, app.output_format(json_flag, yaml_flag)) and data:
@@ -245,6 +262,7 @@ def ping_cmd(
 @click.command("status")
 @timeout_option
 @expect_option
+@settle_option
 @destination_option
 @click.option("--json", "json_flag", is_flag=True, help="Print JSON.")
 @click.option("--yaml", "yaml_flag", is_flag=True, help="Print YAML.")
@@ -253,18 +271,28 @@ def status_cmd(
     app: AppContext,
     timeout: float | None,
     expect: int | None,
+    settle: float,
     destination: tuple[str, ...],
     json_flag: bool,
     yaml_flag: bool,
 ) -> None:
     """One line per node that answers ping, like `celery status`.
 
-    Returns as soon as --expect N nodes (or every -d NODE) answered.
+    Returns as soon as the cluster answered: --expect N nodes, every -d NODE,
+    else every node known alive (or replies settled; see --settle).
     --json: {"nodes": ["<node>", ...], "count": N}
     """
     timeout = app.default_timeout(timeout)
-    with open_client(app) as client:
-        result = client.ping(timeout=timeout, expect=expect, destination=list(destination) or None)
+    result = ask(
+        app,
+        lambda client, known: client.ping(
+            timeout=timeout,
+            expect=expect,
+            settle=settle,
+            known=known,
+            destination=list(destination) or None,
+        ),
+    )
     nodes = sorted(result.replies)
     if not emit({"nodes": nodes, "count": len(nodes)}, app.output_format(json_flag, yaml_flag)):
         for node in nodes:

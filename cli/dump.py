@@ -1,7 +1,8 @@
 """``wkctl dump``: the cluster state, as a monitor would build it.
 
 Listens to the event exchange for a while (after asking every worker for a
-heartbeat, as Celery's monitors do when they start) and feeds everything
+heartbeat, as Celery's monitors do when they start, and pinging them so
+that every live node is listed even before its first event) and feeds everything
 into the library's :class:`~wkctl.protocol.state.State`, which, unlike
 Celery's, accepts every event (elections included) without raising.
 """
@@ -10,17 +11,18 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import click
 
 from wkctl.protocol.client import Client, prepare_event
 from wkctl.protocol.clock import LamportClock
-from wkctl.protocol.state import State
+from wkctl.protocol.state import State, Worker
 
 from .context import AppContext, pass_app
-from .hello import styled_table
-from .render import emit, style
+from .hello import ask, styled_table
+from .render import clip, emit, style
 from .tail import open_stream
 
 __all__ = ["dump_cmd", "state_document", "worker_info", "task_info"]
@@ -54,22 +56,30 @@ _TASK_KEYS = (
 )
 
 
+#: The fields of a worker that come straight from State's ``Worker`` (its
+#: hostname and heartbeats are shown their own way).
+_WORKER_ATTRS = tuple(f for f in Worker._fields if f not in ("hostname", "heartbeats"))
+
+
 def worker_info(worker: Any, now: float) -> dict[str, Any]:
     heartbeats = list(getattr(worker, "heartbeats", []) or [])
     return {
         "hostname": worker.hostname,
         "alive": bool(worker.is_alive(now)),
-        "pid": worker.pid,
-        "clock": worker.clock,
-        "freq": worker.freq,
-        "active": worker.active,
-        "processed": worker.processed,
-        "loadavg": worker.loadavg,
-        "sw_ident": worker.sw_ident,
-        "sw_ver": worker.sw_ver,
-        "sw_sys": worker.sw_sys,
+        **{key: getattr(worker, key) for key in _WORKER_ATTRS},
         "heartbeats": len(heartbeats),
         "last_heartbeat": heartbeats[-1] if heartbeats else None,
+    }
+
+
+def pinged_info(hostname: str) -> dict[str, Any]:
+    """A node that answered the opening ping but sent no event yet."""
+    return {
+        "hostname": hostname,
+        "alive": True,
+        **dict.fromkeys(_WORKER_ATTRS),
+        "heartbeats": 0,
+        "last_heartbeat": None,
     }
 
 
@@ -83,9 +93,23 @@ def task_info(task: Any) -> dict[str, Any]:
     return out
 
 
-def state_document(state: State, now: float) -> dict[str, Any]:
-    """The ``--json`` / ``--yaml`` document."""
-    workers = {name: worker_info(worker, now) for name, worker in sorted(state.workers.items())}
+def state_document(
+    state: State, now: float, pinged: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """The ``--json`` / ``--yaml`` document.
+
+    ``pinged``: the replies to the ping ``dump`` starts with.  A node that
+    answered but sent no event yet is listed too (alive, its event fields
+    empty); every worker says whether it answered (``answered_ping``).
+    """
+    pinged = pinged or {}
+    workers = {name: worker_info(worker, now) for name, worker in state.workers.items()}
+    for name in pinged:
+        if name not in workers:
+            workers[name] = pinged_info(name)
+    for name, info in workers.items():
+        info["answered_ping"] = name in pinged
+    workers = dict(sorted(workers.items()))
     tasks = {uuid: task_info(task) for uuid, task in state.tasks_by_time()}
     # tasks_by_time leaves out tasks that had no event yet; keep every task.
     for uuid, task in state.tasks.items():
@@ -133,13 +157,6 @@ def _ts(value: Any) -> str:
     return "-"
 
 
-def _short(value: Any, limit: int = 40) -> str:
-    if value is None:
-        return "-"
-    text = str(value)
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
 _STATE_COLORS = {
     "SUCCESS": "green",
     "FAILURE": "red",
@@ -161,10 +178,10 @@ def render(doc: dict[str, Any]) -> None:
                 (
                     style(name, fg="cyan"),
                     style("alive", fg="green") if w["alive"] else style("lost", fg="red"),
-                    _short(w["clock"]),
-                    _short(w["freq"]),
-                    _short(w["active"]),
-                    _short(w["processed"]),
+                    clip(w["clock"]),
+                    clip(w["freq"]),
+                    clip(w["active"]),
+                    clip(w["processed"]),
                     " ".join(str(x) for x in load) if isinstance(load, list) else "-",
                     f"{w['sw_ident'] or '?'} {w['sw_ver'] or ''}".strip(),
                 )
@@ -184,12 +201,12 @@ def render(doc: dict[str, Any]) -> None:
             rows.append(
                 (
                     uuid,
-                    _short(t["name"]),
+                    clip(t["name"]),
                     style(state_, fg=_STATE_COLORS.get(state_)),
-                    _short(t["worker"]),
+                    clip(t["worker"]),
                     _ts(t["received"] or t["sent"]),
                     f"{runtime:.4f}s" if isinstance(runtime, (int, float)) else "-",
-                    _short(outcome),
+                    clip(outcome),
                 )
             )
         styled_table(["uuid", "name", "state", "worker", "received", "runtime", "result"], rows)
@@ -211,6 +228,10 @@ def render(doc: dict[str, Any]) -> None:
 def dump_cmd(app: AppContext, duration: float, json_flag: bool, yaml_flag: bool) -> None:
     """Listen for events, then print the cluster state: workers and tasks.
 
+    Starts with a ping, so every live node is listed however short
+    --duration is (answered_ping: true); the events heard during --duration
+    fill in the rest. A countdown shows on stderr when it is a terminal.
+
     \b
     --json: {"workers": {"<hostname>": {...}}, "tasks": {"<uuid>": {...}},
              "event_count": N, "task_count": N}
@@ -225,6 +246,13 @@ def dump_cmd(app: AppContext, duration: float, json_flag: bool, yaml_flag: bool)
         assert stream.connection is not None
         with Client(stream.connection, app.settings.names, limits=app.config.limits) as client:
             client.heartbeat()
+            # Heartbeats take up to their interval (2 s for Celery) to come:
+            # a ping lists every live node at once, however short --duration.
+            pinged = ask(
+                app,
+                lambda c, known: c.ping(timeout=app.default_timeout(None), known=known),
+                client=client,
+            )
         deadline = time.monotonic() + duration
         while True:
             remaining = deadline - time.monotonic()
@@ -240,7 +268,7 @@ def dump_cmd(app: AppContext, duration: float, json_flag: bool, yaml_flag: bool)
         stream.close()
     if interrupted:
         raise KeyboardInterrupt
-    doc = state_document(state, time.time())
+    doc = state_document(state, time.time(), pinged.replies)
     if not emit(doc, fmt):
         render(doc)
     if stream.rejected:

@@ -2,9 +2,11 @@
 
 Celery sends ``hello`` only when a worker starts and never shows the
 answers; this command asks the whole cluster at any time and prints each
-node's clock and revoked ids.  It returns as soon as ``--expect N`` nodes
-answered instead of waiting a fixed second, and says how long that took
-(``-v``, or ``--stats`` for a JSON line on stderr).
+node's clock and revoked ids.  It returns as soon as the cluster has
+answered (``--expect N`` nodes, or every node known alive, or no reply for
+the settle window: :class:`~wkctl.protocol.client.ReplyCollector`) instead of
+waiting a fixed second, and says how long that took (``-v``, or ``--stats``
+for a JSON line on stderr).
 
 The helpers at the bottom are shared by ``clock``, ``revoked`` and ``revoke``.
 """
@@ -12,16 +14,19 @@ The helpers at the bottom are shared by ``clock``, ``revoked`` and ``revoke``.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import click
 
-from wkctl.protocol.client import Client, Collected, hello_table
+from wkctl.protocol.broker import EMBEDDED_SOURCE
+from wkctl.protocol.client import DEFAULT_SETTLE, Client, Collected, hello_table
 
 from .context import AppContext, pass_app
 from .errors import CliError, ExitCode
+from .known import KnownNodes
 from .render import emit, emit_json, style
 
 __all__ = [
@@ -31,7 +36,9 @@ __all__ = [
     "short_list",
     "timeout_option",
     "expect_option",
+    "settle_option",
     "destination_option",
+    "ask",
     "stats_option",
     "styled_table",
     "check_replies",
@@ -60,6 +67,17 @@ destination_option = click.option(
     metavar="NODE",
     help="Send the request to this node only (repeatable); ends as soon as all of them "
     "replied. Default: every node.",
+)
+settle_option = click.option(
+    "--settle",
+    type=click.FloatRange(min=0.0),
+    default=DEFAULT_SETTLE,
+    show_default=True,
+    metavar="SECONDS",
+    help="Without --expect, end once every node known alive (answered a recent request) "
+    "replied, or no reply came for this long after the last one (at least the first "
+    "reply's round trip); --timeout stays the upper bound. Set it to the timeout to "
+    "wait the whole timeout as Celery does.",
 )
 stats_option = click.option(
     "--stats",
@@ -90,6 +108,26 @@ def open_client(app: AppContext) -> Iterator[Client]:
             pass
 
 
+def ask(
+    app: AppContext,
+    request: Callable[[Client, frozenset[str]], Collected | None],
+    client: Client | None = None,
+) -> Collected:
+    """Run one request with the nodes known alive, and remember who answered
+    (cli/known.py: how a request ends without ``--expect``).  On ``client``
+    when given, else on a connection of its own."""
+    known = KnownNodes.load(app.settings)
+    if client is not None:
+        result = request(client, known.alive())
+    else:
+        with open_client(app) as own:
+            result = request(own, known.alive())
+    assert result is not None, "ask() runs requests that want replies"
+    known.update(result)
+    known.save()
+    return result
+
+
 def _fmt_ms(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f} ms"
 
@@ -102,17 +140,30 @@ def report_collection(app: AppContext, result: Collected, *, stats: bool, what: 
     expect = f"/{result.expect}" if result.expect else ""
     app.log(
         f"{what}: {len(result.replies)}{expect} node(s) replied, last reply after "
-        f"{_fmt_ms(result.elapsed_ms)} (waited {meta['waited_ms']:.1f} ms, timeout {result.timeout:g} s"
+        f"{_fmt_ms(result.elapsed_ms)} (waited {meta['waited_ms']:.1f} ms, ended: {result.ended}, "
+        f"timeout {result.timeout:g} s"
         + (f", {len(result.rejected)} message(s) refused" if result.rejected else "")
         + ")"
     )
 
 
-def check_replies(result: Collected, what: str) -> None:
-    """Exit 1 with a sentence saying how many replied within how long."""
+def check_replies(result: Collected, what: str, app: AppContext | None = None) -> None:
+    """Exit 1 with a sentence saying how many replied within how long.
+
+    When nobody replied and no broker was configured, the sentence says
+    that the embedded broker was used, where, and how to choose another:
+    a user who forgot to configure one is otherwise left guessing.
+    """
     n = len(result.replies)
     if n == 0:
-        raise CliError(f"no node replied to {what} within {result.timeout:g} s", ExitCode.FAILURE)
+        message = f"no node replied to {what} within {result.timeout:g} s"
+        if app is not None and app.settings.embedded and app.settings.source == EMBEDDED_SOURCE:
+            folder = app.settings.transport_options.get("data_folder_in", "")
+            message += (
+                f" on the embedded broker at {Path(str(folder)).parent} (no broker configured; "
+                "choose one with --broker, WKCTL_BROKER_URL, -A APP or broker_url in wkctl.yaml)"
+            )
+        raise CliError(message, ExitCode.FAILURE)
     if result.expect is not None and n < result.expect:
         raise CliError(
             f"only {n} of {result.expect} expected node(s) replied to {what} "
@@ -143,6 +194,7 @@ def footer(result: Collected) -> None:
 @click.command("hello")
 @timeout_option
 @expect_option
+@settle_option
 @destination_option
 @click.option(
     "--revoked",
@@ -167,6 +219,7 @@ def hello_cmd(
     app: AppContext,
     timeout: float | None,
     expect: int | None,
+    settle: float,
     destination: tuple[str, ...],
     revoked: tuple[str, ...],
     from_node: str | None,
@@ -177,20 +230,29 @@ def hello_cmd(
 ) -> None:
     """Broadcast Mingle's hello and print every node's clock and revoked ids.
 
+    Ends as soon as the cluster has answered: with --expect N once N nodes
+    replied; otherwise once every node known alive (those that answered a
+    request in the last 10 minutes) replied, or no reply came for --settle
+    seconds after the last one. --timeout is the upper bound.
+
     \b
     --json: {"<node>": {"clock": N, "revoked": [ids]}, ...}
     Exit 0 when a node replied (with --expect: when N did), else 1.
     """
     timeout = app.default_timeout(timeout)
     fmt = app.output_format(json_flag, yaml_flag)
-    with open_client(app) as client:
-        result = client.hello(
+    result = ask(
+        app,
+        lambda client, known: client.hello(
             from_node,
             list(revoked),
             timeout=timeout,
             expect=expect,
+            settle=settle,
+            known=known,
             destination=list(destination) or None,
-        )
+        ),
+    )
     report_collection(app, result, stats=stats, what="hello")
     if raw:
         for body in result.raw:
@@ -200,7 +262,7 @@ def hello_cmd(
         if not emit(data, fmt) and result.replies:
             render_hello(data)
             footer(result)
-    check_replies(result, "hello")
+    check_replies(result, "hello", app)
 
 
 def render_hello(data: dict[str, dict[str, Any]]) -> None:

@@ -16,20 +16,24 @@ from wkctl.protocol.client import normalize_clock, normalize_revoked
 from .context import AppContext, pass_app
 from .errors import CliError, ExitCode
 from .hello import (
+    ask,
     check_replies,
     destination_option,
     expect_option,
     footer,
-    open_client,
     report_collection,
+    settle_option,
     short_list,
     stats_option,
     styled_table,
     timeout_option,
 )
-from .render import emit, style
+from .render import clip, emit, style
 
 __all__ = ["clock_cmd", "revoked_cmd", "revoke_cmd", "signal_name"]
+
+#: Widest answer ``revoke`` prints per node in a table (``--json``: all of it).
+ANSWER_WIDTH = 100
 
 
 def signal_name(value: str) -> str:
@@ -53,6 +57,7 @@ def signal_name(value: str) -> str:
 @click.command("clock")
 @timeout_option
 @expect_option
+@settle_option
 @destination_option
 @click.option("--json", "json_flag", is_flag=True, help="Print JSON.")
 @click.option("--yaml", "yaml_flag", is_flag=True, help="Print YAML.")
@@ -62,6 +67,7 @@ def clock_cmd(
     app: AppContext,
     timeout: float | None,
     expect: int | None,
+    settle: float,
     destination: tuple[str, ...],
     json_flag: bool,
     yaml_flag: bool,
@@ -72,10 +78,16 @@ def clock_cmd(
     --json: {"<node>": N, ...}
     """
     timeout = app.default_timeout(timeout)
-    with open_client(app) as client:
-        result = client.clock_values(
-            timeout=timeout, expect=expect, destination=list(destination) or None
-        )
+    result = ask(
+        app,
+        lambda client, known: client.clock_values(
+            timeout=timeout,
+            expect=expect,
+            settle=settle,
+            known=known,
+            destination=list(destination) or None,
+        ),
+    )
     report_collection(app, result, stats=stats, what="clock")
     data = {node: normalize_clock(value) for node, value in sorted(result.replies.items())}
     if not emit(data, app.output_format(json_flag, yaml_flag)) and data:
@@ -84,12 +96,13 @@ def clock_cmd(
             [(style(node, fg="cyan"), "-" if c is None else c) for node, c in data.items()],
         )
         footer(result)
-    check_replies(result, "clock")
+    check_replies(result, "clock", app)
 
 
 @click.command("revoked")
 @timeout_option
 @expect_option
+@settle_option
 @destination_option
 @click.option("--json", "json_flag", is_flag=True, help="Print JSON.")
 @click.option("--yaml", "yaml_flag", is_flag=True, help="Print YAML.")
@@ -99,6 +112,7 @@ def revoked_cmd(
     app: AppContext,
     timeout: float | None,
     expect: int | None,
+    settle: float,
     destination: tuple[str, ...],
     json_flag: bool,
     yaml_flag: bool,
@@ -109,10 +123,16 @@ def revoked_cmd(
     --json: {"<node>": [ids], ...}
     """
     timeout = app.default_timeout(timeout)
-    with open_client(app) as client:
-        result = client.revoked_ids(
-            timeout=timeout, expect=expect, destination=list(destination) or None
-        )
+    result = ask(
+        app,
+        lambda client, known: client.revoked_ids(
+            timeout=timeout,
+            expect=expect,
+            settle=settle,
+            known=known,
+            destination=list(destination) or None,
+        ),
+    )
     report_collection(app, result, stats=stats, what="revoked")
     data = {node: normalize_revoked(value) for node, value in sorted(result.replies.items())}
     fmt = app.output_format(json_flag, yaml_flag)
@@ -122,7 +142,7 @@ def revoked_cmd(
             [(style(node, fg="cyan"), len(ids), short_list(ids)) for node, ids in data.items()],
         )
         footer(result)
-    check_replies(result, "revoked")
+    check_replies(result, "revoked", app)
 
 
 @click.command("revoke")
@@ -138,6 +158,7 @@ def revoked_cmd(
 )
 @timeout_option
 @expect_option
+@settle_option
 @destination_option
 @click.option("--json", "json_flag", is_flag=True, help="Print JSON.")
 @click.option("--yaml", "yaml_flag", is_flag=True, help="Print YAML.")
@@ -150,6 +171,7 @@ def revoke_cmd(
     signal_: str,
     timeout: float | None,
     expect: int | None,
+    settle: float,
     destination: tuple[str, ...],
     json_flag: bool,
     yaml_flag: bool,
@@ -157,36 +179,42 @@ def revoke_cmd(
 ) -> None:
     """Revoke task ids on every node (as `celery control revoke` does).
 
-    Prints what each node answered; --json: {"<node>": {"ok": "..."}, ...}.
+    Prints what each node answered, cut to 100 characters (--json: all of
+    it, {"<node>": {"ok": "..."}, ...}).
     Exit 1 when no node acknowledged within the timeout (the request was
     still broadcast).
     """
     sig = signal_name(signal_)
     timeout = app.default_timeout(timeout)
-    with open_client(app) as client:
-        result = client.revoke(
+    result = ask(
+        app,
+        lambda client, known: client.revoke(
             list(task_ids),
             terminate=terminate,
             signal=sig,
             reply=True,
             timeout=timeout,
             expect=expect,
+            settle=settle,
+            known=known,
             destination=list(destination) or None,
-        )
-    assert result is not None
+        ),
+    )
     report_collection(app, result, stats=stats, what="revoke")
     data = dict(sorted(result.replies.items()))
     if not emit(data, app.output_format(json_flag, yaml_flag)):
         rows = []
         for node, value in data.items():
+            # Celery's answer lists every id: 300 ids make a 12,000-character
+            # line.  Cut like hello's ids; --json has the full answer.
             if isinstance(value, dict) and "ok" in value:
-                answer = style("ok", fg="green") + f"  {value['ok']}"
+                answer = style("ok", fg="green") + f"  {clip(value['ok'], ANSWER_WIDTH)}"
             elif isinstance(value, dict) and "error" in value:
-                answer = style("error", fg="red") + f"  {value['error']}"
+                answer = style("error", fg="red") + f"  {clip(value['error'], ANSWER_WIDTH)}"
             else:
-                answer = str(value)
+                answer = clip(value, ANSWER_WIDTH)
             rows.append((style(node, fg="cyan"), answer))
         styled_table(["node", "answer"], rows)
         if data:
             footer(result)
-    check_replies(result, "revoke")
+    check_replies(result, "revoke", app)

@@ -56,6 +56,15 @@ def emit(obj: Any, fmt: str) -> bool:
     return False
 
 
+def clip(value: Any, limit: int = 40) -> str:
+    """One table cell: ``-`` for None, cut to ``limit`` characters with an
+    ellipsis (the full value is in ``--json``)."""
+    if value is None:
+        return "-"
+    text = str(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def style(text: str, **kwargs: Any) -> str:
     return click.style(text, **kwargs)
 

@@ -9,6 +9,7 @@ ending the stream.
 
 from __future__ import annotations
 
+import difflib
 import fnmatch
 import json
 import re
@@ -21,6 +22,7 @@ from typing import Any
 import click
 
 from wkctl.protocol.client import EventStream, StreamNotice
+from wkctl.protocol.vocab import EVENT_TYPES
 
 from .context import AppContext, pass_app
 from .errors import CliError, ExitCode
@@ -57,6 +59,22 @@ def type_filter(patterns: Sequence[str]) -> Callable[[str], bool]:
             )
     regex = re.compile("|".join(f"(?:{fnmatch.translate(p)})" for p in patterns))
     return lambda type_: bool(regex.match(type_))
+
+
+def unknown_type_warnings(patterns: Sequence[str]) -> list[str]:
+    """A warning per pattern that matches no event type a Celery cluster
+    sends (a typo such as ``hartbeat`` would otherwise match nothing in
+    silence); custom ``task-<name>`` events stay possible, so it is not an
+    error."""
+    known = sorted(EVENT_TYPES)
+    out = []
+    for pattern in patterns:
+        if pattern.startswith("task-") or fnmatch.filter(known, pattern):
+            continue
+        close = difflib.get_close_matches(pattern, known, n=2, cutoff=0.6)
+        hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+        out.append(f"--type {pattern!r} matches no known event type ({', '.join(known)}){hint}")
+    return out
 
 
 _TYPE_COLORS = {
@@ -211,6 +229,8 @@ def tail_cmd(
     stderr.
     """
     wanted = type_filter(types)
+    for warning in unknown_type_warnings(types):
+        click.echo(f"wkctl: warning: {warning}", err=True)
     json_out = app.output_format(json_flag) == "json"
     check: Callable[[Any], list[Any]] | None = None
     if validate:

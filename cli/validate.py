@@ -25,7 +25,7 @@ from typing import Any, BinaryIO
 import click
 import yaml
 
-from wkctl.protocol.validation import KINDS, Issue, detect_kind, validate
+from wkctl.protocol.validation import KINDS, Issue, detect_kind, undetected_reason, validate
 from wkctl.protocol.vocab import request_kind
 
 __all__ = ["Result", "validate_cmd", "iter_messages", "check_message"]
@@ -141,15 +141,18 @@ def _iter_yaml(text: str, name: str, capture: bool) -> Iterator[Message]:
     number = 0
     try:
         while True:
+            counted = False  # one number per document, whichever step fails
             try:
                 if not loader.check_node():
                     return
-                node = loader.get_node()
                 number += 1
+                counted = True
+                node = loader.get_node()
                 line = node.start_mark.line + 1 if node is not None else None
                 data = loader.construct_document(node)
             except (yaml.YAMLError, RecursionError) as exc:
-                number += 1
+                if not counted:
+                    number += 1
                 mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
                 line = mark.line + 1 if mark is not None else None
                 where = f" (line {line})" if line is not None else ""
@@ -276,7 +279,7 @@ def check_message(message: Message, kind: str | None = None) -> Result:
         return Result(
             message,
             None,
-            [Issue("", "kind not detectable from the body (give --kind)")],
+            [Issue("", f"kind not detectable: {undetected_reason(message.body)} (or give --kind)")],
         )
     prefix = "/body" if message.envelope is not None or message.recorded_kind is not None else ""
     errors = [Issue(prefix + e.path, e.message) for e in validate(message.body, chosen)]

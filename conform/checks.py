@@ -463,8 +463,7 @@ def expired(ctx: Context) -> str:
 
 @check("sec.json-only", "SEC-1", "never deserializes a non-JSON request", also=("SEC-3",))
 def json_only(ctx: Context) -> str:
-    if ctx.silent:
-        raise Failed(ctx.silent)
+    ctx.require_control()
     # A ping pickled: a plain dict, harmless to any process that loads it,
     # and a reply proves that the node deserialized pickle off the wire.
     result = ctx.probe.call(
@@ -741,10 +740,9 @@ def clock_poison(ctx: Context) -> str:
 def revoke_adds(ctx: Context) -> str:
     single = _fresh("revoke")
     several = [_fresh("revoke"), str(uuid.uuid4())]
-    if ctx.silent:
-        raise Failed(ctx.silent)
-    ctx.probe.cast("revoke", {"task_id": single, "terminate": False, "signal": "SIGTERM"})
-    ctx.probe.cast("revoke", {"task_id": several, "terminate": False, "signal": "SIGTERM"})
+    ctx.require_control()
+    ctx.cast("revoke", {"task_id": single, "terminate": False, "signal": "SIGTERM"})
+    ctx.cast("revoke", {"task_id": several, "terminate": False, "signal": "SIGTERM"})
     # The node handles its pidbox queue in order: the revokes come first.
     held = set(_revoked_now(ctx))
     missing = [i for i in [single, *several] if i not in held]
@@ -1358,7 +1356,7 @@ def malformed_heartbeat(ctx: Context) -> str:
     ctx.probe.peer_heartbeat(timestamp="now")
     _still_serving(ctx, 'a worker-heartbeat with "timestamp": "now"')
     beats_before = len(ctx.node_events("worker-heartbeat"))
-    ctx.probe.cast("heartbeat", {})
+    ctx.cast("heartbeat", {})
     found, _ = ctx.wait_events(
         lambda evs: len(ctx.node_events("worker-heartbeat", evs)) > beats_before,
         max(ctx.timeout, 1.0),
@@ -1408,7 +1406,7 @@ def elect(ctx: Context) -> str:
             "no election held: the node did not acknowledge the synthetic peer's worker-elect, "
             "and an election with a lone gossiping Celery worker kills it (DEFECT-1)"
         )
-    ctx.probe.cast("election", {"id": election, "topic": ELECTION_TOPIC, "action": None})
+    ctx.cast("election", {"id": election, "topic": ELECTION_TOPIC, "action": None})
 
     def stood(events: list[Any]) -> Any:
         return [
@@ -1575,7 +1573,7 @@ def loser_waits(ctx: Context) -> str:
             raise Skipped(
                 "the node did not acknowledge the peer's worker-elect (see election.ack-peer)"
             )
-        ctx.probe.cast(
+        ctx.cast(
             "election", {"id": election, "topic": "task", "action": _task_action(queue, election)}
         )
 
@@ -1631,7 +1629,7 @@ def winner_runs(ctx: Context) -> str:
     try:
         ctx.probe.peer_heartbeat()
         ctx.facts["peer_announced"] = True
-        ctx.probe.cast("election", {"id": election, "topic": "task", "action": action})
+        ctx.cast("election", {"id": election, "topic": "task", "action": action})
 
         def stood(events: list[Any]) -> Any:
             return [
@@ -1689,7 +1687,7 @@ def alone(ctx: Context) -> str:
         ctx.probe.peer_heartbeat("worker-offline")
         ctx.facts["peer_announced"] = False
         time.sleep(0.05)
-    ctx.probe.cast("election", {"id": election, "topic": ELECTION_TOPIC, "action": None})
+    ctx.cast("election", {"id": election, "topic": ELECTION_TOPIC, "action": None})
     found, _ = ctx.wait_events(lambda evs: _acks(ctx, election, evs), ctx.timeout)
     _still_serving(ctx, "an election it held alone")
     if not found:

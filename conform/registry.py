@@ -20,7 +20,7 @@ from .statements import STATEMENTS
 if TYPE_CHECKING:
     from .runner import Context
 
-__all__ = ["CHECKS", "Check", "Failed", "Skipped", "check", "select"]
+__all__ = ["CHECKS", "Check", "Failed", "NotRun", "Skipped", "check", "select"]
 
 
 class Failed(Exception):
@@ -35,6 +35,12 @@ class Failed(Exception):
 
 class Skipped(Exception):
     """The check could not be run (the reason says why)."""
+
+
+class NotRun(Exception):
+    """The check needs the node's control channel and the node is not
+    answering on it (the run's one failure says why): the check is
+    reported as not run, never as a failure of its own."""
 
 
 @dataclass(frozen=True)

@@ -5,21 +5,25 @@ its statement id, and under each failure the requirement quoted, what was
 expected and what was observed.  JSON is for programs; JUnit XML is what
 CI systems render (one test suite per section, one test case per check,
 failures with the expected-vs-actual text, skips with their reason).
+Checks *not run* (they need a node that answers, and it does not) are one
+block at the end of the text report, ``"result": "not-run"`` in JSON and
+``<skipped type="not-run">`` in JUnit.
 """
 
 from __future__ import annotations
 
 import json
+import textwrap
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable
 from typing import Any
 
 from .registry import Check
-from .runner import DEVIATION, FAIL, PASS, SKIP, Result, Run
+from .runner import DEVIATION, FAIL, NOT_RUN, PASS, SKIP, Result, Run
 
 __all__ = ["human_lines", "json_report", "junit_xml", "list_lines", "result_lines"]
 
-_MARK = {PASS: "PASS", FAIL: "FAIL", SKIP: "SKIP", DEVIATION: "KNOWN"}
+_MARK = {PASS: "PASS", FAIL: "FAIL", SKIP: "SKIP", DEVIATION: "KNOWN", NOT_RUN: "NOT-RUN"}
 
 
 def _show(value: Any) -> str:
@@ -58,6 +62,9 @@ def result_lines(result: Result) -> list[str]:
     if result.status == SKIP:
         lines.append(f"        skipped: {result.detail}")
         return lines
+    if result.status == NOT_RUN:
+        lines.append(f"        {result.detail}")
+        return lines
     lines.append(f"        requirement: {result.requirement}")
     lines.append(
         f"        {'deviation' if result.status == DEVIATION else 'failure'}: {result.detail}"
@@ -73,11 +80,27 @@ def human_lines(run: Run) -> list[str]:
     if run.identity:
         who = ", ".join(f"{k} {v}" for k, v in run.identity.items())
         lines.append(f"node reports: {who}")
-    for section, results in by_section(run.results):
+    ran = [r for r in run.results if r.status != NOT_RUN]
+    for section, results in by_section(ran):
         lines.append("")
         lines.append(f"{section}:")
         for result in results:
             lines.extend(result_lines(result))
+    not_run = [r for r in run.results if r.status == NOT_RUN]
+    if not_run:
+        # One block, not one line per check: they all wait on the failure above.
+        reasons = sorted({r.detail for r in not_run})
+        lines.append("")
+        lines.append(f"Not run ({len(not_run)}): " + "; ".join(reasons) + ":")
+        lines.extend(
+            textwrap.wrap(
+                ", ".join(r.id for r in not_run),
+                width=100,
+                initial_indent="  ",
+                subsequent_indent="  ",
+                break_on_hyphens=False,
+            )
+        )
     lines.append("")
     lines.append(run.summary())
     return lines
@@ -93,7 +116,7 @@ def junit_xml(run: Run) -> str:
         name=f"wkctl conform {run.node}",
         tests=str(len(run.results)),
         failures=str(run.count(FAIL)),
-        skipped=str(run.count(SKIP)),
+        skipped=str(run.count(SKIP) + run.count(NOT_RUN)),
         time=f"{run.duration:.3f}",
     )
     for name, results in by_section(run.results):
@@ -103,7 +126,7 @@ def junit_xml(run: Run) -> str:
             name=name,
             tests=str(len(results)),
             failures=str(sum(r.status == FAIL for r in results)),
-            skipped=str(sum(r.status == SKIP for r in results)),
+            skipped=str(sum(r.status in (SKIP, NOT_RUN) for r in results)),
             errors="0",
             time=f"{sum(r.duration for r in results):.3f}",
         )
@@ -121,6 +144,9 @@ def junit_xml(run: Run) -> str:
                 failure.text = text
             elif result.status == SKIP:
                 ET.SubElement(case, "skipped", message=result.detail)
+            elif result.status == NOT_RUN:
+                # JUnit has no "not run": a skip, typed so tools can tell it apart.
+                ET.SubElement(case, "skipped", message=result.detail, type=NOT_RUN)
             elif result.status == DEVIATION:
                 out = ET.SubElement(case, "system-out")
                 out.text = f"known deviation {result.deviation}\n{text}"

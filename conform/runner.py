@@ -1,10 +1,14 @@
 """Runs the selected checks against one node and collects their results.
 
 The run is bounded whatever the node does: every wait has a deadline
-derived from ``timeout``; a node that does not answer the opening ``ping``
-fails every check at once (with that reason) instead of making each one
-wait; a node that stops answering mid-run is noticed by the first check
-that times out, and the pidbox checks after it fail immediately.  Nothing
+derived from ``timeout``.  A node that does not answer the opening
+``ping`` is ONE failure (``node.reachable``), not one per check: if it
+sent no event either (it is not there), every selected check is reported
+as *not run*; if it does send events (a node without a control channel),
+the checks that only watch what it emits (events, heartbeats) still run
+and the ones that need a reply are not run.  A node that stops answering
+mid-run fails the check that noticed, and the checks after it that need
+a reply are not run.  Nothing
 a node sends can raise out of :func:`run`: an unexpected exception inside
 a check is that check's failure.
 """
@@ -26,11 +30,24 @@ from wkctl.protocol.broker import BrokerSettings
 from wkctl.protocol.vocab import CELERY_SW_IDENT
 
 from .probe import CallResult, EventRecorder, Probe, RecordedEvent
-from .registry import Check, Failed, Skipped
+from .registry import Check, Failed, NotRun, Skipped
+from .statements import STATEMENTS
 
-__all__ = ["Context", "Result", "Run", "run"]
+__all__ = ["Context", "NOT_RUN", "Result", "Run", "run"]
 
-PASS, FAIL, SKIP, DEVIATION = "pass", "fail", "skip", "deviation"
+PASS, FAIL, SKIP, DEVIATION, NOT_RUN = "pass", "fail", "skip", "deviation", "not-run"
+
+#: The run's own check: does the node answer at all?  Not a registered
+#: check (it is not selectable); it cites the statement of ``ping``.
+REACHABLE_ID = "node.reachable"
+REACHABLE_STATEMENT = "PIDBOX-14"
+#: Why a check was not run: the node is not there at all, or it does not
+#: answer requests (the one failure of the run says which and why).
+NEEDS_NODE = "needs the node, which neither answered ping nor sent an event"
+NEEDS_REPLY = "needs a reply from the node, which does not answer requests"
+#: How long a node that did not answer ping gets to show it exists by
+#: sending an event (Celery's heartbeat interval is 2 s).
+EVENT_WAIT = 2.5
 
 #: What the synthetic peers answer a launched node's Mingle ``hello`` with:
 #: one usable reply (a clock to adopt, ids in the list form), one in the
@@ -38,7 +55,7 @@ PASS, FAIL, SKIP, DEVIATION = "pass", "fail", "skip", "deviation"
 #: initial sync), and an error and a null value (to be skipped).
 SYNC_CLOCK = 5_000_000
 SYNC_CLOCK_TOO_BIG = 2**53 + 5
-#: seconds a launched node gets to start answering ping
+#: seconds a launched node gets to start answering ping (``--launch-wait``)
 LAUNCH_WAIT = 60.0
 #: seconds a launched node gets to stop after SIGTERM
 STOP_WAIT = 15.0
@@ -62,7 +79,7 @@ class Result:
 
     @property
     def ok(self) -> bool:
-        return self.status in (PASS, SKIP, DEVIATION)
+        return self.status in (PASS, SKIP, DEVIATION, NOT_RUN)
 
     def as_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -111,6 +128,8 @@ class Run:
 
     def summary(self) -> str:
         line = f"{self.count(PASS)} passed, {self.count(FAIL)} failed, {self.count(SKIP)} skipped"
+        if self.count(NOT_RUN):
+            line += f", {self.count(NOT_RUN)} not run"
         deviations = self.count(DEVIATION)
         if deviations:
             line += f", {deviations} known deviation{'s' if deviations != 1 else ''}"
@@ -126,6 +145,7 @@ class Run:
                 "passed": self.count(PASS),
                 "failed": self.count(FAIL),
                 "skipped": self.count(SKIP),
+                "not_run": self.count(NOT_RUN),
                 "known_deviations": self.count(DEVIATION),
             },
             "identity": self.identity,
@@ -156,9 +176,19 @@ class Context:
     def call(
         self, method: str, arguments: dict[str, Any] | None = None, **kwargs: Any
     ) -> CallResult:
-        if self.silent:
-            raise Failed(self.silent)
+        self.require_control()
         return self.probe.call(method, arguments, **kwargs)
+
+    def require_control(self) -> None:
+        """Raise :class:`NotRun` when the node does not answer requests: a
+        check that needs it then reports *not run*, not a failure of its own."""
+        if self.silent:
+            raise NotRun(NEEDS_REPLY)
+
+    def cast(self, method: str, arguments: dict[str, Any] | None = None, **kwargs: Any) -> None:
+        """A request without reply, to a node that answers requests."""
+        self.require_control()
+        self.probe.cast(method, arguments, **kwargs)
 
     def answer(
         self, method: str, arguments: dict[str, Any] | None = None, **kwargs: Any
@@ -284,6 +314,7 @@ def run(
     on_result: Callable[[Result], None] | None = None,
     launch: Sequence[str] | str | None = None,
     launch_wait: float = LAUNCH_WAIT,
+    on_wait: Callable[[float, float], None] | None = None,
 ) -> Run:
     """Probe ``node`` with ``checks``; never raises for anything the node does.
 
@@ -291,6 +322,8 @@ def run(
     it listens, so that it also sees what a node does at start (Mingle
     ``hello``, ``worker-online``) and at a clean stop (``worker-offline``):
     the node is stopped with SIGTERM after the checks that need it running.
+    It waits at most ``launch_wait`` seconds for the node to answer ping,
+    calling ``on_wait(waited, launch_wait)`` about every half second.
 
     Broker problems (unreachable, refused) do raise: they are the user's
     configuration, not the node's conformance.
@@ -303,12 +336,25 @@ def run(
     ctx = Context(probe, recorder, timeout)
     try:
         opening = ""
+        t_open = time.monotonic()
         if launch:
             argv = shlex.split(launch) if isinstance(launch, str) else list(launch)
             outcome.launched = argv
-            opening = _launch(ctx, argv, launch_wait)
+            opening = _launch(ctx, argv, launch_wait, on_wait)
         if not opening:
             opening = _opening(ctx)
+        absent = False
+        if opening:
+            # One failure says why; is the node there at all (events)?
+            absent = not _emits(ctx, EVENT_WAIT)
+            if not absent:
+                opening += "; it does send events, so the checks that only watch them still run"
+            ctx.silent = opening
+            reachable = _reachable_failure(opening)
+            reachable.duration = time.monotonic() - t_open
+            outcome.results.append(reachable)
+            if on_result is not None:
+                on_result(reachable)
         running = [c for c in checks if not c.after_stop]
         stopped = [c for c in checks if c.after_stop]
         for phase in (running, stopped):
@@ -316,14 +362,8 @@ def run(
                 _stop_launched(ctx)
             for chk in phase:
                 t0 = time.monotonic()
-                if opening:
-                    result = _result(
-                        chk,
-                        FAIL,
-                        detail=opening,
-                        expected="a node answering ping",
-                        actual="no reply",
-                    )
+                if absent:
+                    result = _result(chk, NOT_RUN, detail=NEEDS_NODE)
                 else:
                     result = _run_one(ctx, chk)
                 result.duration = time.monotonic() - t0
@@ -361,7 +401,34 @@ def _sync_replies(ctx: Context) -> Callable[[dict[str, Any]], list[dict[str, Any
     return replies
 
 
-def _launch(ctx: Context, argv: list[str], wait: float) -> str:
+def _reachable_failure(reason: str) -> Result:
+    spec = STATEMENTS[REACHABLE_STATEMENT]
+    return Result(
+        id=REACHABLE_ID,
+        statement=REACHABLE_STATEMENT,
+        level="MUST",
+        section=spec.section,
+        title="the node answers ping (the checks that need a reply depend on it)",
+        requirement=spec.text,
+        status=FAIL,
+        detail=reason,
+        expected="a reply to ping",
+        actual="no reply",
+    )
+
+
+def _emits(ctx: Context, wait: float) -> bool:
+    """Whether the node sends any event within ``wait`` seconds (or did)."""
+    found, _ = ctx.recorder.wait_for(lambda evs: ctx.node_events(events=evs), wait)
+    return bool(found)
+
+
+def _launch(
+    ctx: Context,
+    argv: list[str],
+    wait: float,
+    on_wait: Callable[[float, float], None] | None = None,
+) -> str:
     """Start the node, answer its hello, wait until it answers ping; '' or why not."""
     ctx.probe.answer_hellos(_sync_replies(ctx))
     ctx.facts["launched_at"] = time.monotonic()
@@ -375,8 +442,11 @@ def _launch(ctx: Context, argv: list[str], wait: float) -> str:
         )
     except OSError as exc:
         return f"cannot launch {shlex.join(argv)}: {exc.strerror or exc}"
-    deadline = time.monotonic() + wait
+    started = time.monotonic()
+    deadline = started + wait
     while time.monotonic() < deadline:
+        if on_wait is not None:
+            on_wait(time.monotonic() - started, wait)
         code = ctx.process.poll()
         if code is not None:
             return f"the launched node exited with code {code} before answering ping"
@@ -439,6 +509,8 @@ def _run_one(ctx: Context, chk: Check) -> Result:
         return _result(chk, FAIL, detail=exc.reason, expected=exc.expected, actual=exc.actual)
     except Skipped as exc:
         return _result(chk, SKIP, detail=str(exc))
+    except NotRun as exc:
+        return _result(chk, NOT_RUN, detail=str(exc))
     except Exception as exc:  # a bug or a broker failure: this check's failure, not a crash
         return _result(chk, FAIL, detail=f"probe error: {type(exc).__name__}: {exc}")
     return _result(chk, PASS, detail=detail)

@@ -613,6 +613,20 @@ STATEMENTS: dict[str, Statement] = {
         section="4. Pidbox: requests and replies",
         text="A node that does not implement the `matcher` named by a request (with an empty `destination` and a non-null `pattern`) MUST NOT run it.",
     ),
+    "PIDBOX-19": Statement(
+        id="PIDBOX-19",
+        level="SHOULD",
+        section="4. Pidbox: requests and replies",
+        text="A requester collecting the replies to a broadcast SHOULD stop once the cluster has answered rather than always waiting its full timeout (Celery: DEFECT-9): when it asked for N replies, once N distinct nodes replied; otherwise once every node it knows to be alive replied (wkctl: nodes that answered one of its broadcasts within the last 10 minutes and were not missing from a later one, plus a grace of 20 ms for a node that joined since), or once no reply arrived for a settle window after the last one (wkctl: the longer of 0.2 s and the round trip of the first reply). The timeout stays the upper bound.",
+        testable=False,
+    ),
+    "PIDBOX-20": Statement(
+        id="PIDBOX-20",
+        level="MUST",
+        section="4. Pidbox: requests and replies",
+        text="A requester MUST compare a reply's `expires` header with the wall-clock time (Unix time, the clock the header is written in), never with a monotonic or process clock, and drop the reply once that time has passed.",
+        testable=False,
+    ),
     "REVOKED-1": Statement(
         id="REVOKED-1",
         level="MUST",

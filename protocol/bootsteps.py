@@ -329,7 +329,7 @@ class Mingle:
             with Client(
                 conn, settings.names, clock=node.clock, limits=node.config.limits
             ) as client:
-                collected = client.hello(node.name, revoked, timeout=self.timeout)
+                collected = client.hello(node.name, revoked, timeout=self.timeout, settle=None)
         finally:
             try:
                 conn.release()

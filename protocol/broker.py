@@ -23,8 +23,10 @@ from .wire import Names
 
 __all__ = [
     "BrokerSettings",
+    "EMBEDDED_SOURCE",
     "embedded_broker_dir",
     "embedded_settings",
+    "state_dir",
     "event_exchange",
     "mask_url",
     "pidbox_exchange",
@@ -54,12 +56,22 @@ def transport_of(url: str) -> str:
     return scheme.split("+", 1)[0].lower()
 
 
-def embedded_broker_dir() -> Path:
-    """Per-user folder of the embedded broker (``$XDG_STATE_HOME/wkctl/broker``)."""
+#: ``BrokerSettings.source`` of the embedded broker chosen because nothing
+#: else was configured.
+EMBEDDED_SOURCE = "embedded default"
+
+
+def state_dir() -> Path:
+    """wkctl's per-user state folder (``$XDG_STATE_HOME/wkctl``)."""
     base = os.environ.get("XDG_STATE_HOME") or os.path.join(
         os.path.expanduser("~"), ".local", "state"
     )
-    return Path(base) / "wkctl" / "broker"
+    return Path(base) / "wkctl"
+
+
+def embedded_broker_dir() -> Path:
+    """Per-user folder of the embedded broker (``$XDG_STATE_HOME/wkctl/broker``)."""
+    return state_dir() / "broker"
 
 
 @dataclass(frozen=True)
@@ -89,6 +101,15 @@ class BrokerSettings:
     @property
     def embedded(self) -> bool:
         return self.transport == "filesystem"
+
+    @property
+    def cluster_key(self) -> str:
+        """Names one cluster across runs: the masked URL (the folder for the
+        embedded broker) and the control exchange."""
+        where = self.masked_url
+        if self.embedded:
+            where += str(self.transport_options.get("data_folder_in", ""))
+        return f"{where} {self.names.pidbox_exchange}"
 
     def prepare(self) -> None:
         """Create the folders of the embedded broker; nothing for servers."""
@@ -139,7 +160,7 @@ def embedded_settings(folder: Path | None = None, names: Names | None = None) ->
         url="filesystem://",
         transport_options=options,
         names=names or Names(),
-        source="embedded default",
+        source=EMBEDDED_SOURCE,
     )
 
 

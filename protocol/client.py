@@ -42,6 +42,7 @@ from .broker import (
 )
 from .clock import LamportClock
 from .election import ElectRequest, order_key, pick_winner
+from .mingle import DEFAULT_MINGLE_SETTLE
 from .vocab import CELERY_SW_IDENT, FANOUT_EVENT_TRANSPORTS, GOSSIP_TRANSPORTS
 from .wire import (
     Limits,
@@ -56,6 +57,8 @@ from .wire import (
 __all__ = [
     "Client",
     "CELERY_SW_IDENT",
+    "DEFAULT_SETTLE",
+    "KNOWN_GRACE",
     "ElectionOutcome",
     "ElectionWatch",
     "gossiping_celery_workers",
@@ -79,6 +82,13 @@ logger = logging.getLogger(__name__)
 #: corrupt one surfaces as ``ValueError`` from the drain): the message is
 #: counted as rejected and the stream goes on.
 TRANSPORT_DECODE_ERROR = "unreadable transport envelope"
+
+#: Default settle window of a request without ``expect``: the same quiet
+#: time after the last reply that ends a node's Mingle round ([MINGLE-2]).
+DEFAULT_SETTLE = DEFAULT_MINGLE_SETTLE
+#: Once every node known to be alive replied, collection goes on only this
+#: long, for a node that joined since (local replies arrive within it).
+KNOWN_GRACE = 0.02
 
 
 def default_node_name() -> str:
@@ -158,6 +168,10 @@ class Collected:
     #: seconds from publishing to the end of collection
     waited: float = 0.0
     published_at: float = 0.0
+    #: why collection ended: ``expect`` (N nodes answered), ``known`` (every
+    #: node known alive answered), ``settled`` (no reply for the settle
+    #: window) or ``timeout``
+    ended: str = "timeout"
 
     @property
     def complete(self) -> bool:
@@ -176,6 +190,7 @@ class Collected:
             "elapsed_ms": self.elapsed_ms,
             "waited_ms": round(self.waited * 1000.0, 3),
             "rejected": len(self.rejected),
+            "ended": self.ended,
         }
 
 
@@ -184,8 +199,22 @@ class ReplyCollector:
 
     Feed it every message arriving on the reply queue; it adjusts the clock
     from the ``clock`` header, drops replies whose ``expires`` header has
-    passed and replies to another ticket, and says when it is ``done``:
-    once ``expect`` distinct nodes replied.  Time is passed in explicitly.
+    passed and replies to another ticket, and says when collection is over
+    (:meth:`end_at`, :meth:`over`).  Time is passed in explicitly, and it is
+    **wall-clock time** (``time.time()``): ``expires`` headers are Unix
+    times, so any other clock would make expiry never (or always) fire.
+
+    When it is over ([PIDBOX-19], the fix of DEFECT-9):
+
+    * with ``expect`` N: once N distinct nodes replied (or at the timeout);
+    * otherwise, with a ``settle`` window: once every node of ``known`` (the
+      nodes known to be alive) replied, plus :data:`KNOWN_GRACE`; or once no
+      reply arrived for ``max(settle, latency of the first reply)`` after the
+      last one: replies to a broadcast come in one burst, so a quiet window
+      as long as the first round trip means the cluster has answered;
+    * without ``settle`` (``None``): at the timeout, as Celery does.
+
+    ``timeout`` after publishing is always the upper bound.
     """
 
     def __init__(
@@ -198,16 +227,56 @@ class ReplyCollector:
         limits: Limits | None = None,
         published_at: float = 0.0,
         timeout: float = 1.0,
+        settle: float | None = None,
+        known: Iterable[str] = (),
     ) -> None:
         self.clock = clock or LamportClock()
         self.limits = limits or Limits()
+        self.settle = settle
+        self.known = frozenset(known)
+        self.first_reply: float | None = None
+        self.last_reply: float | None = None
         self.result = Collected(
             method=method, ticket=ticket, expect=expect, timeout=timeout, published_at=published_at
         )
 
     @property
     def done(self) -> bool:
+        """True once ``expect`` distinct nodes replied (the time-free end)."""
         return self.result.complete
+
+    def end_at(self) -> float:
+        """When collection is over if nothing else arrives (wall-clock time)."""
+        result = self.result
+        hard = result.published_at + result.timeout
+        if (
+            result.expect is not None
+            or self.settle is None
+            or self.first_reply is None
+            or self.last_reply is None
+        ):
+            return hard
+        window = max(self.settle, self.first_reply - result.published_at)
+        if self.known and self.known <= result.replies.keys():
+            window = min(window, KNOWN_GRACE)
+        return min(hard, self.last_reply + window)
+
+    def over(self, now: float) -> bool:
+        """Whether collection is over at ``now``; records why in ``result.ended``."""
+        if self.done:
+            self.result.ended = "expect"
+            return True
+        end = self.end_at()
+        if now < end:
+            return False
+        hard = self.result.published_at + self.result.timeout
+        if end >= hard:
+            self.result.ended = "timeout"
+        elif self.known and self.known <= self.result.replies.keys():
+            self.result.ended = "known"
+        else:
+            self.result.ended = "settled"
+        return True
 
     def feed_message(
         self,
@@ -249,6 +318,9 @@ class ReplyCollector:
         if accepted:
             self.result.raw.append(body)
             self.result.elapsed = max(0.0, now - self.result.published_at)
+            if self.first_reply is None:
+                self.first_reply = now
+            self.last_reply = now
         return accepted
 
 
@@ -527,9 +599,17 @@ class Client:
         expect: int | None = None,
         destination: Sequence[str] | None = None,
         on_reply: Callable[[Any], None] | None = None,
+        settle: float | None = DEFAULT_SETTLE,
+        known: Iterable[str] = (),
     ) -> Collected:
-        """Broadcast a request and collect replies until ``expect`` nodes
-        answered (or ``len(destination)``) or ``timeout`` seconds passed."""
+        """Broadcast a request and collect its replies.
+
+        Collection ends as :class:`ReplyCollector` says: once ``expect``
+        nodes answered (``len(destination)`` when addressed), else once
+        every ``known`` node answered or replies stopped for the ``settle``
+        window (``settle=None``: wait the whole ``timeout``, as Celery
+        does); never later than ``timeout`` seconds after publishing.
+        """
         if expect is None and destination:
             expect = len(destination)
         oid = str(uuid.uuid4())
@@ -547,7 +627,7 @@ class Client:
                 message.content_type,
                 message.content_encoding,
                 message.headers,
-                time.perf_counter(),
+                time.time(),  # wall clock: ``expires`` headers are Unix times
             )
             if accepted and on_reply is not None:
                 on_reply(collector.result.raw[-1])
@@ -570,19 +650,27 @@ class Client:
                     expect=expect,
                     clock=self.clock,
                     limits=self.limits,
-                    published_at=start,
+                    published_at=time.time(),
                     timeout=timeout,
+                    settle=settle,
+                    known=known,
                 )
                 self._publish(body, timeout)
-                deadline = start + timeout
-                while not collector.done:
-                    remaining = deadline - time.perf_counter()
+                # The collector's deadlines are wall-clock; the hard bound is
+                # also kept on the monotonic clock so a clock step cannot
+                # stretch the wait beyond ``timeout``.
+                hard = start + timeout
+                while not collector.over(time.time()):
+                    remaining = min(hard - time.perf_counter(), collector.end_at() - time.time())
                     if remaining <= 0:
-                        break
+                        if time.perf_counter() >= hard:
+                            collector.result.ended = "timeout"
+                            break
+                        continue
                     try:
                         self.connection.drain_events(timeout=remaining)
                     except TimeoutError:
-                        break
+                        continue
                     except ValueError as exc:  # see TRANSPORT_DECODE_ERROR
                         collector.result.rejected.append((TRANSPORT_DECODE_ERROR, str(exc)))
                 collector.result.waited = time.perf_counter() - start
@@ -593,7 +681,8 @@ class Client:
                 pass
         return collector.result
 
-    # Celery's commands, spelled as Celery's client spells them.
+    # Celery's commands, spelled as Celery's client spells them.  Each takes
+    # the collection options of :meth:`call` (``settle``, ``known``).
 
     def hello(
         self,
@@ -602,6 +691,8 @@ class Client:
         *,
         timeout: float = 1.0,
         expect: int | None = None,
+        settle: float | None = DEFAULT_SETTLE,
+        known: Iterable[str] = (),
         destination: Sequence[str] | None = None,
     ) -> Collected:
         """Mingle's ``hello``: every node answers with its clock and revoked ids
@@ -611,6 +702,8 @@ class Client:
             {"from_node": from_node or default_node_name(), "revoked": list(revoked or [])},
             timeout=timeout,
             expect=expect,
+            settle=settle,
+            known=known,
             destination=destination,
         )
 
@@ -619,27 +712,57 @@ class Client:
         *,
         timeout: float = 1.0,
         expect: int | None = None,
+        settle: float | None = DEFAULT_SETTLE,
+        known: Iterable[str] = (),
         destination: Sequence[str] | None = None,
     ) -> Collected:
-        return self.call("clock", {}, timeout=timeout, expect=expect, destination=destination)
+        return self.call(
+            "clock",
+            {},
+            timeout=timeout,
+            expect=expect,
+            settle=settle,
+            known=known,
+            destination=destination,
+        )
 
     def revoked_ids(
         self,
         *,
         timeout: float = 1.0,
         expect: int | None = None,
+        settle: float | None = DEFAULT_SETTLE,
+        known: Iterable[str] = (),
         destination: Sequence[str] | None = None,
     ) -> Collected:
-        return self.call("revoked", {}, timeout=timeout, expect=expect, destination=destination)
+        return self.call(
+            "revoked",
+            {},
+            timeout=timeout,
+            expect=expect,
+            settle=settle,
+            known=known,
+            destination=destination,
+        )
 
     def ping(
         self,
         *,
         timeout: float = 1.0,
         expect: int | None = None,
+        settle: float | None = DEFAULT_SETTLE,
+        known: Iterable[str] = (),
         destination: Sequence[str] | None = None,
     ) -> Collected:
-        return self.call("ping", {}, timeout=timeout, expect=expect, destination=destination)
+        return self.call(
+            "ping",
+            {},
+            timeout=timeout,
+            expect=expect,
+            settle=settle,
+            known=known,
+            destination=destination,
+        )
 
     def revoke(
         self,
@@ -650,6 +773,8 @@ class Client:
         reply: bool = False,
         timeout: float = 1.0,
         expect: int | None = None,
+        settle: float | None = DEFAULT_SETTLE,
+        known: Iterable[str] = (),
         destination: Sequence[str] | None = None,
     ) -> Collected | None:
         """Celery's ``control.revoke``; a cast unless ``reply`` is asked for."""
@@ -660,7 +785,13 @@ class Client:
         }
         if reply:
             return self.call(
-                "revoke", arguments, timeout=timeout, expect=expect, destination=destination
+                "revoke",
+                arguments,
+                timeout=timeout,
+                expect=expect,
+                settle=settle,
+                known=known,
+                destination=destination,
             )
         self.cast("revoke", arguments, destination=destination)
         return None

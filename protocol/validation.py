@@ -38,6 +38,7 @@ __all__ = [
     "Issue",
     "UnknownKind",
     "detect_kind",
+    "undetected_reason",
     "export_schemas",
     "is_valid",
     "load_schema",
@@ -692,6 +693,29 @@ def detect_kind(body: object) -> str | None:
     if "content_type" in body and "headers" in body and "body" not in body:
         return "envelope"
     return _detect_reply(body)
+
+
+def undetected_reason(body: object) -> str:
+    """Why :func:`detect_kind` found no kind: the field that is missing or
+    the shape that is ambiguous, named so the user can fix the message."""
+    if not isinstance(body, dict):
+        return f"the body is {type(body).__name__}, not an object or a list"
+    if not body:
+        return "the body is an empty object"
+    if "method" in body and "arguments" not in body:
+        return "it has 'method' but no 'arguments' (a request needs both)"
+    if "arguments" in body and not isinstance(body.get("method"), str):
+        return "it has 'arguments' but no 'method' string (a request needs both)"
+    if "type" in body and "hostname" not in body:
+        return "it has 'type' but no 'hostname' (an event needs both)"
+    if "hostname" in body and not isinstance(body.get("type"), str):
+        return "it has 'hostname' but no 'type' string (an event needs both)"
+    if all(v is None or (isinstance(v, dict) and "error" in v) for v in body.values()):
+        return "a reply whose values are all null or {error} fits every reply kind"
+    return (
+        "no 'method' (request), no 'type' and 'hostname' (event), and the values do not "
+        "say which command they answer (reply)"
+    )
 
 
 def _detect_reply(body: dict[Any, Any]) -> str | None:

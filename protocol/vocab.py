@@ -29,6 +29,7 @@ __all__ = [
     "CELERY_SW_IDENT",
     "ELECT_ACK_EVENT",
     "ELECT_EVENT",
+    "EVENT_TYPES",
     "FANOUT_EVENT_TRANSPORTS",
     "GOSSIP_TRANSPORTS",
     "HARDENED_FIELD",
@@ -38,6 +39,8 @@ __all__ = [
     "REDIS_TRANSPORTS",
     "REQUEST_METHODS",
     "RequestMethod",
+    "TASK_EVENT_TYPES",
+    "TaskEventType",
     "WKCTL_EXTENSION_DRIVERS",
     "WKCTL_SW_IDENT",
     "WorkerEventType",
@@ -159,6 +162,24 @@ HEARTBEAT_TYPES: Final[frozenset[str]] = frozenset(get_args(WorkerEventType))
 #: One node's election request, and the acknowledgement of one request.
 ELECT_EVENT: Final = "worker-elect"
 ELECT_ACK_EVENT: Final = "worker-elect-ack"
+
+#: The task events Celery sends (``Task.send_event`` may add custom
+#: ``task-<name>`` ones).
+TaskEventType = Literal[
+    "task-sent",
+    "task-received",
+    "task-started",
+    "task-succeeded",
+    "task-failed",
+    "task-retried",
+    "task-revoked",
+    "task-rejected",
+]
+TASK_EVENT_TYPES: Final[frozenset[str]] = frozenset(get_args(TaskEventType))
+#: Every event type a Celery cluster sends on its own.
+EVENT_TYPES: Final[frozenset[str]] = (
+    HEARTBEAT_TYPES | TASK_EVENT_TYPES | frozenset({ELECT_EVENT, ELECT_ACK_EVENT})
+)
 
 # -- software identities -----------------------------------------------------
 

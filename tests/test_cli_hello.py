@@ -265,7 +265,10 @@ def test_hello_without_nodes_and_without_broker(tmp_path: Path) -> None:
     env = {"XDG_STATE_HOME": str(tmp_path / "state"), "XDG_CONFIG_HOME": str(tmp_path / "cfg")}
     proc = run_wkctl("hello", "--timeout", "0.3", env=env)
     assert proc.returncode == 1
-    assert proc.stderr.strip() == "wkctl: error: no node replied to hello within 0.3 s"
+    assert proc.stderr.strip().startswith(
+        "wkctl: error: no node replied to hello within 0.3 s on the embedded broker at "
+        f"{tmp_path / 'state' / 'wkctl' / 'broker'} (no broker configured; choose one with"
+    )
     proc = run_wkctl("-b", "amqp://guest:secret@127.0.0.1:1//", "hello", env=env)
     assert proc.returncode == 4
     lines = proc.stderr.strip().splitlines()

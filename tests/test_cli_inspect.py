@@ -104,4 +104,9 @@ def test_clock_subprocess_and_no_reply_message(cluster: Cluster, tmp_path) -> No
     assert [line.split(":")[0] for line in lines] == cluster.hostnames
     empty = run_wkctl("revoked", "--timeout", "0.2", env={"XDG_STATE_HOME": str(tmp_path)})
     assert empty.returncode == 1
-    assert empty.stderr.strip() == "wkctl: error: no node replied to revoked within 0.2 s"
+    # no broker configured: the first line says the embedded one was used, and where
+    assert empty.stderr.strip() == (
+        "wkctl: error: no node replied to revoked within 0.2 s on the embedded broker at "
+        f"{tmp_path / 'wkctl' / 'broker'} (no broker configured; choose one with --broker, "
+        "WKCTL_BROKER_URL, -A APP or broker_url in wkctl.yaml)"
+    )

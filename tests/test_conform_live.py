@@ -7,7 +7,9 @@
 * each broken target (``support.broken_nodes``) fails exactly the checks
   of the rule it breaks, with expected and actual in the report;
 * a node that does not exist, never answers or answers garbage: the run
-  ends within its timeout with every check failed and the reason given.
+  ends within its timeout with ONE failure giving the reason, the checks
+  that need replies reported as not run, and (for a node that emits
+  events) the event checks run.
 
 Workers are shared by the tests of this module (one cluster per broker).
 """
@@ -32,6 +34,7 @@ from support.nodes import NodeProcess, unique_name
 from support.workers import CeleryWorker, WorkerPool, celery_python
 from wkctl.cli.main import cli
 from wkctl.conform import CHECKS, run, select
+from wkctl.conform.runner import EVENT_WAIT
 from wkctl.protocol.broker import BrokerSettings
 
 pytestmark = [pytest.mark.broker]
@@ -98,7 +101,7 @@ BROKEN: dict[str, set[str]] = {
 
 def conform(url: str, *args: str) -> tuple[int, str]:
     result = CliRunner().invoke(cli, ["-b", url, "conform", *args], catch_exceptions=False)
-    return result.exit_code, result.output
+    return result.exit_code, result.stdout  # stderr: --launch progress
 
 
 def by_id(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -347,23 +350,72 @@ def test_failure_messages_say_expected_and_actual(quiet_url: str) -> None:
 
 
 @pytest.mark.parametrize("case", ["missing", "silent", "garbage"])
-def test_unusable_node_fails_every_check_within_the_timeout(quiet_url: str, case: str) -> None:
+def test_unusable_node_is_one_failure_and_the_rest_not_run(quiet_url: str, case: str) -> None:
+    """One failure (node.reachable) says why; the checks that need replies
+    are not run; a node that sends events still gets its event checks."""
     target = None if case == "missing" else ProbeTarget(quiet_url, breaks=case).start()
     name = target.name if target else unique_name("nobody")
     try:
         started = time.monotonic()
         code, output = conform(quiet_url, "--node", name, "--timeout", "1", "--json")
         took = time.monotonic() - started
+        text_code, text = conform(quiet_url, "--node", name, "--timeout", "1")
     finally:
         if target:
             target.stop()
     doc = json.loads(output)
-    assert code == 1
-    assert took < 4.0, f"{took:.1f} s"
-    assert doc["summary"]["failed"] == len(doc["checks"]) == len(select())
-    reason = doc["checks"][0]["detail"]
-    assert all(c["detail"] == reason for c in doc["checks"])
+    assert code == 1 == text_code
+    assert took < 4.0 + EVENT_WAIT, f"{took:.1f} s"
+    failed = [c for c in doc["checks"] if c["result"] == "fail"]
+    assert [c["id"] for c in failed] == ["node.reachable"], [(c["id"], c["detail"]) for c in failed]
+    reason = failed[0]["detail"]
     if case == "garbage":
         assert "unusable" in reason and "invalid JSON" in reason
     else:
         assert f"node {name!r} did not answer ping within 1 s" in reason
+    checks = by_id(doc)
+    assert doc["summary"]["failed"] == 1
+    assert len(doc["checks"]) == len(select()) + 1
+    assert text.count("FAIL ") == 1
+    assert text.rstrip().splitlines()[-1].endswith(f"{doc['summary']['not_run']} not run")
+    if case == "missing":  # nothing to probe at all
+        assert doc["summary"]["not_run"] == len(select())
+        assert checks["sec.json-only"]["result"] == "not-run"
+        assert len(text.splitlines()) < 40, text  # 293 lines before: one failure per check
+    else:  # it emits heartbeats: what only watches them runs
+        assert checks["pidbox.ping"]["result"] == "not-run"
+        assert checks["sec.json-only"]["result"] == "not-run"
+        assert checks["events.envelope"]["result"] == "pass"
+        assert checks["events.freq"]["result"] == "pass"
+
+
+def test_junit_reports_not_run_as_typed_skips(quiet_url: str, tmp_path: Path) -> None:
+    junit = tmp_path / "r.xml"
+    code, _ = conform(
+        quiet_url, "--node", unique_name("nobody"), "--only", "clock", "--junit", str(junit)
+    )
+    assert code == 1
+    root = ET.parse(junit).getroot()
+    assert root.get("failures") == "1"
+    skipped = root.findall(".//skipped")
+    assert skipped and all(s.get("type") == "not-run" for s in skipped)
+    assert int(root.get("skipped") or 0) == len(skipped)
+
+
+def test_launch_waits_at_most_launch_wait_with_progress(quiet_url: str) -> None:
+    name = unique_name("never")
+    started = time.monotonic()
+    result = CliRunner().invoke(
+        cli,
+        ["-b", quiet_url, "conform", "--node", name, "--only", "clock", "--json"]
+        + ["--launch", f"{sys.executable} -c 'import time; time.sleep(60)'"]
+        + ["--launch-wait", "1.5"],
+        catch_exceptions=False,
+    )
+    took = time.monotonic() - started
+    assert result.exit_code == 1
+    assert took < 1.5 + EVENT_WAIT + 4.0, f"{took:.1f} s"
+    assert f"wkctl: waiting for {name} to answer ping:" in result.stderr
+    doc = json.loads(result.stdout)
+    (failed,) = [c for c in doc["checks"] if c["result"] == "fail"]
+    assert failed["detail"].startswith("the launched node did not answer ping within 1.5 s")

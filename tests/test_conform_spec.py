@@ -213,7 +213,13 @@ def test_json_report_shape() -> None:
     doc = json_report(fake_run())
     json.dumps(doc)
     assert doc["passed"] is False
-    assert doc["summary"] == {"passed": 1, "failed": 1, "skipped": 1, "known_deviations": 1}
+    assert doc["summary"] == {
+        "passed": 1,
+        "failed": 1,
+        "skipped": 1,
+        "not_run": 0,
+        "known_deviations": 1,
+    }
     by_id = {c["id"]: c for c in doc["checks"]}
     for check in doc["checks"]:
         assert {"id", "statement", "title", "result", "detail", "duration"} <= set(check)

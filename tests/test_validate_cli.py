@@ -327,3 +327,27 @@ def test_real_subprocess(tmp_path: Path) -> None:
         timeout=60,
     )
     assert listing.returncode == 0 and "hello-reply" in listing.stdout
+
+
+def test_undetectable_kind_names_the_missing_field(tmp_path: Path) -> None:
+    lines = [{"method": "hello"}, {"type": "worker-heartbeat", "clock": 1}, {"hostname": "w@h"}]
+    path = write(tmp_path / "m.ndjson", "\n".join(json.dumps(x) for x in lines) + "\n")
+    result = run(path)
+    assert result.exit_code == 1
+    assert "has 'method' but no 'arguments'" in result.output
+    assert "has 'type' but no 'hostname'" in result.output
+    assert "has 'hostname' but no 'type'" in result.output
+
+
+def test_yaml_stream_starting_with_separator_numbers_documents_from_one(tmp_path: Path) -> None:
+    text = (
+        "---\n"
+        + json.dumps(HELLO)
+        + "\n---\n"
+        + json.dumps(HEARTBEAT)
+        + "\n---\n!!python/object:os.system {}\n"
+    )
+    result = run("--json", write(tmp_path / "m.yaml", text))
+    assert result.exit_code == 1
+    numbers = [(r["source"].rsplit("/", 1)[-1], r["document"]) for r in json_results(result.output)]
+    assert numbers == [("m.yaml#1", 1), ("m.yaml#2", 2), ("m.yaml#3", 3)], numbers
