@@ -152,6 +152,10 @@ def stack(
     )
     started: list[Any] = []
     try:
+        # Everything starts at once; the monitors then see the nodes come up.
+        flower = start_flower(url, logdir, wait=False)
+        exporter = start_celery_exporter(url, logdir, wait=False)
+        started += [flower, exporter]
         nodes = [
             NodeProcess.start(url, _name(p), "--heartbeat", "1", logdir=logdir, wait=False)
             for p in ("wk1", "wk2", "wk3")
@@ -161,12 +165,12 @@ def stack(
             worker.wait_ready()
         for node in nodes:
             node.wait_ready()
-        flower = start_flower(url, logdir)
-        started.append(flower)
-        exporter = start_celery_exporter(url, logdir)
-        started.append(exporter)
-        legacy = start_celery_prometheus_exporter(url, logdir)
+        # celery-prometheus-exporter reads `registered` once, at start: after
+        # every worker and node is up.
+        legacy = start_celery_prometheus_exporter(url, logdir, wait=False)
         started.append(legacy)
+        for tool in (flower, exporter, legacy):
+            tool.wait_http(tool.ready_path)
         yield Stack(url, workers, nodes[0], nodes[1], nodes[2], flower, exporter, legacy)
     finally:
         for item in reversed(started):
@@ -332,9 +336,10 @@ def test_prometheus_exporter_celery_scrapes(stack: Stack) -> None:
         time.sleep(0.5)
     for node in stack.nodes:
         assert _metric(text, "celery_worker_up", _host(node.name)) == 1.0, node.name
-    for _ in range(3):
-        status, text = stack.exporter.get("/metrics")
-        assert status == 200, text[-2000:]
+    # each scrape asks stats and active_queues of every node (about 2 s:
+    # Celery's client waits its whole timeout); one more must succeed too
+    status, text = stack.exporter.get("/metrics")
+    assert status == 200, text[-2000:]
     assert "Traceback" not in stack.exporter.log_text()
 
 

@@ -65,6 +65,8 @@ class ToolProcess:
     port: int
     process: subprocess.Popen[bytes]
     logfile: Path
+    #: the path that answers once the tool serves
+    ready_path: str = "/"
 
     def log_text(self) -> str:
         try:
@@ -117,7 +119,9 @@ def _http(method: str, url: str, timeout: float) -> tuple[int, str]:
         return 0, ""
 
 
-def _start(name: str, args: list[str], logdir: Path, port: int, env: dict[str, str]) -> ToolProcess:
+def _start(
+    name: str, args: list[str], logdir: Path, port: int, env: dict[str, str], ready_path: str
+) -> ToolProcess:
     from .workers import _die_with_parent
 
     python = tools_python()
@@ -134,10 +138,10 @@ def _start(name: str, args: list[str], logdir: Path, port: int, env: dict[str, s
         cwd=str(logdir),
         preexec_fn=_die_with_parent,
     )
-    return ToolProcess(name, port, process, logfile)
+    return ToolProcess(name, port, process, logfile, ready_path)
 
 
-def start_flower(broker_url: str, logdir: Path) -> ToolProcess:
+def start_flower(broker_url: str, logdir: Path, wait: bool = True) -> ToolProcess:
     """Flower 2.2.0 with its API open (``FLOWER_UNAUTHENTICATED_API``),
     tornado-style options, on a free port of 127.0.0.1."""
     port = free_port()
@@ -155,12 +159,14 @@ def start_flower(broker_url: str, logdir: Path) -> ToolProcess:
         logdir,
         port,
         {"FLOWER_UNAUTHENTICATED_API": "1"},
+        "/healthcheck",
     )
-    tool.wait_http("/healthcheck")
+    if wait:
+        tool.wait_http(tool.ready_path)
     return tool
 
 
-def start_celery_exporter(broker_url: str, logdir: Path) -> ToolProcess:
+def start_celery_exporter(broker_url: str, logdir: Path, wait: bool = True) -> ToolProcess:
     """prometheus-exporter-celery 0.11.2 (top-level package ``src``)."""
     port = free_port()
     tool = _start(
@@ -178,12 +184,16 @@ def start_celery_exporter(broker_url: str, logdir: Path) -> ToolProcess:
         logdir,
         port,
         {},
+        "/health",
     )
-    tool.wait_http("/health")
+    if wait:
+        tool.wait_http(tool.ready_path)
     return tool
 
 
-def start_celery_prometheus_exporter(broker_url: str, logdir: Path) -> ToolProcess:
+def start_celery_prometheus_exporter(
+    broker_url: str, logdir: Path, wait: bool = True
+) -> ToolProcess:
     """celery-prometheus-exporter 1.7.0 (reads ``registered`` at start)."""
     port = free_port()
     tool = _start(
@@ -199,6 +209,8 @@ def start_celery_prometheus_exporter(broker_url: str, logdir: Path) -> ToolProce
         logdir,
         port,
         {},
+        "/metrics",
     )
-    tool.wait_http("/metrics")
+    if wait:
+        tool.wait_http(tool.ready_path)
     return tool
