@@ -95,7 +95,7 @@ BROKEN: dict[str, set[str]] = {
     "acks-twice": {"election.ack-once"},
     "stats-no-pool": {"control.vocabulary", "control.stats"},
     "conf-secret": {"control.no-secret"},
-    "tasks-error": {"control.vocabulary", "control.task-lists"},
+    "tasks-error": {"control.vocabulary", "control.aliases", "control.task-lists"},
 }
 
 
