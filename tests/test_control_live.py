@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import require_celery, unavailable
+from conftest import isolated_url, require_celery, unavailable
 from kombu import Connection
 
 from support.nodes import NodeProcess
@@ -381,3 +381,34 @@ def test_celery_control_shutdown_stops_a_node_cleanly(stack: Stack) -> None:
     assert node.process.returncode == 0, node.log_text()[-2000:]
     assert "stopped" in node.log_text()
     assert all(w.alive() for w in stack.workers)
+
+
+@pytest.fixture
+def own_amqp_url(broker_pool: Any) -> Iterator[str]:
+    url = isolated_url(broker_pool, "amqp")
+    yield url
+    broker_pool.release(url)
+
+
+def test_celery_stats_sends_transport_option_secrets(
+    own_amqp_url: str, celery_workers: Any
+) -> None:
+    """DEFECT-18: Celery's stats carries broker_transport_options verbatim;
+    the kit reports it as a known deviation (a wkctl node masks them:
+    test_control_core)."""
+    from click.testing import CliRunner
+
+    from wkctl.cli.main import cli
+
+    secret = f"S3cret-{uuid.uuid4().hex[:8]}"
+    options = json.dumps({"sentinel_kwargs": {"password": secret}})
+    amqp_url = own_amqp_url
+    [worker] = celery_workers(amqp_url, env={"WKCTL_TEST_TRANSPORT_OPTIONS": options})
+    stats = _call(amqp_url, "stats", {}, [worker.hostname]).replies[worker.hostname]
+    assert stats["broker"]["transport_options"]["sentinel_kwargs"]["password"] == secret
+    result = CliRunner().invoke(
+        cli,
+        ["-b", amqp_url, "conform", "--node", worker.hostname, "--only", "control.no-secret"],
+    )
+    assert "known Celery defect DEFECT-18" in result.output, result.output
+    assert result.exit_code == 0, result.output

@@ -7,6 +7,7 @@ leaves a file per call so that a test can see which worker ran an action
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -24,6 +25,9 @@ app.conf.update(
     control_exchange=os.environ.get("WKCTL_TEST_CONTROL_EXCHANGE", "celery"),
     event_exchange=os.environ.get("WKCTL_TEST_EVENT_EXCHANGE", "celeryev"),
 )
+if os.environ.get("WKCTL_TEST_TRANSPORT_OPTIONS"):
+    # JSON: broker_transport_options (e.g. a secret, to show DEFECT-18)
+    app.conf.broker_transport_options = json.loads(os.environ["WKCTL_TEST_TRANSPORT_OPTIONS"])
 
 
 @app.task(name="tasks.add")
