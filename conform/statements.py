@@ -223,7 +223,7 @@ STATEMENTS: dict[str, Statement] = {
         id="DEFECT-18",
         level="DEFECT",
         section="13. Known defects of Celery's implementation",
-        text="The `stats` reply carries the broker connection's `transport_options` verbatim (`Connection.info()`, only `password` is removed): a secret in them, such as a Redis Sentinel password in `sentinel_kwargs`, is sent to every client that asks `stats` (Flower, the exporters).",
+        text="The `stats` reply carries the broker connection's `transport_options` verbatim (`Connection.info()`, only `password` is removed): a secret in them, such as a Redis Sentinel password in `sentinel_kwargs`, is sent to every client that asks `stats` (Flower, the exporters); checked: a 5.7 worker whose `broker_transport_options` holds a Sentinel password sends it.",
         testable=False,
     ),
     "ELECT-1": Statement(
