@@ -91,6 +91,8 @@ INFO, WARNING, ERROR, DEBUG = logging.INFO, logging.WARNING, logging.ERROR, logg
 DEFAULT_REJECT_LOG_INTERVAL = 60.0
 #: Senders remembered by the reject rate limiter.
 MAX_REJECT_SENDERS = 1024
+#: Method names whose error reply was logged (once each, [CONTROL-8]).
+MAX_LOGGED_METHODS = 1024
 
 
 def default_nodename() -> str:
@@ -738,10 +740,9 @@ class Node:
     def _log_once(self, method: str, level: int, text: str, out: list[Action]) -> None:
         """Log about ``method`` only the first time ([CONTROL-7]): monitors
         poll, and a line per poll would flood the log."""
-        if method in self._logged_methods:
-            return
-        if len(self._logged_methods) < 1024:
-            self._logged_methods.add(method)
+        if method in self._logged_methods or len(self._logged_methods) >= MAX_LOGGED_METHODS:
+            return  # a flood of invented method names stays bounded and quiet
+        self._logged_methods.add(method)
         out.append(Log(level, text + " (logged once per method)"))
 
     def _addressed_to_me(self, body: Mapping[str, Any]) -> bool:

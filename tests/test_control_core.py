@@ -210,3 +210,14 @@ def test_bad_arguments_are_one_line_usage_errors(
         parse_arguments(method, args, json_args)
     assert exc.value.exit_code == 2
     assert message in exc.value.message
+
+
+def test_invented_method_names_are_logged_boundedly() -> None:
+    n = node()
+    warnings = 0
+    for i in range(1100):
+        _, out = ask(n, f"invented_{i}")
+        warnings += sum(1 for a in out if isinstance(a, Log) and a.level == 30)
+    assert warnings == 1024
+    [reply], _ = ask(n, "ping")
+    assert reply == {"n1@x": {"ok": "pong"}}
