@@ -293,6 +293,7 @@ def status_cmd(
             destination=list(destination) or None,
         ),
     )
+    report_collection(app, result, stats=False, what="status")
     nodes = sorted(result.replies)
     if not emit({"nodes": nodes, "count": len(nodes)}, app.output_format(json_flag, yaml_flag)):
         for node in nodes:
