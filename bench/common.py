@@ -216,7 +216,12 @@ class Timed:
 
 
 def run_timed(
-    cmd: Sequence[str], *, timeout: float = 120.0, cwd: Path | None = None, stdin: str | None = None
+    cmd: Sequence[str],
+    *,
+    timeout: float = 120.0,
+    cwd: Path | None = None,
+    stdin: str | None = None,
+    env: dict[str, str] | None = None,
 ) -> Timed:
     """Run a command to completion; wall time from spawn to exit."""
     import resource
@@ -230,7 +235,7 @@ def run_timed(
         text=True,
         timeout=timeout,
         cwd=str(cwd or REPO),
-        env=child_env(),
+        env=child_env(env),
         preexec_fn=die_with_parent,
     )
     wall = time.perf_counter() - t0

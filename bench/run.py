@@ -1,7 +1,7 @@
 """Run the benchmarks: ``python -m bench`` (or ``python bench/run.py``).
 
 Options: ``--only NAME`` (repeatable or comma-separated: hello, elect,
-state, validate, tail, scale), ``--quick`` (tiny sizes, a smoke run),
+state, validate, tail, scale, exporter), ``--quick`` (tiny sizes, a smoke run),
 ``--reps N``, ``--brokers amqp,redis``, ``--out PATH`` (JSON results; default
 ``bench/results/<date>.json``), ``--md`` / ``--no-md`` (regenerate the
 sections of BENCHMARKS.md between the markers; on by default for full runs,
@@ -30,7 +30,7 @@ if __package__ in (None, ""):  # ``python bench/run.py``
 
 from bench.common import REPO, BenchContext, machine_info  # noqa: E402
 
-ALL = ("hello", "elect", "state", "validate", "tail", "scale")
+ALL = ("hello", "elect", "state", "validate", "tail", "scale", "exporter")
 MD_PATH = REPO / "BENCHMARKS.md"
 
 

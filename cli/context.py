@@ -8,6 +8,7 @@ Resolution is lazy so that commands which need no broker (``validate``,
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import sys
 from dataclasses import dataclass, field
@@ -52,6 +53,14 @@ class AppContext:
             self._settings = resolve_broker(self.broker_url, self.config, app_settings=app_settings)
             self.log(f"broker: {self._settings.masked_url} (from {self._settings.source})")
         return self._settings
+
+    def add_transport_options(self, extra: dict[str, Any]) -> None:
+        """Lay options from the command line (``--broker-transport-option``)
+        over the transport options of the resolved settings."""
+        settings = self.settings
+        self._settings = dataclasses.replace(
+            settings, transport_options={**settings.transport_options, **extra}
+        )
 
     def default_timeout(self, value: float | None) -> float:
         return self.config.timeout if value is None else value

@@ -16,14 +16,13 @@ from typing import Any
 
 import click
 
-from wkctl.protocol.client import Client, prepare_event
-from wkctl.protocol.clock import LamportClock
+from wkctl.protocol.client import Client
 from wkctl.protocol.state import State, Worker
 
 from .context import AppContext, pass_app
-from .hello import ask, styled_table
+from .hello import ask, embedded_note, styled_table
+from .monitor import Monitor
 from .render import clip, emit, style
-from .tail import open_stream
 
 __all__ = ["dump_cmd", "state_document", "worker_info", "task_info"]
 
@@ -237,9 +236,8 @@ def dump_cmd(app: AppContext, duration: float, json_flag: bool, yaml_flag: bool)
              "event_count": N, "task_count": N}
     """
     fmt = app.output_format(json_flag, yaml_flag)
-    state = State()
-    clock = LamportClock()
-    stream = open_stream(app)
+    monitor = Monitor(app)
+    state, stream = monitor.state, monitor.stream
     progress = Progress(duration)
     interrupted = False
     try:
@@ -259,13 +257,12 @@ def dump_cmd(app: AppContext, duration: float, json_flag: bool, yaml_flag: bool)
             progress.update(remaining, state.event_count)
             if remaining <= 0:
                 break
-            for event in stream.poll(min(remaining, 0.25), deadline):
-                state.event(prepare_event(event, clock, time.time()))
+            monitor.step(min(remaining, 0.25), deadline)
     except KeyboardInterrupt:
         interrupted = True
     finally:
         progress.clear()
-        stream.close()
+        monitor.close()
     if interrupted:
         raise KeyboardInterrupt
     doc = state_document(state, time.time(), pinged.replies)
@@ -277,4 +274,5 @@ def dump_cmd(app: AppContext, duration: float, json_flag: bool, yaml_flag: bool)
             err=True,
         )
     if state.event_count == 0:
-        click.echo(f"wkctl: no event received within {duration:g} s", err=True)
+        note = "" if pinged.replies else embedded_note(app)
+        click.echo(f"wkctl: no event received within {duration:g} s{note}", err=True)

@@ -1,16 +1,20 @@
-"""``wkctl elect``: hold an election and say who won.
+"""``wkctl elect``: hold an election, say what every participant decided.
 
 ``celery control election`` fires the ``election`` command and returns; the
-outcome is only in the winner's log.  This command sends the very same
-request, watches the ``worker-elect`` / ``worker-elect-ack`` events on the
-event exchange (its queue is bound before anything is published, so no
-event is missed) and reports the winner by the spec's rule, the candidates
-with their clocks, the acks, and how long the decision took.
-
-Celery workers crash when an election is held while exactly one gossiping
-Celery worker is on the broker (``LamportClock.sort_heap`` indexes a second
-request that does not exist), so the command first asks every node for a
-heartbeat, and refuses in that situation unless ``--force`` is given.
+outcome is only in the workers' logs.  This command first finds the
+participants (a ``ping`` that ends once the nodes known alive answered, and
+a ``heartbeat`` request: every node answers with a heartbeat within
+milliseconds, which also says what it is: stock Celery, hardened Celery,
+wkctl node), refuses an election that a known Celery defect can
+turn into a crash, sends the very same request, watches the
+``worker-elect`` / ``worker-elect-ack`` events on the event exchange (its
+queue is bound before anything is published, so no event is missed) and
+replays each participant's own rule on them: the spec's for conforming
+nodes, Celery's (decide at the N-1-th ack message on whatever requests are
+in) for stock Celery workers.  It reports the winner as soon as the
+request of every participant is in, then waits until every participant has
+decided (``--wait-acks``: every ack), checks that every participant still
+answers ``ping``, and exits 1 when they disagree or one died.
 """
 
 from __future__ import annotations
@@ -28,13 +32,14 @@ from wkctl.protocol.client import (
     ElectionOutcome,
     ElectionWatch,
     EventStream,
-    gossiping_celery_workers,
+    election_participants,
 )
-from wkctl.protocol.vocab import CELERY_SW_IDENT, GOSSIP_TRANSPORTS
+from wkctl.protocol.election import election_hazard, mixed_rules_warning
+from wkctl.protocol.vocab import HEARTBEAT_TYPES, peer_kind
 
 from .context import AppContext, pass_app
 from .errors import CliError, ExitCode
-from .hello import styled_table
+from .hello import ask, styled_table
 from .render import emit, style
 from .tail import open_stream
 
@@ -90,21 +95,31 @@ def parse_action(text: str | None, topic: str) -> Any:
 
 
 def probe_nodes(
-    client: Client, stream: EventStream, window: float, settle: float = 0.15
+    app: AppContext, client: Client, stream: EventStream, window: float, settle: float = 0.1
 ) -> dict[str, dict[str, Any]]:
-    """Ask every node for a heartbeat and collect the answers.
+    """Find the live nodes and what they are, in milliseconds.
 
-    Returns ``{hostname: last heartbeat}``.  Listening ends ``settle``
-    seconds after the last new node answered, or after ``window``.
+    Asks every node for a heartbeat (it says what the node is) and pings
+    them (the ping ends as soon as the nodes known alive answered, else
+    when replies settle: :func:`wkctl.cli.hello.ask`).  Returns
+    ``{hostname: its heartbeat}``; a node that answered the ping but whose
+    heartbeat did not come within ``window`` is returned with no fields
+    (kind "other").  Listening for heartbeats ends 20 ms after every ping
+    replier sent one (the ping already waited for the nodes that answer),
+    ``settle`` seconds after the last one when nobody answered the ping, or
+    after ``window``.
     """
     client.heartbeat()
-    nodes: dict[str, dict[str, Any]] = {}
     start = time.monotonic()
-    last_new = None
+    pinged = ask(app, lambda c, known: c.call("ping", {}, timeout=window, known=known), client)
+    nodes: dict[str, dict[str, Any]] = {}
+    last_new = start
     while True:
         now = time.monotonic()
         end = start + window
-        if last_new is not None:
+        if pinged.replies and pinged.replies.keys() <= nodes.keys():
+            end = min(end, last_new + 0.02)  # every node that answered the ping is in
+        elif not pinged.replies and nodes:
             end = min(end, last_new + settle)
         if now >= end:
             break
@@ -112,20 +127,33 @@ def probe_nodes(
             if not isinstance(event, dict) or not isinstance(event.get("hostname"), str):
                 continue
             type_ = event.get("type")
-            if type_ in ("worker-heartbeat", "worker-online"):
+            if type_ == "worker-offline":
+                nodes.pop(event["hostname"], None)
+            elif type_ in HEARTBEAT_TYPES:
                 if event["hostname"] not in nodes:
                     last_new = time.monotonic()
                 nodes[event["hostname"]] = event
-            elif type_ == "worker-offline":
-                nodes.pop(event["hostname"], None)
+    for host in pinged.replies:
+        nodes.setdefault(host, {"hostname": host})
     return nodes
 
 
-def _participants(nodes: dict[str, dict[str, Any]], transport: str) -> set[str]:
-    """Nodes expected to stand: every non-Celery node, and Celery workers
-    where they run Gossip."""
-    gossip = transport in GOSSIP_TRANSPORTS
-    return {name for name, hb in nodes.items() if hb.get("sw_ident") != CELERY_SW_IDENT or gossip}
+def check_alive(client: Client, hostnames: list[str], budget: float) -> list[str]:
+    """The participants that did not answer ``ping`` within ``budget`` seconds.
+
+    Asked again (1 s per round) until all answered or the budget is spent: a
+    node still busy with the election's N x N events on a loaded machine
+    answers late, a dead one never does (only that case waits it out).
+    """
+    missing = sorted(hostnames)
+    end = time.monotonic() + budget
+    while missing:
+        left = end - time.monotonic()
+        if left <= 0:
+            break
+        replies = client.call("ping", {}, timeout=min(1.0, left), destination=missing)
+        missing = sorted(set(missing) - replies.replies.keys())
+    return missing
 
 
 @click.command("elect")
@@ -152,7 +180,8 @@ def _participants(nodes: dict[str, dict[str, Any]], transport: str) -> set[str]:
     default=5.0,
     show_default=True,
     metavar="SECONDS",
-    help="How long to wait for every candidate's requests and acks.",
+    help="How long to wait for every participant to decide (with --wait-acks: for every ack); "
+    "then, for one that does not answer ping, at most this long again (2 s at least).",
 )
 @click.option(
     "--probe",
@@ -160,13 +189,21 @@ def _participants(nodes: dict[str, dict[str, Any]], transport: str) -> set[str]:
     default=0.5,
     show_default=True,
     metavar="SECONDS",
-    help="How long to listen for heartbeats before the election (who is there).",
+    help="At most this long to find the participants: a heartbeat request and a ping; it ends "
+    "once the nodes known alive answered (else when replies settle) and every one sent its "
+    "heartbeat (0: do not look, and so do not refuse anything).",
+)
+@click.option(
+    "--wait-acks",
+    is_flag=True,
+    help="Wait for every acknowledgement (N x N) before reporting, not only for every "
+    "participant's decision.",
 )
 @click.option(
     "--force",
     is_flag=True,
-    help="Hold the election even with exactly one gossiping Celery worker (it will crash) "
-    "or with an unknown topic.",
+    help="Hold the election even when a stock Celery worker may crash in it (alone, or one "
+    "of two participants: spec DEFECT-1) or with an unknown topic.",
 )
 @click.option("--json", "json_flag", is_flag=True, help="Print JSON.")
 @click.option("--yaml", "yaml_flag", is_flag=True, help="Print YAML.")
@@ -178,15 +215,22 @@ def elect_cmd(
     election_id: str | None,
     timeout: float,
     probe: float,
+    wait_acks: bool,
     force: bool,
     json_flag: bool,
     yaml_flag: bool,
 ) -> None:
-    """Start an election as `celery control election` does and report who won.
+    """Start an election as `celery control election` does and report what each
+    participant decided.
 
     \b
-    --json: {"id", "topic", "winner", "winner_id", "candidates": [...], "acks", "elapsed_ms"}
-    Exit 0 when a winner was determined, 1 when none was within the timeout.
+    --json: {"id", "topic", "winner", "winner_id", "agreed", "candidates": [...],
+             "decisions": {host: {"kind", "rule", "winner", "crashed", ...}}, "runs_action",
+             "acks", "complete", "elapsed_ms" (winner fixed), "decided_ms" (every
+             participant decided), "completed_ms" (every ack), ["dead"], ["absent"]}
+    Exit 0 when every participant picked the same winner and all are alive
+    afterwards; 1 when none won within the timeout, when participants
+    disagree (each side is named), or when one no longer answers ping.
     """
     if not topic.strip():
         raise CliError("--topic: must not be empty", ExitCode.USAGE)
@@ -206,50 +250,56 @@ def elect_cmd(
         assert stream.connection is not None
         client = Client(stream.connection, settings.names, limits=app.config.limits)
         try:
-            nodes = probe_nodes(client, stream, probe) if probe > 0 else {}
-            celery = gossiping_celery_workers(nodes.values(), settings.transport)
+            found_at = time.perf_counter()
+            nodes = probe_nodes(app, client, stream, probe) if probe > 0 else {}
+            found_ms = (time.perf_counter() - found_at) * 1000
+            kinds = election_participants(nodes, settings.transport)
+            counts: dict[str, int] = {}
+            for hb in nodes.values():
+                counts[peer_kind(hb)] = counts.get(peer_kind(hb), 0) + 1
             app.log(
-                f"elect: {len(nodes)} node(s) answered the heartbeat request"
-                + (f" ({len(celery)} gossiping Celery worker(s))" if celery else "")
+                f"elect: found {len(nodes)} node(s) in {found_ms:.0f} ms ("
+                + ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
+                + f"); {len(kinds)} will stand"
             )
-            if len(celery) == 1 and not force:
-                raise CliError(
-                    f"refusing to hold an election: exactly one gossiping Celery worker "
-                    f"({celery[0]}) is on this broker, and a Celery worker alone in an election "
-                    "crashes (IndexError in LamportClock.sort_heap); start another worker, "
-                    "or pass --force to hold it anyway",
-                    ExitCode.FAILURE,
-                )
+            hazard = election_hazard(kinds)
+            if hazard is not None:
+                if not force:
+                    raise CliError(
+                        f"refusing to hold an election: {hazard}; start another worker or node, "
+                        "or pass --force to hold it anyway",
+                        ExitCode.FAILURE,
+                    )
+                click.echo(f"wkctl: warning: --force: {hazard}", err=True)
+            mixed = mixed_rules_warning(kinds)
+            if mixed is not None:
+                click.echo(f"wkctl: warning: {mixed}", err=True)
             if not nodes:
                 app.log("elect: no node answered the heartbeat request; electing anyway")
-            watch = ElectionWatch(
-                election_id,
-                expected=_participants(nodes, settings.transport),
-                started_at=time.perf_counter(),
-            )
+            watch = ElectionWatch(election_id, participants=kinds, alive=nodes)
             watch.started_at = time.perf_counter()
             client.election(election_id, topic, action)
             deadline = time.monotonic() + timeout
-            while not watch.complete:
+            while not (watch.completed_at if wait_acks else watch.settled):
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     break
                 for event in stream.poll(min(remaining, 0.5), deadline):
                     watch.feed(event, time.perf_counter())
+            dead = check_alive(client, sorted(kinds), max(2.0, timeout))
         finally:
             client.close()
     finally:
         stream.close()
 
     outcome = watch.outcome()
-    if outcome.winner is not None and outcome.elapsed is None:
-        # decided at the timeout among the nodes that stood
-        outcome.elapsed = timeout
     data = outcome.as_dict()
     if outcome.winner is None:
         data["not_acked"] = outcome.not_acked
     if outcome.absent:
         data["absent"] = outcome.absent
+    if dead:
+        data["dead"] = dead
     if not emit(data, fmt):
         render(outcome, election_id, topic)
     if outcome.absent:
@@ -258,18 +308,42 @@ def elect_cmd(
             f"{', '.join(outcome.absent)}",
             err=True,
         )
-    if outcome.winner is None:
-        if not outcome.candidates:
-            raise CliError(
-                f"no node stood in election {election_id!r} within {timeout:g} s "
-                "(no worker-elect event: are the workers running with gossip, on amqp or redis?)",
-                ExitCode.FAILURE,
-            )
-        raise CliError(
-            f"no winner for election {election_id!r} within {timeout:g} s: "
-            f"candidate(s) that did not acknowledge every request: {', '.join(outcome.not_acked)}",
-            ExitCode.FAILURE,
+    problems = []
+    if dead:
+        problems.append(
+            f"participant(s) no longer answer ping after the election: {', '.join(dead)}"
+            + (" (crashed deciding, spec DEFECT-1)" if "crashed" in outcome.sides else "")
         )
+    sides = outcome.sides
+    if len(sides) > 1:
+        runners = outcome.runners
+        problems.append(
+            "participants disagree: "
+            + "; ".join(f"{', '.join(hosts)} picked {who}" for who, hosts in sorted(sides.items()))
+            + (
+                f" (the action runs on {len(runners)} node(s): {', '.join(runners)})"
+                if runners
+                else " (no participant picked itself: the action runs nowhere)"
+            )
+        )
+    if outcome.winner is None and not problems:
+        if not outcome.candidates:
+            problems.append(
+                f"no node stood in election {election_id!r} within {timeout:g} s "
+                "(no worker-elect event: are the workers running with gossip, on amqp or redis?)"
+            )
+        elif outcome.undecided:
+            problems.append(
+                f"no winner for election {election_id!r} within {timeout:g} s: "
+                f"participant(s) that did not decide: {', '.join(outcome.undecided)}"
+            )
+        else:
+            problems.append(
+                f"no winner for election {election_id!r} within {timeout:g} s: candidate(s) "
+                f"that did not acknowledge every request: {', '.join(outcome.not_acked)}"
+            )
+    if problems:
+        raise CliError("; ".join(problems), ExitCode.FAILURE)
 
 
 def render(outcome: ElectionOutcome, election_id: str, topic: str) -> None:
@@ -288,10 +362,27 @@ def render(outcome: ElectionOutcome, election_id: str, topic: str) -> None:
         rows.append((mark, style(cand.hostname, fg="cyan"), cand.node_id, cand.clock))
     if rows:
         styled_table(["", "candidate", "id", "clock"], rows)
-    elapsed = "-" if outcome.elapsed is None else f"{outcome.elapsed * 1000:.1f} ms"
+    drows = []
+    for host, d in sorted(outcome.decisions.items()):
+        if d.crashed:
+            picked = style("crashed (IndexError)", fg="red")
+        elif d.winner is None:
+            picked = style("undecided", fg="yellow")
+        else:
+            ok = winner is not None and d.winner == winner
+            picked = style(d.winner.node_id, fg="green" if ok else "red")
+        drows.append((style(host, fg="cyan"), outcome.kinds.get(host, "other"), d.rule, picked))
+    if drows:
+        styled_table(["participant", "kind", "rule", "picked"], drows)
+    fixed = "-" if outcome.elapsed is None else f"{outcome.elapsed * 1000:.1f} ms"
+    times = [f"decided in {fixed}"]
+    if outcome.settled is not None and outcome.decisions:
+        times.append(f"every participant in {outcome.settled * 1000:.1f} ms")
+    if outcome.completed is not None:
+        times.append(f"all acks in {outcome.completed * 1000:.1f} ms")
     click.echo(
         style(
-            f"{len(outcome.candidates)} candidate(s), {outcome.acks} ack(s), decided in {elapsed}",
+            f"{len(outcome.candidates)} candidate(s), {outcome.acks} ack(s), {', '.join(times)}",
             dim=True,
         )
     )

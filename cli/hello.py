@@ -42,6 +42,7 @@ __all__ = [
     "stats_option",
     "styled_table",
     "check_replies",
+    "embedded_note",
     "footer",
 ]
 
@@ -147,6 +148,19 @@ def report_collection(app: AppContext, result: Collected, *, stats: bool, what: 
     )
 
 
+def embedded_note(app: AppContext) -> str:
+    """`` on the embedded broker at PATH (...)`` when nothing chose a broker:
+    said when nobody answered, since the user may have forgotten to configure one."""
+    settings = app.settings
+    if not (settings.embedded and settings.source == EMBEDDED_SOURCE):
+        return ""
+    folder = Path(str(settings.transport_options.get("data_folder_in", ""))).parent
+    return (
+        f" on the embedded broker at {folder} (no broker configured; choose one with "
+        "--broker, WKCTL_BROKER_URL, -A APP or broker_url in wkctl.yaml)"
+    )
+
+
 def check_replies(result: Collected, what: str, app: AppContext | None = None) -> None:
     """Exit 1 with a sentence saying how many replied within how long.
 
@@ -157,13 +171,7 @@ def check_replies(result: Collected, what: str, app: AppContext | None = None) -
     n = len(result.replies)
     if n == 0:
         message = f"no node replied to {what} within {result.timeout:g} s"
-        if app is not None and app.settings.embedded and app.settings.source == EMBEDDED_SOURCE:
-            folder = app.settings.transport_options.get("data_folder_in", "")
-            message += (
-                f" on the embedded broker at {Path(str(folder)).parent} (no broker configured; "
-                "choose one with --broker, WKCTL_BROKER_URL, -A APP or broker_url in wkctl.yaml)"
-            )
-        raise CliError(message, ExitCode.FAILURE)
+        raise CliError(message + (embedded_note(app) if app else ""), ExitCode.FAILURE)
     if result.expect is not None and n < result.expect:
         raise CliError(
             f"only {n} of {result.expect} expected node(s) replied to {what} "

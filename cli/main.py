@@ -32,11 +32,14 @@ COMMANDS: dict[str, str] = {
     "elect": "wkctl.cli.elect:elect_cmd",
     "tail": "wkctl.cli.tail:tail_cmd",
     "dump": "wkctl.cli.dump:dump_cmd",
+    "exporter": "wkctl.cli.exporter:exporter_cmd",
+    "top": "wkctl.cli.top:top_cmd",
     "demo": "wkctl.cli.demo:demo_cmd",
     "node": "wkctl.cli.node:node_cmd",
     "validate": "wkctl.cli.validate:validate_cmd",
     "schema": "wkctl.cli.schema:schema_group",
     "conform": "wkctl.cli.conform:conform_cmd",
+    "broker": "wkctl.cli.embedded:broker_group",
 }
 
 

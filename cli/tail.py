@@ -157,15 +157,30 @@ def notice_printer(app: AppContext) -> Callable[[StreamNotice], None]:
     return say
 
 
-def open_stream(app: AppContext, routing_key: str = "#") -> EventStream:
-    """An open :class:`EventStream` (unreachable broker: the one-line error, exit 4)."""
+def open_stream(
+    app: AppContext,
+    routing_key: str = "#",
+    on_notice: Callable[[StreamNotice], None] | None = None,
+) -> EventStream:
+    """An open :class:`EventStream` (unreachable broker: the one-line error, exit 4).
+
+    Notices (connection lost / back) are printed on stderr, then passed to
+    ``on_notice`` (the exporter turns them into ``wkctl_broker_connected``).
+    """
     settings = app.settings
+    say = notice_printer(app)
+
+    def notify(notice: StreamNotice) -> None:
+        say(notice)
+        if on_notice is not None:
+            on_notice(notice)
+
     conn = app.connect(settings)
     stream = EventStream(
         settings,
         routing_key=routing_key,
         limits=app.config.limits,
-        on_notice=notice_printer(app),
+        on_notice=notify,
         connection=conn,
     )
     try:

@@ -10,17 +10,22 @@ clock, and every node acknowledges every ``worker-elect`` it sees with a
 Celery's own bookkeeping (``celery.worker.consumer.gossip.Gossip``) has
 defects that this module fixes (spec: election section):
 
-* ``LamportClock.sort_heap`` indexes ``h[1]``, so a lone worker raises
-  ``IndexError`` and dies; :func:`pick_winner` handles one request.
-* ``sort_heap`` only breaks ties between the first run of equal clocks, and
-  relies on heap order; :func:`pick_winner` takes the minimum of the total
-  order over all requests, so ties among any number of requests and
-  identical entries give the same answer everywhere.
-* acks are counted per message, so with three workers a node decides after
-  three acks even if it has not yet seen every request; here acks are
-  counted per distinct node and a decision waits for every expected
-  ``worker-elect`` (the nodes known alive when the election started here,
-  this node included) *and* an ack from each of them.
+* ``LamportClock.sort_heap`` indexes ``h[1]``, so a worker that decides
+  holding one request raises ``IndexError`` and dies (alone: always; one
+  of two: often); :func:`pick_winner` handles one request.
+* ``sort_heap``'s tie loop only looks at the first run of equal clocks in
+  heap layout; it still returns the heap's root, but only because
+  ``heapq`` keeps the lowest tuple there: :func:`pick_winner` states the
+  total order itself, for any number of requests and identical entries.
+* acks are counted per message, from ``N-1`` peers, so with three workers
+  a node decides after two acks even if it has not yet seen every request;
+  here acks are counted per distinct node and a decision waits for every
+  expected ``worker-elect`` (the nodes known alive when the election
+  started here, this node included) *and* an ack from each of them.
+
+:class:`CeleryRule` and :class:`SpecRule` replay, for an observer, what a
+stock Celery worker and a conforming node decide on a given order of
+arrivals (``wkctl elect`` reports every participant's decision).
 * an election whose participants died waits forever and leaks; here it
   is decided among the requests received after ``timeout`` seconds and its
   state is discarded.
@@ -32,7 +37,7 @@ Sans-IO: inputs are decoded events and ``now``; outputs are
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,8 +49,16 @@ __all__ = [
     "ElectRequest",
     "Election",
     "Elections",
+    "Arrival",
+    "CeleryRule",
+    "Replayed",
+    "SpecRule",
+    "election_hazard",
+    "mixed_rules_warning",
     "order_key",
     "pick_winner",
+    "replay_celery",
+    "replay_spec",
 ]
 
 DEFAULT_ELECTION_TIMEOUT = 10.0
@@ -268,3 +281,201 @@ class Elections:
         if not self.active:
             return None
         return min(e.started for e in self.active.values()) + self.timeout
+
+
+# -- replaying what each participant decided ---------------------------------
+
+
+@dataclass(frozen=True)
+class Arrival:
+    """One election event in the order it reached a queue: a request
+    (``worker-elect``) when ``request`` is set, else an acknowledgement."""
+
+    hostname: str
+    request: ElectRequest | None = None
+
+
+@dataclass(frozen=True)
+class Replayed:
+    """What one participant decided, replayed from an order of arrivals.
+
+    ``winner`` is ``None`` while undecided (and when the node crashed);
+    ``at`` is the index of the arrival that decided it (or crashed it);
+    ``counted`` the requests its decision was taken on.
+    """
+
+    node: str
+    rule: str  # "spec" or "celery"
+    winner: ElectRequest | None = None
+    crashed: bool = False
+    at: int | None = None
+    counted: int = 0
+
+    @property
+    def decided(self) -> bool:
+        return self.at is not None
+
+
+class CeleryRule:
+    """Celery's ``Gossip.on_elect`` / ``on_elect_ack`` for one worker, fed
+    arrivals one at a time (:func:`replay_celery` runs it over an order).
+
+    Every request is pushed on the worker's heap as it arrives; an ack is
+    counted per message (DEFECT-2), and only once the worker ran its own
+    ``election`` command (acks it consumed before are dropped as "not for
+    us"): ``counts_from`` is the index of the first arrival it consumed
+    after that.  Every election event is caused by the one ``election``
+    command, which reaches every pidbox queue before any of them, so by
+    default every ack counts.  At the ack that brings the count to
+    ``alive_peers`` (the peers its events State holds alive, itself
+    excluded) it decides on the heap as it is.
+    ``LamportClock.sort_heap`` returns the heap's root, the lowest
+    ``(clock, "hostname.pid")``, when the heap holds two requests or more
+    (DEFECT-4's tie loop never picks another entry than one equal to the
+    root), and raises ``IndexError`` on fewer: the worker dies (DEFECT-1).
+    """
+
+    rule = "celery"
+
+    def __init__(self, me: str, alive_peers: int, counts_from: int = 0) -> None:
+        self.me = me
+        self.alive_peers = alive_peers
+        self.counts_from = counts_from
+        self.heap: list[ElectRequest] = []
+        self.replies = 0
+        self.index = 0
+        self.result: Replayed | None = None
+
+    def feed(self, arrival: Arrival) -> Replayed | None:
+        """Take the next arrival; the decision once taken (then final)."""
+        me = self.me
+        i = self.index
+        self.index += 1
+        if self.result is not None:
+            return self.result
+        if arrival.request is not None:
+            self.heap.append(arrival.request)
+            return None
+        if i < self.counts_from:
+            return None
+        self.replies += 1
+        if self.replies < self.alive_peers:
+            return None
+        if len(self.heap) < 2:
+            self.result = Replayed(me, self.rule, None, crashed=True, at=i, counted=len(self.heap))
+        else:
+            self.result = Replayed(
+                me, self.rule, pick_winner(self.heap), at=i, counted=len(self.heap)
+            )
+        return self.result
+
+
+class SpecRule:
+    """A conforming node ([ELECT-5]), fed arrivals one at a time: it decides
+    once it holds the request of every expected participant (itself
+    included) and an ack from each, on every request received by then
+    ([ELECT-3])."""
+
+    rule = "spec"
+
+    def __init__(self, me: str, expected: Iterable[str]) -> None:
+        self.me = me
+        want = frozenset(expected) | {me}
+        self.requests: dict[str, ElectRequest] = {}
+        self.no_request = set(want)
+        self.no_ack = set(want)
+        self.index = 0
+        self.result: Replayed | None = None
+
+    def feed(self, arrival: Arrival) -> Replayed | None:
+        """Take the next arrival; the decision once taken (then final)."""
+        i = self.index
+        self.index += 1
+        if self.result is not None:
+            return self.result
+        if arrival.request is not None:
+            self.requests.setdefault(arrival.hostname, arrival.request)
+            self.no_request.discard(arrival.hostname)
+        else:
+            self.no_ack.discard(arrival.hostname)
+        if not self.no_request and not self.no_ack:
+            winner = pick_winner(self.requests.values())
+            self.result = Replayed(self.me, self.rule, winner, at=i, counted=len(self.requests))
+        return self.result
+
+
+def replay_celery(
+    me: str, alive_peers: int, order: Iterable[Arrival], counts_from: int = 0
+) -> Replayed:
+    """What stock Celery worker ``me`` decided on ``order`` (:class:`CeleryRule`)."""
+    rule = CeleryRule(me, alive_peers, counts_from)
+    for arrival in order:
+        if rule.feed(arrival) is not None:
+            break
+    return rule.result or Replayed(me, rule.rule, counted=len(rule.heap))
+
+
+def replay_spec(me: str, expected: Iterable[str], order: Iterable[Arrival]) -> Replayed:
+    """What conforming node ``me`` decided on ``order`` (:class:`SpecRule`)."""
+    rule = SpecRule(me, expected)
+    for arrival in order:
+        if rule.feed(arrival) is not None:
+            break
+    return rule.result or Replayed(me, rule.rule, counted=len(rule.requests))
+
+
+def election_hazard(kinds: Mapping[str, str]) -> str | None:
+    """Why an election among these participants can kill a Celery worker,
+    or ``None`` when no known defect can.
+
+    ``kinds`` maps each participant to its peer kind
+    (:func:`wkctl.protocol.vocab.peer_kind`).  A stock Celery worker decides
+    at its ``N-1``-th ack message whatever its heap holds, and dies when the
+    heap holds fewer than two requests (DEFECT-1): certain when it is alone,
+    frequent with two participants (spec DEFECT-1 has the measured rates).
+    From three participants on, two acks would have to reach it before a
+    second request; in the measurements (clusters of 3 and 5 stock workers
+    of 5.7 and 5.4, and one stock worker beside two wkctl nodes, 20
+    elections each on both brokers) that never happened.  Hardened workers
+    and wkctl nodes follow the spec and cannot crash this way.
+    """
+    stock = sorted(h for h, k in kinds.items() if k == "celery")
+    if not stock:
+        return None
+    names = ", ".join(stock)
+    if len(kinds) == 1:
+        return (
+            f"the stock Celery worker {names} would be alone in the election, and a Celery "
+            "worker alone in an election always dies (IndexError in LamportClock.sort_heap, "
+            "spec DEFECT-1)"
+        )
+    if len(kinds) == 2:
+        return (
+            f"the election would have two participants, and a stock Celery worker among two "
+            f"({names}) dies whenever the first ack reaches it before the other request "
+            "(IndexError in LamportClock.sort_heap; measured: in up to 1 election in 4, often "
+            "killing both; spec DEFECT-1)"
+        )
+    return None
+
+
+def mixed_rules_warning(kinds: Mapping[str, str]) -> str | None:
+    """Why stock Celery workers and conforming nodes in one election may both
+    run the action, or ``None`` when all follow one rule.
+
+    A stock worker decides at its ``N-1``-th ack message on the requests it
+    has (DEFECT-2); a conforming node waits for every request.  When the
+    lowest request arrives late they pick different winners (measured in
+    spec DEFECT-2).  Not a crash, so not refused: ``wkctl elect`` reports
+    each side.
+    """
+    stock = sorted(h for h, k in kinds.items() if k == "celery")
+    conforming = sorted(h for h, k in kinds.items() if k != "celery")
+    if not stock or not conforming:
+        return None
+    return (
+        f"stock Celery worker(s) ({', '.join(stock)}) decide on the requests that reached them "
+        f"after {len(kinds) - 1} ack messages (spec DEFECT-2) while the {len(conforming)} other "
+        "participant(s) wait for every request: they may pick different winners, and the "
+        "action then runs twice or not at all"
+    )

@@ -25,7 +25,7 @@ from wkctl.protocol.client import (
     ReplyCollector,
     StreamNotice,
     decode_events,
-    gossiping_celery_workers,
+    election_participants,
     hello_table,
     normalize_revoked,
     prepare_event,
@@ -182,7 +182,7 @@ def test_election_watch_on_a_captured_celery_election(capture: str) -> None:
     expected = min(out.candidates, key=lambda r: (r.clock, f"{r.hostname}.{r.pid}"))
     assert out.winner == expected
     doc = out.as_dict()
-    assert set(doc) == {"id", "topic", "winner", "winner_id", "candidates", "acks", "elapsed_ms"}
+    assert set(doc) >= {"id", "topic", "winner", "winner_id", "candidates", "acks", "elapsed_ms"}
     assert doc["winner_id"] == f"{expected.hostname}.{expected.pid}"
 
 
@@ -212,7 +212,14 @@ def test_election_watch_incomplete_names_the_silent_and_waits_for_expected() -> 
     assert out.winner is None and out.not_acked == ["b@h"] and out.absent == ["c@h"]
     w.feed(_ack("b@h"), 0.0)
     assert w.acks_complete and not w.complete  # c@h, seen alive, has not stood yet
-    assert w.outcome().winner.hostname == "a@h"  # type: ignore[union-attr]
+    # conforming nodes wait for c@h's request ([ELECT-5]) until their timeout
+    out = w.outcome()
+    assert out.winner is None and out.undecided == ["a@h", "b@h", "c@h"] and not w.settled
+    w.feed(_elect("c@h", 3, 1), 0.1)
+    assert not w.settled  # c@h's own ack is still missing
+    w.feed(_ack("c@h"), 0.2)
+    assert w.settled and w.outcome().winner.hostname == "a@h"  # type: ignore[union-attr]
+    assert w.outcome().elapsed == pytest.approx(0.1)  # fixed by the last request
     # other elections, junk and forged acks without a hostname change nothing
     assert not w.feed(_elect("z@h", 0, 1, id_="OTHER"), 0.0)
     assert not w.feed({"type": "worker-elect-ack", "id": "E"}, 0.0)
@@ -220,15 +227,76 @@ def test_election_watch_incomplete_names_the_silent_and_waits_for_expected() -> 
     assert w.outcome().winner.hostname == "a@h"  # type: ignore[union-attr]
 
 
-def test_gossiping_celery_workers_only_on_gossip_transports() -> None:
-    hbs = [
-        {"hostname": "w1@h", "sw_ident": "py-celery"},
-        {"hostname": "w1@h", "sw_ident": "py-celery"},
-        {"hostname": "n1@h", "sw_ident": "wkctl"},
-    ]
-    assert gossiping_celery_workers(hbs, "amqp") == ["w1@h"]
-    assert gossiping_celery_workers(hbs, "redis") == ["w1@h"]
-    assert gossiping_celery_workers(hbs, "filesystem") == []
+def test_election_participants_are_classified_and_celery_stands_only_with_gossip() -> None:
+    hbs = {
+        "w1@h": {"hostname": "w1@h", "sw_ident": "py-celery"},
+        "w2@h": {"hostname": "w2@h", "sw_ident": "py-celery", "wkctl_ver": "0.1"},
+        "n1@h": {"hostname": "n1@h", "sw_ident": "wkctl"},
+    }
+    kinds = {"w1@h": "celery", "w2@h": "hardened", "n1@h": "wkctl"}
+    assert election_participants(hbs, "amqp") == kinds
+    assert election_participants(hbs, "redis") == kinds
+    assert election_participants(hbs, "filesystem") == {"n1@h": "wkctl"}
+
+
+def test_election_watch_reports_each_participants_own_decision_and_disagreement() -> None:
+    """Three stock Celery workers and the order of issue 13: w2's and w4's
+    requests, two acks, then w1's (the lowest).  Celery decides at its
+    second ack message on the two requests it holds; the spec's rule would
+    pick w1.  The watch replays Celery's rule for the Celery workers."""
+    kinds = {"w1@h": "celery", "w2@h": "celery", "w4@h": "celery"}
+    w = ElectionWatch("E", participants=kinds, started_at=0.0)
+    order = [_elect("w2@h", 5, 2), _elect("w4@h", 5, 4), _ack("w2@h"), _ack("w4@h")]
+    order += [_elect("w1@h", 3, 1)] + [_ack(h) for h in ["w1@h"] * 3 + ["w2@h", "w4@h"] * 2]
+    for i, ev in enumerate(order, 1):
+        w.feed(ev, i / 1000)
+    out = w.outcome()
+    assert {d.winner.node_id for d in out.decisions.values()} == {"w2@h.2"}  # type: ignore[union-attr]
+    assert out.agreed and out.winner is not None and out.winner.hostname == "w2@h"
+    assert out.elapsed == pytest.approx(0.005)  # fixed once w1's request arrived
+    doc = out.as_dict()
+    assert doc["decisions"]["w1@h"] == {
+        "kind": "celery",
+        "rule": "celery",
+        "winner": "w2@h.2",
+        "crashed": False,
+        "requests_counted": 2,
+    }
+    assert doc["complete"] and doc["acks"] == 9
+    # the same order, with w1 a wkctl node: it follows the spec and picks
+    # itself while the Celery workers pick w2: a double winner, reported
+    kinds2 = dict(kinds, **{"w1@h": "wkctl"})
+    w2 = ElectionWatch("E", participants=kinds2, started_at=0.0)
+    for ev in order:
+        w2.feed(ev, 0.0)
+    out2 = w2.outcome()
+    assert not out2.agreed and out2.winner is None
+    assert out2.sides == {"w1@h.1": ["w1@h"], "w2@h.2": ["w2@h", "w4@h"]}
+    assert out2.runners == ["w1@h", "w2@h"]  # the action runs twice
+    assert out.as_dict()["runs_action"] == ["w2@h"]
+
+
+def test_election_watch_counts_a_node_that_shows_up_late_among_celerys_peers() -> None:
+    """A Celery worker counts every node whose heartbeat it has as a peer, so
+    a node the discovery missed changes when it decides: the replay starts
+    over with it."""
+    w = ElectionWatch("E", participants={"a@h": "celery", "b@h": "celery"})
+    for ev in [_elect("a@h", 1, 1), _elect("b@h", 2, 2), _ack("a@h")]:
+        w.feed(ev, 0.0)
+    assert w.settled and w.outcome().winner.hostname == "a@h"  # type: ignore[union-attr]
+    w.feed({"type": "worker-heartbeat", "hostname": "c@h", "sw_ident": "wkctl"}, 0.0)
+    assert not w.settled and w.outcome().undecided == ["a@h", "b@h"]
+    w.feed(_ack("b@h"), 0.0)
+    assert w.settled and w.outcome().agreed
+
+
+def test_election_watch_sees_two_celery_workers_crash() -> None:
+    kinds = {"a@h": "celery", "b@h": "celery"}
+    w = ElectionWatch("E", participants=kinds)
+    for ev in [_elect("a@h", 1, 1), _ack("a@h"), _elect("b@h", 1, 2), _ack("b@h")]:
+        w.feed(ev, 0.0)
+    out = w.outcome()
+    assert w.settled and out.sides == {"crashed": ["a@h", "b@h"]} and out.winner is None
 
 
 # -- against wkctl nodes on the embedded broker ----------------------------

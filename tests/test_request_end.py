@@ -127,7 +127,7 @@ def test_client_call_drops_a_reply_whose_expires_header_passed(broker_url: str) 
     with ExpiringResponder(broker_url):
         settings = BrokerSettings(broker_url)
         with settings.connection() as conn, Client(conn) as client:
-            result = client.call("ping", {}, timeout=3.0, expect=2, settle=None)
+            result = client.call("ping", {}, timeout=3.0, expect=1, settle=None)
     assert list(result.replies) == ["fresh@x"], result.replies
     assert [reason for reason, _ in result.rejected] == ["expired"]
 
@@ -198,3 +198,34 @@ def test_dump_lists_every_live_node_however_short_the_duration(
     workers = json.loads(out)["workers"]
     assert sorted(workers) == cluster.hostnames  # 0.1 s: far shorter than a heartbeat
     assert all(w["answered_ping"] and w["alive"] for w in workers.values()), workers
+
+
+def test_dump_shows_its_countdown_only_on_a_terminal(tmp_path: Path) -> None:
+    import os
+    import pty
+    import subprocess
+    import sys
+
+    env = dict(os.environ, XDG_STATE_HOME=str(tmp_path), XDG_CONFIG_HOME=str(tmp_path / "c"))
+    env.pop("WKCTL_BROKER_URL", None)
+    command = [sys.executable, "-m", "wkctl", "dump", "--duration", "0.6"]
+    master, slave = pty.openpty()
+    try:
+        proc = subprocess.run(command, stderr=slave, stdout=subprocess.PIPE, env=env, timeout=60)
+        os.close(slave)
+        seen = b""
+        while True:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            seen += chunk
+    finally:
+        os.close(master)
+    assert proc.returncode == 0
+    assert b"listening [" in seen and b"s left" in seen
+    piped = subprocess.run(command, capture_output=True, env=env, timeout=60)
+    assert b"listening [" not in piped.stderr
+    assert b"on the embedded broker at" in piped.stderr  # nothing answered, nothing configured

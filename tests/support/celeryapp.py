@@ -50,6 +50,14 @@ def fail(message: str = "boom") -> None:
     raise RuntimeError(message)
 
 
+@app.task(name="tasks.flaky", bind=True, max_retries=5)
+def flaky(self, times: int = 1) -> int:
+    """Retry ``times`` times (at once), then succeed: retried tasks on demand."""
+    if self.request.retries < times:
+        raise self.retry(countdown=0)
+    return self.request.retries
+
+
 def client_app(broker_url: str, **conf: object) -> Celery:
     """A Celery app for the test process itself, talking to ``broker_url``.
 
