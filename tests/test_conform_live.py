@@ -96,6 +96,9 @@ BROKEN: dict[str, set[str]] = {
     "no-expiry": {"pidbox.expired"},
     "freq-lie": {"events.freq"},
     "acks-twice": {"election.ack-once"},
+    "stats-no-pool": {"control.vocabulary", "control.stats"},
+    "conf-secret": {"control.no-secret"},
+    "tasks-error": {"control.vocabulary", "control.aliases", "control.task-lists"},
 }
 
 

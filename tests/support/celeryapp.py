@@ -27,6 +27,9 @@ app.conf.update(
     # sentinel master_name, Redis global_keyprefix, ... (the deployment tests)
     broker_transport_options=json.loads(os.environ.get("WKCTL_TEST_TRANSPORT_OPTIONS") or "{}"),
 )
+if os.environ.get("WKCTL_TEST_TRANSPORT_OPTIONS"):
+    # JSON: broker_transport_options (e.g. a secret, to show DEFECT-18)
+    app.conf.broker_transport_options = json.loads(os.environ["WKCTL_TEST_TRANSPORT_OPTIONS"])
 
 
 @app.task(name="tasks.add")
