@@ -23,6 +23,7 @@ noisy on a shared machine: compare medians of one run only.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import threading
 import time
@@ -79,7 +80,9 @@ def startup(ctx: BenchContext, kind: str, reps: int) -> dict[str, Any]:
             ctx.workers.stop([worker])
             return ready, mingle
 
-        results = alternate(reps, {side: (lambda r, s=side: one(s)) for side in SIDES})
+        results = alternate(
+            reps, {side: functools.partial(lambda r, s: one(s), s=side) for side in SIDES}
+        )
         ctx.workers.stop(peers)
     return {
         side: {

@@ -22,6 +22,7 @@ every 2 s, Celery's default), on each broker:
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
@@ -132,8 +133,8 @@ def run(ctx: BenchContext) -> dict[str, Any]:
                 res = alternate(
                     reps,
                     {
-                        "wkctl": lambda r, url=url, n=n: _hello(url, n),
-                        "celery": lambda r, app=app: _celery_hello(app),
+                        "wkctl": functools.partial(lambda r, url, n: _hello(url, n), url=url, n=n),
+                        "celery": functools.partial(lambda r, app: _celery_hello(app), app=app),
                     },
                 )
                 wk = [x for x in res["wkctl"] if x]

@@ -558,7 +558,7 @@ def run_elect(ctx: BenchContext, cl: Cluster, kind: str, n: int) -> dict[str, An
 
 def run(ctx: BenchContext, which: set[str]) -> dict[str, dict[str, Any]]:
     """Run the selected parts of hello/elect on each broker; results by name."""
-    out = {
+    out: dict[str, dict[str, Any]] = {
         name: {"name": name, "title": TITLES[name], "cases": [], "notes": []}
         for name in NAMES
         if name in which

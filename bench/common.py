@@ -32,7 +32,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -117,7 +117,7 @@ def summarize(samples: Sequence[float | None]) -> dict[str, Any]:
 
 
 def metric(
-    unit: str, better: str, sides: dict[str, Sequence[float | None]], note: str = ""
+    unit: str, better: str, sides: Mapping[str, Sequence[float | None]], note: str = ""
 ) -> dict[str, Any]:
     """One measured quantity, summarized per side."""
     out: dict[str, Any] = {
@@ -528,7 +528,9 @@ class BenchContext:
         client = redis.Redis.from_url(base + "/0")
         try:
             busy = {int(k[2:]) for k in client.info("keyspace")}
-            channels = [c.decode() for c in client.pubsub_channels("/*")]
+            channels = [
+                c.decode() if isinstance(c, bytes) else c for c in client.pubsub_channels("/*")
+            ]
         finally:
             client.close()
         for db in range(15, 0, -1):

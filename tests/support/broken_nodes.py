@@ -292,6 +292,7 @@ class ProbeTarget:
             self.errors.append(f"dropped: {method} request invalid against its schema")
             return
         method = _ALIASES.get(method, method)
+        assert method is not None  # a request without one returned above
         handler = getattr(self, "cmd_" + method.replace("-", "_"), None)
         value = handler(arguments) if handler else {"error": f"unknown command {method}"}
         self._reply(body, value)

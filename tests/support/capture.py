@@ -205,10 +205,10 @@ class Capture:
                         # no-op for a binding it remembers, so re-add the
                         # binding member itself (an idempotent SADD).
                         rebound = time.monotonic()
-                        for queue in consumer.queues:
-                            consumer.channel._queue_bind(
-                                self.reply.name, queue.routing_key, "", queue.name
-                            )
+                        channel = consumer.channel
+                        assert channel is not None  # the consumer is declared
+                        for queue in consumer.queues or ():
+                            channel._queue_bind(self.reply.name, queue.routing_key, "", queue.name)
                 conn.drain_events(timeout=0.5)
             except TimeoutError:
                 continue

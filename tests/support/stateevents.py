@@ -54,7 +54,7 @@ def tev(
 
 
 def received(uuid: str = "t1", clock: int = 10, **kw: Any) -> dict[str, Any]:
-    fields = {
+    fields: dict[str, Any] = {
         "name": "proj.add",
         "args": "[2, 2]",
         "kwargs": "{}",
