@@ -30,10 +30,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import REPO, SUPPORT, BenchContext, Tap, alternate, log_lines, summarize  # noqa: I001
-from support.celeryapp import client_app  # noqa: E402
-from support.hardened import build_overlay, hardened_env  # noqa: E402
-from support.workers import CeleryWorker  # noqa: E402
+from bench.common import HARNESS, REPO, BenchContext, Tap, alternate, log_lines, summarize
+from bench.harness.celeryapp import client_app
+from bench.harness.hardened import build_overlay, hardened_env
+from bench.harness.workers import CeleryWorker
 
 SIDES = ("stock", "hardened")
 
@@ -198,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-__all__ = ["SUPPORT", "main"]
+__all__ = ["HARNESS", "main"]
 
 if __name__ == "__main__":
     raise SystemExit(main())

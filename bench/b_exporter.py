@@ -1,6 +1,6 @@
 """Benchmark: ``wkctl exporter`` vs prometheus-exporter-celery 0.11.2.
 
-Same recorded stream for both (``tests/support/eventstreams.py``: 200
+Same recorded stream for both (``bench/harness/eventstreams.py``: 200
 workers heartbeating, full task life cycles with retries, failures,
 revocations and rejections, 10 % out of order, 5 % duplicated, task events
 in ``task.multi`` batches as workers send them), cached under
@@ -36,7 +36,7 @@ TASK_TYPES = TASK_COUNTERS
 
 def stream_file(n: int) -> Path:
     """The recorded stream (one message body per line), generated once."""
-    from support.eventstreams import realistic_stream, write_ndjson
+    from bench.harness.eventstreams import realistic_stream, write_ndjson
 
     CACHE.mkdir(parents=True, exist_ok=True)
     path = CACHE / f"exporter-{n}-w{WORKERS}-s{SEED}.ndjson"
@@ -70,7 +70,7 @@ def truth(path: Path) -> dict[str, int]:
 
 
 def tools_python() -> str | None:
-    from support.tools import tools_python as find
+    from bench.harness.tools import tools_python as find
 
     return find()
 

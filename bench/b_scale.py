@@ -25,13 +25,11 @@ from __future__ import annotations
 import functools
 import json
 import os
-import sys
 import time
 import uuid
 from typing import Any
 
 from .common import (
-    SUPPORT,
     BenchContext,
     NodeHost,
     Tap,
@@ -106,8 +104,7 @@ def run(ctx: BenchContext) -> dict[str, Any]:
     quiet = 2.0 if ctx.quick else 6.0
     reps = ctx.reps if ctx.quick else 2
     cases = []
-    sys.path.insert(0, str(SUPPORT))
-    from celeryapp import client_app
+    from bench.harness.celeryapp import client_app
 
     for kind in ctx.available_brokers():
         with ctx.broker(kind) as url:

@@ -1,6 +1,6 @@
 """Benchmark 3: State ingest, wkctl's ``State`` vs ``celery.events.state.State``.
 
-The stream is recorded once (``tests/support/eventstreams.py``: Celery 5.x
+The stream is recorded once (``bench/harness/eventstreams.py``: Celery 5.x
 field sets, 200 workers heartbeating every 2 s, full task life cycles with
 retries, failures, revocations, custom events, parent/child links, 10 %
 of events delivered out of order and 5 % duplicated) and cached under
@@ -29,7 +29,7 @@ SEED = 7
 
 def stream_file(n: int) -> Path:
     """The recorded stream of at least ``n`` events (generated once, cached)."""
-    from support.eventstreams import flatten, realistic_stream, write_ndjson
+    from bench.harness.eventstreams import flatten, realistic_stream, write_ndjson
 
     CACHE.mkdir(parents=True, exist_ok=True)
     path = CACHE / f"state-{n}-w{WORKERS}-s{SEED}.ndjson"

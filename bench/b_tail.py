@@ -32,8 +32,8 @@ from typing import Any
 from kombu import Connection, Producer
 
 from .common import (
+    HARNESS,
     REPO,
-    SUPPORT,
     BenchContext,
     alternate,
     case,
@@ -68,7 +68,7 @@ class Consumer:
             cwd = REPO
         else:
             cmd = [sys.executable, "-m", "celery", "-A", "celeryapp", "-b", url, "events", "--dump"]
-            cwd = SUPPORT
+            cwd = HARNESS
         self.proc = subprocess.Popen(
             cmd,
             stdout=subprocess.PIPE,

@@ -4,7 +4,7 @@ The data is a large NDJSON file of message bodies: every real message
 captured from Celery 5.7 and 5.4 workers in ``tests/data`` (pidbox
 requests and replies of every method, heartbeats, elections, task.multi
 batches), repeated, interleaved with Celery-format task and worker events
-from ``tests/support/eventstreams.py`` (wire form: without the receiver's
+from ``bench/harness/eventstreams.py`` (wire form: without the receiver's
 ``local_received``).  All of it is valid, as traffic mostly is.
 
 Sides, on the same messages, each process pinned to one core (``taskset``):
@@ -60,7 +60,7 @@ def _wire(ev: Any) -> Any:
 
 def build_data(workdir: Path, n: int) -> tuple[Path, Path, dict[str, int]]:
     """Write ``n`` message bodies (NDJSON) and their kinds (one per line)."""
-    from support.eventstreams import realistic_stream
+    from bench.harness.eventstreams import realistic_stream
     from wkctl.protocol.validation import detect_kind
 
     real: list[Any] = []

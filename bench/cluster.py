@@ -43,7 +43,7 @@ import uuid
 from typing import Any
 
 from .common import (
-    SUPPORT,
+    HARNESS,
     BenchContext,
     NodeHost,
     alternate,
@@ -83,8 +83,7 @@ class Cluster:
         self.joiner = NodeHost(url, 0, "join")
         self.joiner.wait_ready()
         self.joins = 0
-        sys.path.insert(0, str(SUPPORT))
-        from celeryapp import client_app
+        from bench.harness.celeryapp import client_app
 
         self.app = client_app(url)
 
@@ -166,7 +165,7 @@ def _celery_inspect(cl: Cluster, n: int) -> dict[str, Any]:
     r = run_timed(
         [sys.executable, "-m", "celery", "-A", "celeryapp", "-b", cl.url]
         + ["inspect", "clock", "--timeout", "1.0", "--json"],
-        cwd=SUPPORT,
+        cwd=HARNESS,
     )
     cli_replies = None
     try:

@@ -39,18 +39,15 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parent.parent
-TESTS = REPO / "tests"
-SUPPORT = TESTS / "support"
-if str(TESTS) not in sys.path:
-    sys.path.insert(0, str(TESTS))
+from bench.harness.brokers import BrokerPool, base_url, flush_redis
+from bench.harness.workers import HERE as HARNESS
+from bench.harness.workers import CeleryWorker, WorkerPool
 
-from support.brokers import BrokerPool, base_url, flush_redis  # noqa: E402
-from support.workers import CeleryWorker, WorkerPool  # noqa: E402
+REPO = Path(__file__).resolve().parent.parent
 
 __all__ = [
     "REPO",
-    "SUPPORT",
+    "HARNESS",
     "BenchContext",
     "BrokerPool",
     "CeleryWorker",
@@ -196,7 +193,7 @@ def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     env = dict(os.environ)
     for key in ("WKCTL_BROKER_URL", "CELERY_BROKER_URL", "XDG_CONFIG_HOME"):
         env.pop(key, None)
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO), str(SUPPORT)])
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), str(HARNESS)])
     env["PYTHONUNBUFFERED"] = "1"
     # No config file of the user's may change what is measured.
     env["XDG_CONFIG_HOME"] = str(Path(tempfile.gettempdir()) / "wkctl-bench-noconfig")
@@ -430,7 +427,7 @@ def machine_info() -> dict[str, Any]:
         redis_v = m.group(1) if m else redis_v
     c54 = None
     try:
-        from support.workers import celery_python
+        from bench.harness.workers import celery_python
 
         py54 = celery_python("5.4")
         if py54:

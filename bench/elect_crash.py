@@ -37,7 +37,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     __package__ = "bench"
 
-from bench.common import SUPPORT, BenchContext, NodeHost, Tap  # noqa: E402
+from bench.common import BenchContext, NodeHost, Tap  # noqa: E402
 
 _WON = re.compile(r"I won the election '([^']+)'")
 _ELECTED = re.compile(r"node (\S+) elected for '([^']+)'")
@@ -95,8 +95,7 @@ class Run:
 def run_shape(
     ctx: BenchContext, kind: str, shape: dict[str, Any], elections: int, settle: float, traces: Any
 ) -> dict[str, Any]:
-    sys.path.insert(0, str(SUPPORT))
-    from celeryapp import client_app
+    from bench.harness.celeryapp import client_app
 
     res = {
         "broker": kind,

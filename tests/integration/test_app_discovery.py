@@ -17,13 +17,14 @@ from pathlib import Path
 
 import pytest
 
+from support.workers import HERE as HARNESS
 from wkctl.cli.app import find_app, settings_from_app
 from wkctl.cli.context import AppContext
 from wkctl.cli.errors import CliError, ExitCode
 
 HERE = Path(__file__).resolve().parents[1]
 APPS = HERE / "data" / "apps"
-SUPPORT = HERE / "support"
+SUPPORT = HARNESS  # where celeryapp, the module the workers run, lives
 
 # (-A value, where it is found, its control_exchange)
 LAYOUTS = [
@@ -306,7 +307,7 @@ def test_hello_and_clock_reach_workers_on_the_apps_custom_exchanges(
         "WKCTL_TEST_EVENT_EXCHANGE": f"ev_{tag}",
     }
     (worker,) = celery_workers(broker_url, n=1, env=exchanges)
-    # wkctl imports the very app module the worker runs (tests/support/celeryapp.py
+    # wkctl imports the very app module the worker runs (bench/harness/celeryapp.py
     # through wkapp_e2e.celery), configured by the same environment.
     env = wkctl_env(tmp_path, [APPS, SUPPORT], WKCTL_TEST_BROKER_URL=broker_url, **exchanges)
 

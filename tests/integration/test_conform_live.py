@@ -32,6 +32,7 @@ from support.broken_nodes import ProbeTarget
 from support.brokers import BrokerPool
 from support.celeryapp import client_app
 from support.nodes import NodeProcess, unique_name
+from support.workers import HERE as HARNESS
 from support.workers import CeleryWorker, WorkerPool, celery_python
 from wkctl.cli.main import cli
 from wkctl.conform import CHECKS, run, select
@@ -307,15 +308,14 @@ def test_launched_celery_worker(
     """A Celery worker launched by the kit: its Mingle at start conforms, except
     that it adopts a clock above 2**53-1 (DEFECT-8); it stops with worker-offline."""
     require("5.7")
-    support = Path(__file__).resolve().parents[1] / "support"
-    monkeypatch.setenv("PYTHONPATH", str(support))
+    monkeypatch.setenv("PYTHONPATH", str(HARNESS))
     monkeypatch.setenv("WKCTL_TEST_BROKER_URL", module_broker_url)
     name = f"launched-{uuid.uuid4().hex[:6]}@wkctl-test"
     command = (
         f"{sys.executable} -m celery -A celeryapp --broker {module_broker_url} worker "
         f"-P solo -n {name} -E -l INFO --logfile {tmp_path / 'worker.log'}"
     )
-    monkeypatch.chdir(support)
+    monkeypatch.chdir(HARNESS)
     code, output = conform(module_broker_url, "--node", name, "--json", "--launch", command)
     checks = by_id(json.loads(output))
     failed = {i: c["detail"] for i, c in checks.items() if c["result"] == "fail"}

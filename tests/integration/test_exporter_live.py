@@ -36,6 +36,7 @@ from support.mutate import Mutator
 from support.nodes import hosted_nodes, unique_name
 from support.tcpproxy import TcpProxy, proxied_url, target_of
 from support.tools import tools_python
+from support.workers import HERE as HARNESS
 from support.workers import CeleryWorker, WorkerPool
 from wkctl.protocol.broker import BrokerSettings, event_exchange
 from wkctl.protocol.client import Client
@@ -499,7 +500,7 @@ def test_exporter_takes_the_broker_from_an_app_or_the_config_file(
             if k not in ("WKCTL_BROKER_URL", "CELERY_BROKER_URL")
         }
         if how == "app":
-            env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1] / "support")
+            env["PYTHONPATH"] = str(HARNESS)
             env["WKCTL_TEST_BROKER_URL"] = url
             args = ["-A", "celeryapp"]
         else:

@@ -54,9 +54,9 @@ def test_killed_test_process_leaves_no_worker_behind(
     script.write_text(
         textwrap.dedent(f"""
         import sys, time
-        sys.path.insert(0, {str(Path(__file__).resolve().parents[1])!r})
+        sys.path.insert(0, {str(Path(__file__).resolve().parents[2])!r})
         from pathlib import Path
-        from support.workers import WorkerPool
+        from bench.harness.workers import WorkerPool
         pool = WorkerPool(logdir=Path({str(tmp_path)!r}), record_dir=Path({str(tmp_path)!r}))
         (w,) = pool.start({url!r}, n=1)
         print(w.pid, w.hostname, flush=True)

@@ -74,7 +74,7 @@ def test_compose_file_parses_and_names_its_services() -> None:
 
 
 def test_test_modules_share_code_only_through_support() -> None:
-    """Test modules never import each other or a conftest: tests/support is the shared library."""
+    """Test modules never import each other or a conftest; bench never reaches into tests/."""
     import ast
 
     for path in sorted((REPO / "tests").rglob("*.py")):
@@ -91,3 +91,11 @@ def test_test_modules_share_code_only_through_support() -> None:
                 assert not top.startswith("test_") and top != "conftest", (
                     f"{path.relative_to(REPO)} imports {name}: move what it shares to tests/support"
                 )
+    for path in sorted((REPO / "bench").rglob("*.py")):
+        text = path.read_text()
+        imported = {
+            (node.module or "").split(".")[0]
+            for node in ast.walk(ast.parse(text))
+            if isinstance(node, ast.ImportFrom) and node.level == 0
+        }
+        assert "support" not in imported, f"{path.relative_to(REPO)} imports the test library"

@@ -1,2 +1,2 @@
-"""The app the test suite's Celery workers run (``tests/support/celeryapp.py``,
+"""The app the test suite's Celery workers run (``bench/harness/celeryapp.py``,
 which must be importable), exposed as a project's ``proj.celery`` submodule."""
