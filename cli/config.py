@@ -8,6 +8,8 @@ Configuration) so that a user can always tell which one wkctl will use.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -21,7 +23,14 @@ from wkctl.protocol.wire import Limits, Names
 
 from .errors import CliError, ExitCode
 
-__all__ = ["Config", "find_config_file", "load_config", "resolve_broker", "KNOWN_TRANSPORTS"]
+__all__ = [
+    "Config",
+    "parse_transport_options",
+    "find_config_file",
+    "load_config",
+    "resolve_broker",
+    "KNOWN_TRANSPORTS",
+]
 
 OUTPUT_FORMATS = ("text", "json", "yaml")
 
@@ -175,18 +184,39 @@ def _check_url(url: str, source: str) -> None:
         )
 
 
+def parse_transport_options(items: tuple[str, ...] | list[str]) -> dict[str, Any]:
+    """``KEY=VALUE`` pairs of ``--broker-transport-option``; VALUE is JSON
+    when it parses (``5``, ``true``, ``{"a": 1}``), else the string itself."""
+    options: dict[str, Any] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise CliError(
+                f"--broker-transport-option {item!r}: expected KEY=VALUE (e.g. master_name=mymaster)",
+                ExitCode.USAGE,
+            )
+        try:
+            value: Any = json.loads(text)
+        except ValueError:
+            value = text
+        options[key.strip()] = value
+    return options
+
+
 def resolve_broker(
     cli_url: str | None,
     config: Config,
     environ: Mapping[str, str] | None = None,
     app_settings: BrokerSettings | None = None,
+    transport_options: Mapping[str, Any] | None = None,
 ) -> BrokerSettings:
     """Pick the broker in the documented order.
 
     ``--broker``, ``WKCTL_BROKER_URL``, the ``-A`` app, ``CELERY_BROKER_URL``,
     the config file, then the embedded filesystem broker.  Transport options
     and TLS settings come from the same place as the URL where that place has
-    them (the app, the config file), else from the config file.
+    them (the app, the config file), else from the config file;
+    ``transport_options`` (``--broker-transport-option``) go over them.
     """
     env = os.environ if environ is None else environ
     names = app_settings.names if app_settings is not None else config.names
@@ -210,6 +240,7 @@ def resolve_broker(
             if from_app
             else dict(config.broker_transport_options)
         )
+        options.update(transport_options or {})
         ssl = app_settings.ssl if from_app else config.broker_use_ssl
         return BrokerSettings(
             url=url,
@@ -219,4 +250,8 @@ def resolve_broker(
             source=source,
             connect_timeout=config.broker_connection_timeout,
         )
-    return embedded_settings(names=names)
+    embedded = embedded_settings(names=names)
+    if transport_options:
+        merged = {**embedded.transport_options, **transport_options}
+        return dataclasses.replace(embedded, transport_options=merged)
+    return embedded

@@ -82,6 +82,13 @@ class LaunchProgress:
     "SIGTERM at the end), to also check what it does at start and stop.",
 )
 @click.option(
+    "--outage-probes",
+    is_flag=True,
+    help="Also send the probes a known defect turns into an outage of the control channel "
+    "(DEFECT-15: Celery 5.2-5.6 with kombu 5.2-5.6 on Redis stop answering every control "
+    "command, Mingle included, until restarted), and only when the node is alone on the broker.",
+)
+@click.option(
     "--launch-wait",
     type=click.FloatRange(min=0.0, min_open=True),
     default=None,
@@ -102,6 +109,7 @@ def conform_cmd(
     json_flag: bool,
     junit_path: str | None,
     launch: str | None,
+    outage_probes: bool,
     launch_wait: float | None,
     list_flag: bool,
 ) -> None:
@@ -186,6 +194,7 @@ def conform_cmd(
             strict=strict,
             on_result=progress,
             launch=launch,
+            outage_probes=outage_probes,
             launch_wait=LAUNCH_WAIT if launch_wait is None else launch_wait,
             on_wait=waiting,
         )

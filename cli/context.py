@@ -32,6 +32,8 @@ class AppContext:
     app_name: str | None = None
     verbose: int = 0
     debug: bool = False
+    #: --broker-transport-option KEY=VALUE, over the resolved source's options
+    transport_options: dict[str, Any] = field(default_factory=dict)
     _config: Config | None = field(default=None, repr=False)
     _settings: BrokerSettings | None = field(default=None, repr=False)
 
@@ -50,7 +52,12 @@ class AppContext:
                 from .app import settings_from_app
 
                 app_settings = settings_from_app(self.app_name)
-            self._settings = resolve_broker(self.broker_url, self.config, app_settings=app_settings)
+            self._settings = resolve_broker(
+                self.broker_url,
+                self.config,
+                app_settings=app_settings,
+                transport_options=self.transport_options,
+            )
             self.log(f"broker: {self._settings.masked_url} (from {self._settings.source})")
         return self._settings
 
@@ -142,7 +149,7 @@ def connect(settings: BrokerSettings, max_retries: int = 0) -> Connection:
     conn = settings.connection()
     try:
         conn.ensure_connection(
-            max_retries=max_retries,
+            max_retries=max_retries + settings.failover_retries,
             interval_start=0.2,
             interval_step=0.5,
             timeout=settings.connect_timeout,

@@ -15,6 +15,7 @@ import click
 
 from wkctl import __version__
 
+from .config import parse_transport_options
 from .context import AppContext
 from .errors import CliError, ExitCode
 
@@ -26,6 +27,9 @@ COMMANDS: dict[str, str] = {
     "clock": "wkctl.cli.inspect:clock_cmd",
     "revoked": "wkctl.cli.inspect:revoked_cmd",
     "revoke": "wkctl.cli.inspect:revoke_cmd",
+    "ping": "wkctl.cli.control:ping_cmd",
+    "status": "wkctl.cli.control:status_cmd",
+    "inspect": "wkctl.cli.control:inspect_cmd",
     "elect": "wkctl.cli.elect:elect_cmd",
     "tail": "wkctl.cli.tail:tail_cmd",
     "dump": "wkctl.cli.dump:dump_cmd",
@@ -97,6 +101,15 @@ class LazyGroup(click.Group):
     help="Celery app to take broker and exchange settings from (module or module:attribute; needs Celery).",
 )
 @click.option(
+    "--broker-transport-option",
+    "transport_options",
+    metavar="KEY=VALUE",
+    multiple=True,
+    help="A kombu transport option, over those of the config file or the -A app (repeatable; "
+    "VALUE is read as JSON when it parses, else as a string): e.g. master_name=mymaster for "
+    "sentinel://, global_keyprefix=team-a: for Redis.",
+)
+@click.option(
     "-v",
     "--verbose",
     count=True,
@@ -112,6 +125,7 @@ def cli(
     broker_url: str | None,
     config_path: str | None,
     app_name: str | None,
+    transport_options: tuple[str, ...],
     verbose: int,
     debug: bool,
 ) -> None:
@@ -124,6 +138,7 @@ def cli(
     app.broker_url = broker_url
     app.config_path = config_path
     app.app_name = app_name
+    app.transport_options = parse_transport_options(transport_options)
     app.verbose = verbose
     app.debug = debug
     app.setup_logging()

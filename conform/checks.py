@@ -33,9 +33,11 @@ from kombu import Exchange
 from wkctl.protocol.broker import event_exchange, pidbox_exchange, reply_exchange
 from wkctl.protocol.client import normalize_revoked
 from wkctl.protocol.validation import validate
+from wkctl.protocol.vocab import REDIS_TRANSPORTS, PeerKind, peer_kind
 
+from .hazards import PeerSoftware, matcher_outage, software_from_report
 from .registry import Failed, Skipped, check
-from .runner import SYNC_CLOCK, SYNC_CLOCK_TOO_BIG, Context
+from .runner import SYNC_CLOCK, SYNC_CLOCK_ERROR, SYNC_CLOCK_TOO_BIG, Context
 
 __all__: list[str] = []
 
@@ -423,8 +425,62 @@ def pattern(ctx: Context) -> str:
     return f"answered pattern {glob!r}"
 
 
-@check("pidbox.unknown-matcher", "PIDBOX-18", "does not run a request with an unknown matcher")
+def _peer_software(ctx: Context) -> dict[str, PeerSoftware]:
+    """Every node on the broker with what it announced: its peer kind (from
+    its worker events) and its Celery and kombu releases (from a ``report``
+    broadcast, which every Celery worker answers, events enabled or not)."""
+    known = ctx.facts.get("peer_software")
+    if known is not None:
+        return known  # type: ignore[no-any-return]
+    ctx.identity()  # the node's own heartbeat, asked for at the opening
+    result = ctx.call("report", {}, destination=None, until=lambda r: False)
+    releases: dict[str, tuple[str | None, str | None]] = {}
+    for reply in result.replies:
+        if not isinstance(reply.body, dict):
+            continue
+        for name, value in reply.body.items():
+            text = value.get("ok") if isinstance(value, dict) else None
+            releases[str(name)] = software_from_report(text)
+    kinds: dict[str, PeerKind] = {}
+    for ev in ctx.recorder.snapshot():
+        if isinstance(ev.hostname, str) and isinstance(ev.body, dict) and "sw_ident" in ev.body:
+            kinds[ev.hostname] = peer_kind(ev.body)
+    names = (set(releases) | set(ctx.other_nodes()) | {ctx.node}) - {ctx.probe.peer}
+    peers = {
+        name: PeerSoftware(name, kinds.get(name), *releases.get(name, (None, None)))
+        for name in sorted(n for n in names if not n.startswith("wkctl-conform-"))
+    }
+    ctx.facts["peer_software"] = peers
+    return peers
+
+
+@check(
+    "pidbox.unknown-matcher",
+    "PIDBOX-18",
+    "does not run a request with an unknown matcher",
+    deviation="DEFECT-15",
+)
 def unknown_matcher(ctx: Context) -> str:
+    transport = ctx.probe.settings.transport
+    # only kombu's Redis transport has the defect: ask nodes elsewhere nothing
+    peers = _peer_software(ctx) if transport in REDIS_TRANSPORTS else {}
+    risky = matcher_outage(transport, peers)
+    if risky:
+        shown = "; ".join(f"{name}: {why}" for name, why in list(risky.items())[:3])
+        shown += ", ..." if len(risky) > 3 else ""
+        others = sorted(set(peers) - {ctx.node})
+        if not ctx.outage_probes:
+            raise Skipped(
+                f"not sent: a request with an unknown matcher silences the control channel "
+                f"of these nodes until they restart ({shown}) (DEFECT-15); "
+                "--outage-probes sends it when the node is alone on the broker"
+            )
+        if others:
+            raise Skipped(
+                f"not sent: --outage-probes, but other nodes share the broker "
+                f"({', '.join(others[:3])}{', ...' if len(others) > 3 else ''}) and the "
+                f"broadcast would reach them ({shown}) (DEFECT-15)"
+            )
     result = ctx.call(
         "ping", {}, destination=None, pattern=ctx.node, matcher=UNKNOWN_MATCHER, fence=True
     )
@@ -890,6 +946,10 @@ def bad_entry(ctx: Context) -> str:
     # sec.schema-invalid); what REVOKED-4 asks of it is that the entry is
     # not fatal: no error reply, and the well-formed entry still merged.
     value = result.value_from(ctx.node)
+    if value is None and not {good, bad} & set(_revoked_now(ctx)):
+        # A host whose pidbox replies to every request (a Celery worker
+        # running wkctl's steps) can only drop it as a null reply.
+        return "the hello was dropped as schema-invalid (a null reply); nothing merged"
     if not (isinstance(value, dict) and _is_clock(value.get("clock"))):
         raise Failed(
             "a hello whose revoked mapping has one malformed entry failed",
@@ -1061,6 +1121,30 @@ def launch_sync(ctx: Context) -> str:
             actual=f"missing {missing}",
         )
     return f"clock {clock}, both ids merged"
+
+
+@check(
+    "launch.error-reply",
+    "MINGLE-3",
+    'skips an {"error": ...} hello reply at start, whatever else it holds',
+    deviation="DEFECT-25",
+)
+def launch_error_reply(ctx: Context) -> str:
+    _hello_seen(ctx)
+    clock = _clock_value(ctx)
+    took_id = ctx.sync["error_id"] in set(_revoked_now(ctx))
+    # Our clock calls forward it a little; adopting the error's clock would
+    # put it at SYNC_CLOCK_ERROR + 1 or more.
+    took_clock = clock > SYNC_CLOCK_ERROR
+    if took_id or took_clock:
+        took = [w for w, yes in (("its revoked id", took_id), ("its clock", took_clock)) if yes]
+        raise Failed(
+            'it synced with a peer whose hello reply was {"error": ...}: took '
+            + " and ".join(took),
+            expected=f"the error reply skipped: clock <= {SYNC_CLOCK_ERROR}, id not revoked",
+            actual=f"clock {clock}, id {'revoked' if took_id else 'not revoked'}",
+        )
+    return f"error reply skipped (clock {clock}, its id not revoked)"
 
 
 @check(
@@ -1646,14 +1730,8 @@ def winner_runs(ctx: Context) -> str:
         ctx.probe.peer_event(
             "worker-elect", id=election, topic="task", action=action, cver=1, clock=higher
         )
+        # Every expected request is in: the winner is fixed, acks or not ([ELECT-5]).
         ctx.wait_events(lambda evs: len(_acks(ctx, election, evs)) >= 2, ctx.timeout)
-        # The peer has stood but not acknowledged: the node must wait ([ELECT-5]).
-        if _pump_until(ctx, lambda: bool(landed), 0.3):
-            raise Failed(
-                "the node ran the action before every participant acknowledged",
-                expected="no decision before the peer's worker-elect-ack",
-                actual="the action ran",
-            )
         ctx.probe.peer_event("worker-elect-ack", id=election)
         if not _pump_until(ctx, lambda: bool(landed), ctx.timeout):
             raise Failed(
@@ -1704,18 +1782,27 @@ def alone(ctx: Context) -> str:
 
 @check("sec.no-credentials", "SEC-6", "nothing it sent contains the broker password")
 def no_credentials(ctx: Context) -> str:
-    password = urlsplit(ctx.probe.settings.url).password
+    parts = urlsplit(ctx.probe.settings.url)
+    password = parts.password
     if not password or len(password) < 3:
         raise Skipped("the broker URL has no password to look for")
+
+    def leaks(text: str) -> bool:
+        # A user name is no secret: guest:guest must not flag the masked
+        # URL amqp://guest:**@host that Celery's report reply carries.
+        if parts.username:
+            text = text.replace(f"//{parts.username}:", "//:")
+        return password in text
+
     for ev in ctx.recorder.snapshot():
-        if ev.hostname == ctx.node and password in repr(ev.body):
+        if ev.hostname == ctx.node and leaks(repr(ev.body)):
             raise Failed(
                 f"its {ev.type} event contains the broker password",
                 expected="no credentials",
                 actual="password found",
             )
     for text in ctx.reply_texts():
-        if password in text:
+        if leaks(text):
             raise Failed(
                 "a reply contains the broker password", expected="no credentials", actual="found"
             )

@@ -135,7 +135,7 @@ class EventRecorder:
         names = self.settings.names
         try:
             conn = self._conn = self.settings.connection()
-            conn.ensure_connection(max_retries=1)
+            conn.ensure_connection(max_retries=1 + self.settings.failover_retries)
             channel = conn.channel()
             queue = Queue(
                 names.event_queue("conform." + uuid.uuid4().hex),
@@ -230,7 +230,9 @@ class Probe:
         self._reply = reply_exchange(self.names)
         self._events = event_exchange(self.names, settings.transport)
         self.conn: Connection = settings.connection()
-        self.conn.ensure_connection(max_retries=1, timeout=settings.connect_timeout)
+        self.conn.ensure_connection(
+            max_retries=1 + settings.failover_retries, timeout=settings.connect_timeout
+        )
         self.channel = self.conn.channel()
         self.producer = Producer(self.channel, auto_declare=False)
         self._pidbox(self.channel).declare()

@@ -29,6 +29,7 @@ __all__ = [
     "state_dir",
     "event_exchange",
     "mask_url",
+    "names_from_conf",
     "pidbox_exchange",
     "reply_exchange",
     "transport_of",
@@ -43,7 +44,10 @@ EMBEDDED_POLLING_INTERVAL = 0.01
 
 
 def mask_url(url: str) -> str:
-    """Hide the password the way Celery prints broker URLs (``amqp://guest:**@host//``)."""
+    """Hide the password the way Celery prints broker URLs (``amqp://guest:**@host//``);
+    each URL of a failover list (``amqp://a;amqp://b``) on its own."""
+    if ";" in url:
+        return ";".join(mask_url(part) for part in url.split(";"))
     if "@" not in urlsplit(url).netloc if "://" in url else True:
         return url  # nothing to hide (and kombu would rewrite filesystem:// as filesystem:///)
     masked = maybe_sanitize_url(url)
@@ -93,6 +97,13 @@ class BrokerSettings:
     @property
     def transport(self) -> str:
         return transport_of(self.url)
+
+    @property
+    def failover_retries(self) -> int:
+        """Connection attempts beyond the first that a failover list
+        (``amqp://a;amqp://b``) needs so that kombu tries every URL once:
+        kombu moves to the next URL only when an attempt fails."""
+        return len([part for part in self.url.split(";") if part.strip()]) - 1
 
     @property
     def masked_url(self) -> str:
@@ -178,3 +189,22 @@ def pidbox_exchange(names: Names) -> Exchange:
 def reply_exchange(names: Names) -> Exchange:
     """The direct exchange replies go to, declared as kombu's Mailbox does."""
     return Exchange(names.reply_exchange, type="direct", durable=False, delivery_mode="transient")
+
+
+def names_from_conf(conf: Mapping[str, Any]) -> Names:
+    """Exchange and queue names from a Celery app's configuration."""
+    defaults = Names()
+
+    def get(key: str, default: Any) -> Any:
+        value = conf.get(key)
+        return default if value is None else value
+
+    return Names(
+        control_exchange=str(get("control_exchange", defaults.control_exchange)),
+        event_exchange=str(get("event_exchange", defaults.event_exchange)),
+        event_queue_prefix=str(get("event_queue_prefix", defaults.event_queue_prefix)),
+        event_queue_ttl=get("event_queue_ttl", defaults.event_queue_ttl),
+        event_queue_expires=get("event_queue_expires", defaults.event_queue_expires),
+        control_queue_ttl=get("control_queue_ttl", defaults.control_queue_ttl),
+        control_queue_expires=get("control_queue_expires", defaults.control_queue_expires),
+    )

@@ -10,9 +10,12 @@ testing.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -30,12 +33,37 @@ def pytest_configure(config: pytest.Config) -> None:
     # Restore a handler so every child starts with the default disposition.
     if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
         signal.signal(signal.SIGINT, signal.default_int_handler)
+    # wkctl keeps state under $XDG_STATE_HOME (the embedded broker, the
+    # cache of nodes known alive): the suite gets its own, so that neither
+    # the user's state nor an earlier run changes what a test sees.  Tests
+    # that need a private one still set their own.
+    state = tempfile.mkdtemp(prefix="wkctl-test-state-")
+    os.environ["XDG_STATE_HOME"] = state
+    config.add_cleanup(lambda: shutil.rmtree(state, ignore_errors=True))
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(
         "--run-slow", action="store_true", default=False, help="run long fuzz and soak tests"
     )
+    parser.addoption(
+        "--release-matrix",
+        nargs="?",
+        const="all",
+        default=None,
+        metavar="RELEASES",
+        help="run tests/test_release_matrix.py for every Celery release (or the comma-separated "
+        "ones given) from cached venvs in .venv-matrix/, instead of the CI subset",
+    )
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    from support.releases import RESULTS, render_matrix
+
+    if RESULTS:
+        terminalreporter.section("release matrix")
+        for line in render_matrix(RESULTS):
+            terminalreporter.write_line(line)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -133,8 +133,11 @@ class WorkerPool:
         env: dict[str, str] | None = None,
         extra_args: tuple[str, ...] = (),
         wait: bool = True,
+        python: str | None = None,
     ) -> list[CeleryWorker]:
-        python = celery_python(version)
+        """``python`` runs the workers from that interpreter instead of the one
+        ``celery_python(version)`` finds (the release matrix's own venvs)."""
+        python = python or celery_python(version)
         if python is None:
             raise LookupError(
                 f"no Python with Celery {version} (set WKCTL_TEST_CELERY{version.replace('.', '')}_PYTHON)"
