@@ -178,3 +178,25 @@ def test_facade_worker_alive_reads_the_wall_clock() -> None:
     assert [x.hostname for x in s.alive_workers()] == ["w1@lab"]
     assert not w.is_alive(now + 10)
     assert isinstance(s.workers.mutex, type(threading.RLock()))
+
+
+def test_core_pickles_round_trip() -> None:
+    import pickle
+
+    s = ClusterState(max_tasks_in_memory=50)
+    s.event(_heartbeat("w@h", T0, T0))
+    s.event(
+        {
+            "type": "task-received",
+            "uuid": "u1",
+            "hostname": "w@h",
+            "timestamp": T0,
+            "local_received": T0,
+            "clock": 3,
+            "name": "proj.add",
+        }
+    )
+    s2 = pickle.loads(pickle.dumps(s))
+    assert type(s2) is ClusterState and s2.max_tasks_in_memory == 50
+    assert list(s2.tasks) == ["u1"] and list(s2.workers) == ["w@h"]
+    assert [u for u, _ in s2.tasks_by_type("proj.add")] == ["u1"]
