@@ -31,7 +31,8 @@ from urllib.parse import urlsplit
 from kombu import Exchange
 
 from wkctl.protocol.broker import event_exchange, pidbox_exchange, reply_exchange
-from wkctl.protocol.client import normalize_revoked
+from wkctl.protocol.observers import standing_hazard
+from wkctl.protocol.replies import normalize_revoked
 from wkctl.protocol.validation import validate
 from wkctl.protocol.vocab import REDIS_TRANSPORTS, PeerKind, peer_kind
 
@@ -1485,10 +1486,17 @@ def ack_peer(ctx: Context) -> str:
 @check("election.elect", "ELECT-1", "stands in an election with one worker-elect")
 def elect(ctx: Context) -> str:
     election = ctx.facts.get("election")
-    if election is None or (not ctx.facts.get("peer_acked") and ctx.identity() != "other"):
+    # The node and the synthetic peer stand; a node that acknowledged the
+    # peer's worker-elect holds its request, so a Celery worker's heap has
+    # two requests when it decides (the library's one DEFECT-1 rule).
+    hazard = standing_hazard(
+        {ctx.node: ctx.identity(), ctx.probe.peer: "wkctl"},
+        holding=[ctx.node] if ctx.facts.get("peer_acked") else [],
+    )
+    if election is None or hazard is not None:
         raise Skipped(
-            "no election held: the node did not acknowledge the synthetic peer's worker-elect, "
-            "and an election with a lone gossiping Celery worker kills it (DEFECT-1)"
+            "no election held: the node did not acknowledge the synthetic peer's worker-elect"
+            + (f", and {hazard}" if hazard else "")
         )
     ctx.cast("election", {"id": election, "topic": ELECTION_TOPIC, "action": None})
 

@@ -6,7 +6,12 @@ elections seen from outside, who stands in one.
   Celery's ``EventReceiver`` adds before State);
 * :class:`ElectionWatch`: an election seen through its events (who stood,
   who acknowledged, what each participant decided by its own rule);
-* :func:`election_participants`: which live nodes stand in an election.
+* :func:`election_participants`: which live nodes stand in an election;
+  :class:`NodeSurvey` (finding them from their heartbeats),
+  :func:`plan_election` and :func:`standing_hazard` (the one home of the
+  rule that refuses an election a stock Celery worker would die in, used by
+  ``wkctl elect`` and the conformance kit alike), :func:`election_problems`
+  (what went wrong, in words).
 
 Time is an input (``now``); nothing here touches a broker, a clock or a
 thread: :class:`~wkctl.protocol.client.EventStream` and
@@ -15,7 +20,7 @@ thread: :class:`~wkctl.protocol.client.EventStream` and
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,6 +31,8 @@ from .election import (
     ElectRequest,
     Replayed,
     SpecRule,
+    election_hazard,
+    mixed_rules_warning,
     order_key,
     pick_winner,
 )
@@ -41,10 +48,16 @@ from .wire import Limits, decode_body, expand_batch
 
 __all__ = [
     "ElectionOutcome",
+    "ElectionPlan",
     "ElectionWatch",
+    "NodeSurvey",
     "decode_events",
+    "EventValidator",
     "election_participants",
+    "election_problems",
+    "plan_election",
     "prepare_event",
+    "standing_hazard",
 ]
 
 
@@ -393,3 +406,184 @@ def election_participants(
             continue
         out[host] = kind
     return out
+
+
+def standing_hazard(kinds: Mapping[str, str | None], holding: Iterable[str] = ()) -> str | None:
+    """Why holding an election among ``kinds`` can kill a stock Celery worker
+    (:func:`~wkctl.protocol.election.election_hazard`, DEFECT-1), or ``None``.
+
+    ``holding`` names participants known to hold another participant's
+    request already (they acknowledged it): such a worker's heap has two
+    requests whenever it decides, so the defect cannot fire for it.  A
+    participant whose kind is unknown (``None``) is assumed to be stock
+    Celery: refusing is the safe side.
+    """
+    safe = set(holding)
+    known = {h: ("celery" if k is None else k) for h, k in kinds.items()}
+    if all(k != "celery" or h in safe for h, k in known.items()):
+        return None
+    return election_hazard(known)
+
+
+@dataclass(frozen=True)
+class ElectionPlan:
+    """Who stands in an election about to be held, and what can go wrong."""
+
+    #: participant -> peer kind
+    participants: dict[str, PeerKind]
+    #: peer kind -> how many live nodes of that kind were found
+    counts: dict[str, int]
+    #: why the election can kill a stock Celery worker (refused without force)
+    hazard: str | None
+    #: why participants following different rules may disagree (a warning)
+    mixed: str | None
+
+    def describe(self, found: int, elapsed: float) -> str:
+        """One log line: what was found and who will stand."""
+        kinds = ", ".join(f"{n} {k}" for k, n in sorted(self.counts.items()))
+        return (
+            f"found {found} node(s) in {elapsed * 1000:.0f} ms ({kinds}); "
+            f"{len(self.participants)} will stand"
+        )
+
+
+def plan_election(heartbeats: Mapping[str, Mapping[str, Any]], transport: str) -> ElectionPlan:
+    """The plan of an election among the live nodes (``hostname -> heartbeat``)."""
+    kinds = election_participants(heartbeats, transport)
+    counts: dict[str, int] = {}
+    for hb in heartbeats.values():
+        kind = peer_kind(hb)
+        counts[kind] = counts.get(kind, 0) + 1
+    return ElectionPlan(kinds, counts, standing_hazard(kinds), mixed_rules_warning(kinds))
+
+
+class NodeSurvey:
+    """Finding the live nodes from their heartbeats (sans-IO).
+
+    The asker requested a heartbeat from every node and pinged them at
+    ``started``; feed it the events that arrive and the ping's repliers.
+    Listening ends (:meth:`end_at`) 20 ms after every ping replier sent its
+    heartbeat (the ping already waited for the nodes that answer),
+    ``settle`` seconds after the last new one when nobody answered the
+    ping, or after ``window``.
+    """
+
+    #: quiet time once every ping replier has sent its heartbeat
+    GRACE = 0.02
+
+    def __init__(self, started: float, window: float, settle: float = 0.1) -> None:
+        self.started = started
+        self.window = window
+        self.settle = settle
+        self.pinged: frozenset[str] = frozenset()
+        #: hostname -> its latest heartbeat
+        self.nodes: dict[str, dict[str, Any]] = {}
+        self.last_new = started
+
+    def end_at(self) -> float:
+        end = self.started + self.window
+        if self.pinged and self.pinged <= self.nodes.keys():
+            end = min(end, self.last_new + self.GRACE)
+        elif not self.pinged and self.nodes:
+            end = min(end, self.last_new + self.settle)
+        return end
+
+    def feed(self, event: Any, now: float) -> None:
+        """Take one decoded event: heartbeats add (or refresh) a node,
+        ``worker-offline`` removes it."""
+        if not isinstance(event, dict) or not isinstance(event.get("hostname"), str):
+            return
+        host: str = event["hostname"]
+        type_ = event.get("type")
+        if type_ == "worker-offline":
+            self.nodes.pop(host, None)
+        elif type_ in HEARTBEAT_TYPES:
+            if host not in self.nodes:
+                self.last_new = now
+            self.nodes[host] = event
+
+    def result(self) -> dict[str, dict[str, Any]]:
+        """``{hostname: heartbeat}``; a ping replier whose heartbeat did not
+        come is listed with no fields (kind "other")."""
+        nodes = dict(self.nodes)
+        for host in self.pinged:
+            nodes.setdefault(host, {"hostname": host})
+        return nodes
+
+
+def election_problems(
+    outcome: ElectionOutcome, dead: Sequence[str], election_id: str, timeout: float
+) -> list[str]:
+    """What went wrong in an election, one sentence each (empty: all agreed
+    and every participant is alive)."""
+    problems = []
+    sides = outcome.sides
+    if dead:
+        problems.append(
+            f"participant(s) no longer answer ping after the election: {', '.join(dead)}"
+            + (" (crashed deciding, spec DEFECT-1)" if "crashed" in sides else "")
+        )
+    if len(sides) > 1:
+        runners = outcome.runners
+        problems.append(
+            "participants disagree: "
+            + "; ".join(f"{', '.join(hosts)} picked {who}" for who, hosts in sorted(sides.items()))
+            + (
+                f" (the action runs on {len(runners)} node(s): {', '.join(runners)})"
+                if runners
+                else " (no participant picked itself: the action runs nowhere)"
+            )
+        )
+    if outcome.winner is None and not problems:
+        if not outcome.candidates:
+            problems.append(
+                f"no node stood in election {election_id!r} within {timeout:g} s "
+                "(no worker-elect event: are the workers running with gossip, on amqp or redis?)"
+            )
+        elif outcome.undecided:
+            problems.append(
+                f"no winner for election {election_id!r} within {timeout:g} s: "
+                f"participant(s) that did not decide: {', '.join(outcome.undecided)}"
+            )
+        else:
+            problems.append(
+                f"no winner for election {election_id!r} within {timeout:g} s: candidate(s) "
+                f"that did not acknowledge every request: {', '.join(outcome.not_acked)}"
+            )
+    return problems
+
+
+class EventValidator:
+    """Judges every event of a stream against the schemas, on a budget.
+
+    The fast path says valid or not for every event; the detailed (slow)
+    pass explains only the first ``detailed`` invalid events of each batch
+    (:meth:`new_batch` resets the budget), so one hostile message of
+    millions of invalid items cannot stall the stream.
+    """
+
+    #: Invalid events of one batch explained in detail; the rest are counted.
+    DETAILED_PER_BATCH = 100
+    #: The issue given for an invalid event past the budget.
+    SKIPPED = "invalid (details skipped: too many invalid events at once)"
+
+    def __init__(self, detailed: int = DETAILED_PER_BATCH, kind: str = "event") -> None:
+        from . import validation  # the schema compiler loads on first use
+
+        self._is_valid = validation.is_valid
+        self._validate = validation.validate
+        self.detailed = detailed
+        self.kind = kind
+        self.left = detailed
+
+    def new_batch(self) -> None:
+        self.left = self.detailed
+
+    def issues(self, body: Any) -> list[str]:
+        """``[]`` for a valid event, else its issues (at least one)."""
+        if self._is_valid(body, self.kind):
+            return []
+        if self.left <= 0:
+            return [self.SKIPPED]
+        self.left -= 1
+        return [str(issue) for issue in self._validate(body, self.kind)] or ["invalid"]
