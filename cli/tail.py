@@ -257,7 +257,7 @@ def tail_cmd(
     interrupted = False
     try:
         for batch in _batches(stream, duration):
-            view.report_refused(stream.rejected, validate or app.verbose)
+            view.report_refused(stream.rejected, bool(validate or app.verbose))
             view.write(view.take(batch))
             if view.done:
                 break

@@ -537,13 +537,14 @@ class EventStream:
         return self
 
     def close(self) -> None:
-        for closer in (
-            (lambda: self._consumer.cancel()) if self._consumer else None,
-            (lambda: self._channel.close()) if self._channel else None,
-            (lambda: self.connection.release()) if self.connection else None,
-        ):
-            if closer is None:
-                continue
+        closers: list[Callable[[], object]] = []
+        if self._consumer is not None:
+            closers.append(self._consumer.cancel)
+        if self._channel is not None:
+            closers.append(self._channel.close)
+        if self.connection is not None:
+            closers.append(self.connection.release)
+        for closer in closers:
             try:
                 closer()
             except Exception:  # best effort: the connection may be gone already
