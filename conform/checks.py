@@ -24,12 +24,9 @@ order (the order of the imports below).  A check that builds on another
 check's effect declares it with ``needs`` (see :mod:`.facts`).
 """
 
-# ruff: noqa: F401  (re-exported for conform/control.py)
 from __future__ import annotations
 
 import importlib
-
-from .checks_common import _fresh, _schema, _short, _still_serving
 
 __all__ = ["AREAS"]
 

@@ -87,6 +87,19 @@ class Check:
     def requirement(self) -> str:
         return self.spec.text
 
+    def describe(self) -> dict[str, Any]:
+        """The check as ``wkctl conform --list --json`` lists it."""
+        return {
+            "id": self.id,
+            "statement": self.statement,
+            "also": list(self.also),
+            "level": self.level,
+            "section": self.section,
+            "title": self.title,
+            "requirement": self.requirement,
+            "known_deviation": self.deviation,
+        }
+
 
 #: Every check, in run order (the order of registration).
 CHECKS: dict[str, Check] = {}

@@ -289,38 +289,53 @@ class ElectionWatch:
         if event.get("id") != self.id:
             return False
         if type_ == ELECT_EVENT:
-            request = ElectRequest.from_event(event)
-            if request is None:
-                self.ignored += 1
-                return False
-            if request.hostname not in self.requests:
-                if len(self.requests) >= self.max_candidates:
-                    self.ignored += 1
-                    return False
-                self.requests[request.hostname] = request
-                self._seen_alive(request.hostname)
-                if self.expected and request.hostname not in self.rules:
-                    self._rule(request.hostname)  # stood unexpectedly: its rule, from the start
-                    self.undecided.add(request.hostname)
-            arrival = Arrival(request.hostname, request)
+            arrival = self._request(event)
         elif type_ == ELECT_ACK_EVENT:
-            hostname = event.get("hostname")
-            if not isinstance(hostname, str) or not hostname:
-                self.ignored += 1
-                return False
-            if len(self.arrivals) >= self.max_candidates * (self.max_candidates + 1):
-                self.ignored += 1
-                return False
-            self.acks += 1
-            self.acks_by[hostname] = self.acks_by.get(hostname, 0) + 1
-            arrival = Arrival(hostname)
+            arrival = self._ack(event)
         else:
+            return False
+        if arrival is None:
             return False
         self.arrivals.append(arrival)
         self.times.append(now)
         for host, rule in self.rules.items():
             if rule.feed(arrival) is not None:
                 self.undecided.discard(host)
+        return self._progress(now)
+
+    def _request(self, event: dict[str, Any]) -> Arrival | None:
+        """A ``worker-elect`` of this election as an arrival (None: ignored)."""
+        request = ElectRequest.from_event(event)
+        if request is None:
+            self.ignored += 1
+            return None
+        if request.hostname not in self.requests:
+            if len(self.requests) >= self.max_candidates:
+                self.ignored += 1
+                return None
+            self.requests[request.hostname] = request
+            self._seen_alive(request.hostname)
+            if self.expected and request.hostname not in self.rules:
+                self._rule(request.hostname)  # stood unexpectedly: its rule, from the start
+                self.undecided.add(request.hostname)
+        return Arrival(request.hostname, request)
+
+    def _ack(self, event: dict[str, Any]) -> Arrival | None:
+        """A ``worker-elect-ack`` of this election as an arrival (None: ignored)."""
+        hostname = event.get("hostname")
+        if not isinstance(hostname, str) or not hostname:
+            self.ignored += 1
+            return None
+        if len(self.arrivals) >= self.max_candidates * (self.max_candidates + 1):
+            self.ignored += 1
+            return None
+        self.acks += 1
+        self.acks_by[hostname] = self.acks_by.get(hostname, 0) + 1
+        return Arrival(hostname)
+
+    def _progress(self, now: float) -> bool:
+        """Record when the winner got fixed, every participant decided, every
+        ack arrived; True at the arrival that completed the election."""
         if self.fixed_at is None and self.expected and self.expected <= self.requests.keys():
             self.fixed_at = now
         if self.decided_at is None and self.settled:
