@@ -234,14 +234,12 @@ def resolve_broker(
         if not url:
             continue
         _check_url(url, source)
-        from_app = app_settings is not None and source == app_settings.source
-        options = (
-            dict(app_settings.transport_options)
-            if from_app
-            else dict(config.broker_transport_options)
+        from_app = (
+            app_settings if app_settings is not None and source == app_settings.source else None
         )
+        options = dict(from_app.transport_options if from_app else config.broker_transport_options)
         options.update(transport_options or {})
-        ssl = app_settings.ssl if from_app else config.broker_use_ssl
+        ssl = from_app.ssl if from_app is not None else config.broker_use_ssl
         return BrokerSettings(
             url=url,
             transport_options=options,

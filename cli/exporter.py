@@ -159,7 +159,7 @@ class MetricsCollector:
             active.add_metric([label], row["active"])
             clock.add_metric([label], row["clock"])
         out += [up, active, clock]
-        for key, name, help_ in (
+        for field, name, help_ in (
             ("length", "celery_queue_length", "The number of message in broker queue."),
             (
                 "consumers",
@@ -177,11 +177,11 @@ class MetricsCollector:
                 "The number of active processes in broker queue.",
             ),
         ):
-            family = GaugeMetricFamily(name, help_, labels=["queue_name"])
+            queue_family = GaugeMetricFamily(name, help_, labels=["queue_name"])
             for queue, values in m.queues.items():
-                if key in values:
-                    family.add_metric([queue], values[key])
-            out.append(family)
+                if field in values:
+                    queue_family.add_metric([queue], values[field])
+            out.append(queue_family)
         out += self._wkctl(state, now)
         return out
 
@@ -257,8 +257,8 @@ class MetricsCollector:
             "Local receive time minus the worker's event timestamp (latest heartbeat).",
             labels=["hostname"],
         )
-        for key, value in m.drift.items():
-            drift.add_metric([key], value)
+        for host, seconds in m.drift.items():
+            drift.add_metric([host], seconds)
         out.append(drift)
         counter(
             "wkctl_clock_drift_warnings",
@@ -663,7 +663,7 @@ def exporter_cmd(
     assert monitor.stream.connection is not None
     app.log(
         "broker transport options (names only): "
-        + (", ".join(sorted(monitor.stream.connection.transport_options)) or "none"),
+        + (", ".join(sorted(monitor.stream.connection.transport_options or {})) or "none"),
         2,
     )
     registry = CollectorRegistry(auto_describe=False)
