@@ -189,7 +189,7 @@ def render(
 
 
 def _header(
-    state: State,
+    state: ClusterState,
     metrics: ClusterMetrics,
     rows: list[dict[str, Any]],
     invalid: int,
