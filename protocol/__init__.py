@@ -20,7 +20,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-#: public name -> submodule that defines it
+#: public name -> submodule that defines it ("module:attribute" when the name differs)
 _EXPORTS: dict[str, str] = {
     # broker and wire
     "BrokerSettings": "broker",
@@ -68,6 +68,9 @@ _EXPORTS: dict[str, str] = {
     "NodeFacts": "control",
     "ProcessInfo": "control",
     "State": "state",
+    "ClusterState": "state_core",
+    "CoreWorker": "state_worker:Worker",  # the core's worker record (State's Worker wraps it)
+    "LRUCache": "state_lru",
     "Worker": "state",
     "Task": "state",
     # kombu binding, client side, Celery-facing steps
@@ -103,7 +106,8 @@ def __getattr__(name: str) -> Any:
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    module, _, attribute = module.partition(":")  # "module:name" exports under another name
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), attribute or name)
     globals()[name] = value
     return value
 
@@ -145,6 +149,9 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from .replies import Collected, ReplyCollector, hello_table
     from .revoked import MergeResult, RevokedSet
     from .state import State, Task, Worker
+    from .state_core import ClusterState
+    from .state_lru import LRUCache
+    from .state_worker import Worker as CoreWorker
     from .validation import (
         KINDS,
         Issue,
