@@ -591,6 +591,8 @@ class Tap:
         self.lock = threading.Lock()
         self.events: list[tuple[float, dict[str, Any]]] = []
         self.messages: dict[str, int] = {}
+        #: body bytes of every message counted (events and pidbox)
+        self.bytes = 0
         self.pidbox: list[tuple[float, dict[str, Any]]] = []
         self.keep_events = True
         self._stop = threading.Event()
@@ -612,6 +614,7 @@ class Tap:
         except ValueError:
             body = None
         with self.lock:
+            self.bytes += len(message.body or b"")
             if "pidbox" in str(exchange):
                 self.messages["pidbox"] = self.messages.get("pidbox", 0) + 1
                 if isinstance(body, dict):
@@ -642,6 +645,7 @@ class Tap:
             self.events.clear()
             self.pidbox.clear()
             self.messages.clear()
+            self.bytes = 0
 
     def snapshot(self) -> tuple[list[tuple[float, dict[str, Any]]], dict[str, int]]:
         with self.lock:

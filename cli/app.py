@@ -47,8 +47,7 @@ from typing import Any
 
 import click
 
-from wkctl.protocol.broker import BrokerSettings
-from wkctl.protocol.wire import Names
+from wkctl.protocol.broker import BrokerSettings, names_from_conf
 
 from .errors import CliError, ExitCode
 
@@ -242,25 +241,6 @@ def _url_setting(value: Any) -> str | None:
     if isinstance(value, (list, tuple)):
         return ";".join(str(v) for v in value) or None
     return str(value)
-
-
-def names_from_conf(conf: Mapping[str, Any]) -> Names:
-    """Exchange and queue names from a Celery app's configuration."""
-    defaults = Names()
-
-    def get(key: str, default: Any) -> Any:
-        value = conf.get(key)
-        return default if value is None else value
-
-    return Names(
-        control_exchange=str(get("control_exchange", defaults.control_exchange)),
-        event_exchange=str(get("event_exchange", defaults.event_exchange)),
-        event_queue_prefix=str(get("event_queue_prefix", defaults.event_queue_prefix)),
-        event_queue_ttl=get("event_queue_ttl", defaults.event_queue_ttl),
-        event_queue_expires=get("event_queue_expires", defaults.event_queue_expires),
-        control_queue_ttl=get("control_queue_ttl", defaults.control_queue_ttl),
-        control_queue_expires=get("control_queue_expires", defaults.control_queue_expires),
-    )
 
 
 def settings_from_app(app_name: str, environ: Mapping[str, str] | None = None) -> BrokerSettings:

@@ -12,9 +12,10 @@ families at scrape time (the exposition format is prometheus-client's).
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from socketserver import ThreadingMixIn
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
@@ -36,13 +37,14 @@ from wkctl.protocol.vocab import CELERY_SW_IDENT, REDIS_TRANSPORTS
 
 from .config import parse_transport_option as transport_option
 from .context import AppContext, pass_app
-from .elect import _participants as participants
 from .errors import CliError, ExitCode
 from .monitor import Monitor
 
 __all__ = ["exporter_cmd", "MetricsCollector", "parse_listen", "transport_option"]
 
 DEFAULT_LISTEN = "127.0.0.1:9808"
+
+logger = logging.getLogger(__name__)
 
 #: Help strings of prometheus-exporter-celery's task counters (same text,
 #: so that ``# HELP`` lines match too).
@@ -330,26 +332,103 @@ def make_app(registry: CollectorRegistry, metrics: ClusterMetrics, broker: str) 
 
 
 class Pollers:
-    """What events cannot tell, asked over the monitor's connection now and then."""
+    """What events cannot tell, asked now and then from a thread of its own.
 
-    def __init__(self, monitor: Monitor, metrics: ClusterMetrics, queues: Iterable[str]) -> None:
+    The polls wait for replies (up to a second each when a worker does not
+    answer): on the event loop's thread they would delay the events behind
+    them, and State stamps events when they are applied, so a dead
+    worker would look alive for longer.  The thread has its own broker
+    connection (kombu connections are not shared between threads) and
+    reads State and writes the metrics under the monitor's lock.
+    """
+
+    def __init__(
+        self,
+        monitor: Monitor,
+        metrics: ClusterMetrics,
+        queues: Iterable[str],
+        *,
+        queue_interval: float,
+        hello_interval: float,
+    ) -> None:
         self.monitor = monitor
         self.metrics = metrics
         self.known_queues: set[str] = set(queues)
+        self.queue_interval = queue_interval
+        self.hello_interval = hello_interval
+        self.stop = threading.Event()
+        self.connection: Any = None
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name="wkctl-exporter-poll", daemon=True)
+
+    def start(self) -> None:
+        if self.queue_interval or self.hello_interval:
+            self.thread.start()
+
+    def close(self) -> None:
+        self.stop.set()
+        if self.thread.is_alive():
+            self.thread.join(5)
+        self._drop_connection()
+
+    def _run(self) -> None:
+        try:
+            self._loop()
+        except BaseException as exc:  # wkctl's own bug: handed to the main thread
+            self.error = exc
+
+    def _loop(self) -> None:
+        settings = self.monitor.app.settings
+        probe = settings.connection()  # not connected: only its error types are read
+        errors = (*probe.connection_errors, *probe.channel_errors, OSError, ConnectionError)
+        next_queues = next_hello = time.monotonic()
+        while not self.stop.is_set():
+            now = time.monotonic()
+            try:
+                if self.connection is None:
+                    self.connection = settings.connection()
+                    self.connection.ensure_connection(
+                        max_retries=0, timeout=settings.connect_timeout
+                    )
+                if self.queue_interval and now >= next_queues:
+                    next_queues = now + self.queue_interval
+                    self.queues()
+                if self.hello_interval and now >= next_hello:
+                    next_hello = now + self.hello_interval
+                    self.hello()
+            except errors as exc:  # the broker went away: a new connection next round
+                logger.info("exporter poll failed: %r", exc)
+                self._drop_connection()
+            due = [
+                at
+                for at, every in (
+                    (next_queues, self.queue_interval),
+                    (next_hello, self.hello_interval),
+                )
+                if every
+            ]
+            self.stop.wait(max(0.05, min(due) - time.monotonic()))
+
+    def _drop_connection(self) -> None:
+        if self.connection is not None:
+            try:
+                self.connection.release()
+            except Exception:  # closing a dead connection: it is dropped anyway
+                pass
+        self.connection = None
 
     def _alive(self, celery_only: bool = False) -> int:
         now = time.time()
-        return sum(
-            1
-            for w in self.monitor.state.workers.data.values()
-            if w.is_alive(now) and (not celery_only or w.sw_ident == CELERY_SW_IDENT)
-        )
+        with self.monitor.lock:
+            return sum(
+                1
+                for w in self.monitor.state.workers.data.values()
+                if w.is_alive(now) and (not celery_only or w.sw_ident == CELERY_SW_IDENT)
+            )
 
     def _client(self) -> Client:
         app = self.monitor.app
-        conn = self.monitor.stream.connection
-        assert conn is not None
-        return Client(conn, app.settings.names, limits=app.config.limits)
+        return Client(self.connection, app.settings.names, limits=app.config.limits)
 
     def queues(self) -> None:
         """Queue lengths and consumers, workers and processes per queue."""
@@ -387,8 +466,7 @@ class Pollers:
                 self.metrics.set_queue(name, **values)
 
     def _queue_size(self, name: str) -> tuple[int | None, int | None]:
-        conn = self.monitor.stream.connection
-        assert conn is not None
+        conn = self.connection
         transport = self.monitor.app.settings.transport
         channel = conn.channel()
         try:
@@ -413,19 +491,6 @@ class Pollers:
             replies = client.hello(timeout=1.0, expect=self._alive() or None).replies
         with self.monitor.lock:
             self.metrics.set_revoked(hello_table(replies))
-
-
-def _voters(transport: str) -> Callable[[State, float], list[str]]:
-    def expected(state: State, now: float) -> list[str]:
-        """Nodes expected to stand: the alive ones, by ``wkctl elect``'s rule."""
-        alive = {
-            name: {"sw_ident": worker.sw_ident}
-            for name, worker in state.workers.data.items()
-            if worker.is_alive(now)
-        }
-        return sorted(participants(alive, transport))
-
-    return expected
 
 
 @click.command("exporter")
@@ -572,8 +637,9 @@ def exporter_cmd(
         generic_sent_hostname=generic_hostname_task_sent_metric,
         purge_after=purge_after,
         election_timeout=election_timeout,
+        transport=app.settings.transport,
     )
-    metrics = ClusterMetrics(config, expected_voters=_voters(app.settings.transport))
+    metrics = ClusterMetrics(config)
     lock = threading.Lock()
     monitor = Monitor(
         app, metrics=metrics, validate=not no_validate, lock=lock, max_tasks=max_tasks
@@ -606,35 +672,29 @@ def exporter_cmd(
         f"(broker {app.settings.masked_url})",
         err=True,
     )
-    pollers = Pollers(monitor, metrics, [q for q in queues.split(",") if q])
-    errors = _poll_errors(monitor)
+    pollers = Pollers(
+        monitor,
+        metrics,
+        [q for q in queues.split(",") if q],
+        queue_interval=queue_interval,
+        hello_interval=hello_interval,
+    )
     start = time.monotonic()
-    next_tick = next_queues = next_hello = start
+    next_tick = start
     try:
         monitor.ask_heartbeats()
+        pollers.start()
         while duration is None or time.monotonic() - start < duration:
             monitor.step(0.25)
+            if pollers.error is not None:
+                raise pollers.error
             now = time.monotonic()
             if now >= next_tick:
                 with lock:
                     metrics.tick(monitor.state, time.time())
                 next_tick = now + 0.5
-            try:
-                if queue_interval and now >= next_queues:
-                    next_queues = now + queue_interval
-                    pollers.queues()
-                if hello_interval and now >= next_hello:
-                    next_hello = now + hello_interval
-                    pollers.hello()
-            except errors as exc:  # the broker went away: the stream reconnects
-                app.log(f"poll failed: {exc!r}")
     finally:
+        pollers.close()
         server.shutdown()
         server.server_close()
         monitor.close()
-
-
-def _poll_errors(monitor: Monitor) -> tuple[type[BaseException], ...]:
-    conn = monitor.stream.connection
-    assert conn is not None
-    return (*conn.connection_errors, *conn.channel_errors, OSError, ConnectionError)

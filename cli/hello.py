@@ -37,6 +37,7 @@ __all__ = [
     "timeout_option",
     "expect_option",
     "settle_option",
+    "destination_option",
     "ask",
     "stats_option",
     "styled_table",
@@ -58,6 +59,15 @@ expect_option = click.option(
     default=None,
     metavar="N",
     help="Return as soon as N distinct nodes replied; fail if fewer did.",
+)
+destination_option = click.option(
+    "-d",
+    "--destination",
+    "destination",
+    multiple=True,
+    metavar="NODE",
+    help="Send the request to this node only (repeatable); ends as soon as all of them "
+    "replied. Default: every node.",
 )
 settle_option = click.option(
     "--settle",
@@ -193,6 +203,7 @@ def footer(result: Collected) -> None:
 @timeout_option
 @expect_option
 @settle_option
+@destination_option
 @click.option(
     "--revoked",
     "revoked",
@@ -217,6 +228,7 @@ def hello_cmd(
     timeout: float | None,
     expect: int | None,
     settle: float,
+    destination: tuple[str, ...],
     revoked: tuple[str, ...],
     from_node: str | None,
     raw: bool,
@@ -240,7 +252,13 @@ def hello_cmd(
     result = ask(
         app,
         lambda client, known: client.hello(
-            from_node, list(revoked), timeout=timeout, expect=expect, settle=settle, known=known
+            from_node,
+            list(revoked),
+            timeout=timeout,
+            expect=expect,
+            settle=settle,
+            known=known,
+            destination=list(destination) or None,
         ),
     )
     report_collection(app, result, stats=stats, what="hello")

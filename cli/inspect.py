@@ -18,6 +18,7 @@ from .errors import CliError, ExitCode
 from .hello import (
     ask,
     check_replies,
+    destination_option,
     expect_option,
     footer,
     report_collection,
@@ -57,6 +58,7 @@ def signal_name(value: str) -> str:
 @timeout_option
 @expect_option
 @settle_option
+@destination_option
 @click.option("--json", "json_flag", is_flag=True, help="Print JSON.")
 @click.option("--yaml", "yaml_flag", is_flag=True, help="Print YAML.")
 @stats_option
@@ -66,6 +68,7 @@ def clock_cmd(
     timeout: float | None,
     expect: int | None,
     settle: float,
+    destination: tuple[str, ...],
     json_flag: bool,
     yaml_flag: bool,
     stats: bool,
@@ -78,7 +81,11 @@ def clock_cmd(
     result = ask(
         app,
         lambda client, known: client.clock_values(
-            timeout=timeout, expect=expect, settle=settle, known=known
+            timeout=timeout,
+            expect=expect,
+            settle=settle,
+            known=known,
+            destination=list(destination) or None,
         ),
     )
     report_collection(app, result, stats=stats, what="clock")
@@ -96,6 +103,7 @@ def clock_cmd(
 @timeout_option
 @expect_option
 @settle_option
+@destination_option
 @click.option("--json", "json_flag", is_flag=True, help="Print JSON.")
 @click.option("--yaml", "yaml_flag", is_flag=True, help="Print YAML.")
 @stats_option
@@ -105,6 +113,7 @@ def revoked_cmd(
     timeout: float | None,
     expect: int | None,
     settle: float,
+    destination: tuple[str, ...],
     json_flag: bool,
     yaml_flag: bool,
     stats: bool,
@@ -117,7 +126,11 @@ def revoked_cmd(
     result = ask(
         app,
         lambda client, known: client.revoked_ids(
-            timeout=timeout, expect=expect, settle=settle, known=known
+            timeout=timeout,
+            expect=expect,
+            settle=settle,
+            known=known,
+            destination=list(destination) or None,
         ),
     )
     report_collection(app, result, stats=stats, what="revoked")
@@ -146,6 +159,7 @@ def revoked_cmd(
 @timeout_option
 @expect_option
 @settle_option
+@destination_option
 @click.option("--json", "json_flag", is_flag=True, help="Print JSON.")
 @click.option("--yaml", "yaml_flag", is_flag=True, help="Print YAML.")
 @stats_option
@@ -158,6 +172,7 @@ def revoke_cmd(
     timeout: float | None,
     expect: int | None,
     settle: float,
+    destination: tuple[str, ...],
     json_flag: bool,
     yaml_flag: bool,
     stats: bool,
@@ -182,6 +197,7 @@ def revoke_cmd(
             expect=expect,
             settle=settle,
             known=known,
+            destination=list(destination) or None,
         ),
     )
     report_collection(app, result, stats=stats, what="revoke")

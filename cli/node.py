@@ -3,8 +3,11 @@
 The node joins the cluster the way a Celery worker does (Mingle ``hello``,
 then ``worker-online`` and heartbeats), answers the control commands of
 the spec, takes part in elections, and logs to stderr who joins, leaves or
-is lost, what it synced and who won each election.  SIGINT or SIGTERM stop
-it cleanly: it publishes ``worker-offline`` and exits 0.
+is lost, what it synced and who won each election.  It answers Celery's
+whole control vocabulary the way monitors expect (Flower, the Prometheus
+exporters, ``celery inspect``; spec section 16).  SIGINT, SIGTERM or the
+``shutdown`` control command (Flower's button, ``celery control shutdown``)
+stop it cleanly: it publishes ``worker-offline`` and exits 0.
 """
 
 from __future__ import annotations
@@ -101,7 +104,8 @@ def node_cmd(
     revoked: tuple[str, ...],
     log_level: str,
 ) -> None:
-    """Run a reference node until SIGINT/SIGTERM (then worker-offline, exit 0)."""
+    """Run a reference node until SIGINT/SIGTERM or a shutdown command (then
+    worker-offline, exit 0)."""
     settings = app.settings
     _setup_logging(log_level.upper())
     logging.getLogger("wkctl.node").info(

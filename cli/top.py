@@ -374,7 +374,11 @@ def top_cmd(
     interactive = sys.stdout.isatty() and sys.stdin.isatty()
     period = interval if interval is not None else (0.5 if interactive else 5.0)
     # No histogram is drawn: no buckets.
-    metrics = ClusterMetrics(MetricsConfig(buckets=(), whole_hostname=True, purge_after=0))
+    metrics = ClusterMetrics(
+        MetricsConfig(
+            buckets=(), whole_hostname=True, purge_after=0, transport=app.settings.transport
+        )
+    )
     monitor = Monitor(app, metrics=metrics, validate=True)
     view = View(sort=sort, worker_filter=worker_filter, task_filter=task_filter)
     broker = app.settings.masked_url

@@ -26,10 +26,9 @@ import click
 import yaml
 
 from wkctl.protocol.validation import KINDS, Issue, detect_kind, undetected_reason, validate
+from wkctl.protocol.vocab import request_kind
 
 __all__ = ["Result", "validate_cmd", "iter_messages", "check_message"]
-
-_REQUEST_METHODS = {"hello", "clock", "revoked", "ping", "revoke", "election"}
 
 
 @dataclass
@@ -224,7 +223,7 @@ def _kind_of_record(recorded: object, body: object) -> str | None:
         return None
     family, _, name = recorded.partition(":")
     if family == "pidbox-request":
-        return name if name in _REQUEST_METHODS else "request"
+        return request_kind(name)
     if family == "pidbox-reply":
         kind = f"{name}-reply"
         return kind if kind in KINDS else None

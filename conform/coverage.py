@@ -30,6 +30,7 @@ NOT_PROBED: dict[str, str] = {
     "REVOKED-1": "needs 50,000 ids or 3 hours of expiry; destructive on a node in use",
     "SEC-8": "whether a winner refuses unregistered topics is not on the wire (the probe's election topic is unregistered everywhere)",
     "EVENT-4": "the probe runs no tasks, so the node sends no task events",
+    "CONTROL-9": "destructive: shutdown stops the node under test (wkctl's own tests check it)",
     "ELECT-7": "needs an election left undecided for the election timeout (10 s by default)",
 }
 

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from wkctl.protocol.broker import BrokerSettings
-from wkctl.protocol.vocab import CELERY_SW_IDENT
+from wkctl.protocol.vocab import CELERY_SW_IDENT, HARDENED_FIELD, peer_kind
 
 from .probe import CallResult, EventRecorder, Probe, RecordedEvent
 from .registry import Check, Failed, NotRun, Skipped
@@ -55,6 +55,12 @@ EVENT_WAIT = 2.5
 #: initial sync), and an error and a null value (to be skipped).
 SYNC_CLOCK = 5_000_000
 SYNC_CLOCK_TOO_BIG = 2**53 + 5
+#: Defects a hardened Celery worker (``wkctl.celery.install``) still has:
+#: its pidbox stays Celery's and kombu's (only ``hello`` is wkctl's).
+HARDENED_DEVIATIONS = frozenset({"DEFECT-12", "DEFECT-13", "DEFECT-15"})
+#: The clock an ``{"error": ...}`` hello reply carries next to its error: a
+#: node that skips error replies ([MINGLE-3]) never adopts it.
+SYNC_CLOCK_ERROR = 8_000_000
 #: seconds a launched node gets to start answering ping (``--launch-wait``)
 LAUNCH_WAIT = 60.0
 #: seconds a launched node gets to stop after SIGTERM
@@ -245,15 +251,18 @@ class Context:
                 ident = ev.body.get("sw_ident")
                 if isinstance(ident, str):
                     self.facts["sw_ident"] = ident
-                    for key in ("sw_ver", "freq"):
+                    self.facts["peer_kind"] = peer_kind(ev.body)
+                    for key in ("sw_ver", "freq", HARDENED_FIELD):
                         if key in ev.body:
                             self.facts[key] = ev.body[key]
                     return ident
         return None
 
     def identity(self, wait: float | None = None) -> str | None:
-        """``"celery"`` or ``"other"`` from the node's heartbeats (``sw_ident``),
-        waiting a little for the first one; ``None`` when it sent none."""
+        """``"celery"`` (stock), ``"hardened"`` (a Celery worker running
+        wkctl's steps: ``sw_ident`` py-celery with ``wkctl_ver``) or
+        ``"other"`` from the node's heartbeats, waiting a little for the
+        first one; ``None`` when it sent none."""
         ident = self.facts.get("sw_ident")
         if ident is None:
             asked = self.facts.get("heartbeat_asked", self.started)
@@ -265,6 +274,9 @@ class Context:
             ident = found or self._learn_identity(events)
         if ident is None:
             return None
+        kind = self.facts.get("peer_kind")
+        if kind in ("celery", "hardened"):
+            return str(kind)
         return "celery" if ident == CELERY_SW_IDENT else "other"
 
     @property
@@ -278,7 +290,7 @@ class Context:
             ev.hostname
             for ev in self.recorder.snapshot()
             if isinstance(ev.body, dict)
-            and ev.body.get("sw_ident") == CELERY_SW_IDENT
+            and peer_kind(ev.body) == "celery"  # stock: hardened ones survive hostile input
             and isinstance(ev.hostname, str)
         }
         return sorted(names)
@@ -398,13 +410,22 @@ def _sync_replies(ctx: Context) -> Callable[[dict[str, Any]], list[dict[str, Any
     tag = uuid.uuid4().hex[:8]
     peers = [f"wkctl-conform-{tag}-{i}@probe" for i in range(4)]
     listed, mapped = f"conform-sync-list-{tag}", f"conform-sync-map-{tag}"
-    ctx.sync = {"list_id": listed, "map_id": mapped, "peers": peers}
+    errored = f"conform-sync-error-{tag}"
+    ctx.sync = {"list_id": listed, "map_id": mapped, "error_id": errored, "peers": peers}
 
     def replies(request: dict[str, Any]) -> list[dict[str, Any]]:
         return [
             {peers[0]: {"clock": SYNC_CLOCK, "revoked": [listed]}},
             {peers[1]: {"clock": SYNC_CLOCK_TOO_BIG, "revoked": {mapped: [12.5, mapped]}}},
-            {peers[2]: {"error": "wkctl conform: a peer that failed"}},
+            # An error reply that also holds state: a node that skips error
+            # replies ([MINGLE-3]) takes neither the clock nor the id.
+            {
+                peers[2]: {
+                    "error": "wkctl conform: a peer that failed",
+                    "clock": SYNC_CLOCK_ERROR,
+                    "revoked": [errored],
+                }
+            },
             {peers[3]: None},
         ]
 
@@ -507,7 +528,10 @@ def _run_one(ctx: Context, chk: Check) -> Result:
     try:
         detail = chk.func(ctx) or ""
     except Failed as exc:
-        if chk.deviation and ctx.is_celery:
+        if chk.deviation and (
+            ctx.is_celery
+            or (chk.deviation in HARDENED_DEVIATIONS and ctx.identity(wait=0.0) == "hardened")
+        ):
             return _result(
                 chk,
                 DEVIATION,

@@ -5,7 +5,9 @@ The distribution installs one import namespace:
 * ``wkctl.protocol``: the sans-IO reference library and its kombu binding;
 * ``wkctl.schemas``: the JSON Schemas (the contract), shipped as data;
 * ``wkctl.cli``: the ``wkctl`` command line;
-* ``wkctl.conform``: the conformance kit behind ``wkctl conform``.
+* ``wkctl.conform``: the conformance kit behind ``wkctl conform``;
+* ``wkctl.celery``: ``install(app)``, wkctl's Mingle and Gossip inside
+  ``celery worker`` (needs Celery; imported only when asked for).
 """
 
 from importlib.metadata import PackageNotFoundError, version

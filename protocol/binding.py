@@ -41,14 +41,27 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 from kombu import Connection, Consumer, Exchange, Producer, Queue
 
 from .broker import BrokerSettings, event_exchange, pidbox_exchange, reply_exchange
+from .control import ProcessInfo
 from .election import Decision
 from .gossip import Change
 from .mingle import SyncResult
-from .node import Action, Elected, Inbound, Log, MemberChanged, Node, NodeConfig, Publish, Synced
+from .node import (
+    Action,
+    Elected,
+    Inbound,
+    Log,
+    MemberChanged,
+    Node,
+    NodeConfig,
+    Publish,
+    ShutdownRequested,
+    Synced,
+)
 from .vocab import PER_NODE_PIDBOX_TRANSPORTS
 
 __all__ = ["Binding", "BrokerUnavailable", "NodeHandle", "NodeNameInUse", "run_node"]
@@ -190,6 +203,9 @@ class Binding:
         #: requests are broadcasts; ``destination`` is checked by each node).
         self._shared_pidbox = settings.transport not in PER_NODE_PIDBOX_TRANSPORTS
         self.error: BaseException | None = None
+        #: end the loop once a ``shutdown`` command stopped the last node
+        #: (``run_node``: the process then exits 0, [CONTROL-9])
+        self.exit_when_shut_down = False
 
     # -- public API -------------------------------------------------------
 
@@ -204,6 +220,9 @@ class Binding:
             config = NodeConfig(**settings)
         config.reply_routing_key = self.oid
         config.names = self.names
+        if not config.broker_info:
+            config.broker_info = broker_info(self.settings)
+        config.settings_info = {"broker_url": self.settings.masked_url, **config.settings_info}
         node = Node(config)
         handle = NodeHandle(node=node, binding=self)
         with self.lock:
@@ -505,6 +524,8 @@ class Binding:
                     self._perform(handle, actions)
                 handle.alive = False
                 self._detach(handle)
+                if self.exit_when_shut_down and not any(h.alive for h in self.handles.values()):
+                    self._stop.set()
             else:
                 if not handle.alive:
                     continue
@@ -542,11 +563,11 @@ class Binding:
     def _deliver(self, handle: NodeHandle, where: str, message: Any) -> None:
         if not handle.alive:
             return
-        inbound = _inbound(message)
+        inbound = inbound_from_message(message)
         now = time.time()
         with self.lock:
             if where == "pidbox":
-                actions = handle.node.receive_pidbox(inbound, now)
+                actions = handle.node.receive_pidbox(inbound, now, process_info())
             elif where == "event":
                 actions = handle.node.receive_event(inbound, now)
             else:
@@ -554,7 +575,7 @@ class Binding:
         self._perform(handle, actions)
 
     def _on_event(self, message: Any) -> None:
-        inbound = _inbound(message)
+        inbound = inbound_from_message(message)
         if inbound.routing_key.split(".", 1)[0] == "task":
             return
         now = time.time()
@@ -604,6 +625,10 @@ class Binding:
             elif isinstance(action, MemberChanged):
                 handle.changes.append(action.change)
                 notify = True
+            elif isinstance(action, ShutdownRequested):
+                # After this batch (the reply is published first): a clean
+                # stop, worker-offline included.
+                self._inbox.put((handle, "stop"))
             if self.on_action is not None:
                 try:
                     self.on_action(handle, action)
@@ -651,7 +676,53 @@ class Binding:
             self.log.debug("%s: publish to %s failed: %r", handle.name, action.exchange, exc)
 
 
-def _inbound(message: Any) -> Inbound:
+def process_info() -> ProcessInfo:
+    """This process's resource usage, for ``stats`` and ``memsample``
+    (Celery's field names; ``ru_maxrss`` is KiB on Linux)."""
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - not on Unix
+        return ProcessInfo()
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    fields = (
+        "utime stime maxrss ixrss idrss isrss minflt majflt nswap inblock oublock "
+        "msgsnd msgrcv nsignals nvcsw nivcsw"
+    ).split()
+    rusage = {name: getattr(usage, f"ru_{name}") for name in fields}
+    rss = None
+    try:
+        with open("/proc/self/statm", encoding="ascii") as statm:
+            rss = int(statm.read().split()[1]) * resource.getpagesize()
+    except (OSError, ValueError, IndexError):
+        pass
+    return ProcessInfo(rusage=rusage, rss=rss)
+
+
+def broker_info(settings: BrokerSettings) -> dict[str, Any]:
+    """The broker connection as Celery's ``stats`` reports it (kombu's
+    ``Connection.info()`` without the password)."""
+    parts = urlsplit(settings.url if "://" in settings.url else f"{settings.url}://")
+    return {
+        "hostname": parts.hostname,
+        "userid": parts.username,
+        "virtual_host": parts.path[1:] if parts.path.startswith("/") else parts.path,
+        "port": parts.port,
+        "insist": False,
+        "ssl": bool(settings.ssl),
+        "transport": settings.transport,
+        "connect_timeout": settings.connect_timeout,
+        "transport_options": dict(settings.transport_options),
+        "login_method": None,
+        "uri_prefix": None,
+        "heartbeat": None,
+        "failover_strategy": "round-robin",
+        "alternates": [],
+    }
+
+
+def inbound_from_message(message: Any) -> Inbound:
+    """A raw kombu message as the node core takes it: body bytes, content
+    type, headers and routing key; nothing is deserialized here."""
     info = getattr(message, "delivery_info", None) or {}
     return Inbound(
         body=message.body,
@@ -686,6 +757,7 @@ def run_node(
     """
     stop = stop or threading.Event()
     binding = Binding(settings, on_action=on_action)
+    binding.exit_when_shut_down = True
     kwargs: dict[str, Any] = dict(
         heartbeat=heartbeat,
         mingle=mingle,

@@ -54,11 +54,11 @@ from typing import TYPE_CHECKING, Any
 
 from kombu import Connection, Consumer, Queue
 
+from .binding import inbound_from_message
 from .broker import BrokerSettings, event_exchange, transport_of
-from .client import Client
 from .gossip import Callbacks, WorkerInfo
 from .mingle import SyncResult
-from .node import Action, Inbound, Log, MemberChanged, Node, celery_task_message
+from .node import Action, Inbound, Log, Node, Publish
 from .vocab import CELERY_GOSSIP_DRIVERS, CELERY_MINGLE_DRIVERS, WKCTL_EXTENSION_DRIVERS
 from .wire import JSON_CONTENT_TYPE, Rejected, decode_body, pidbox_request
 
@@ -77,7 +77,6 @@ logger = logging.getLogger("wkctl.bootsteps")
 
 #: Longest a method waits for the binding's loop to run the work it handed over.
 DEFAULT_WAIT = 5.0
-
 
 
 class Events:
@@ -126,19 +125,6 @@ def driver_type(obj: Any) -> str:
         with obj.connection_for_read() as conn:
             return str(conn.transport.driver_type)
     raise TypeError(f"cannot tell the transport of {obj!r}")
-
-
-def inbound_from_message(message: Any) -> Inbound:
-    """A raw kombu message as the node core takes it: body bytes, content
-    type, headers and routing key; nothing is deserialized here."""
-    info = getattr(message, "delivery_info", None) or {}
-    return Inbound(
-        body=message.body,
-        content_type=message.content_type,
-        content_encoding=message.content_encoding,
-        headers=message.headers or {},
-        routing_key=str(info.get("routing_key") or ""),
-    )
 
 
 def _node(c: NodeHandle) -> Node:
@@ -223,9 +209,7 @@ class Mingle:
     requires: tuple[Any, ...] = (Events,)
     #: Celery's ``{'amqp', 'redis', 'gcpubsub'}`` plus wkctl's extensions
     #: (the embedded ``filesystem`` broker), see [TRANSPORT-10].
-    compatible_transports: frozenset[str] = (
-        CELERY_MINGLE_DRIVERS | WKCTL_EXTENSION_DRIVERS
-    )
+    compatible_transports: frozenset[str] = CELERY_MINGLE_DRIVERS | WKCTL_EXTENSION_DRIVERS
 
     def __init__(self, c: NodeHandle, without_mingle: bool = False, **kwargs: Any) -> None:
         """Decide whether the step runs, as Celery does:
@@ -275,7 +259,8 @@ class Mingle:
         return self.sync(c)
 
     def sync(self, c: NodeHandle) -> SyncResult:
-        """Say hello and merge every usable reply ([MINGLE-1], [MINGLE-3]).
+        """Say hello and merge every usable reply ([MINGLE-1], [MINGLE-3]):
+        one round of the core's Mingle (the node stays online).
 
         Logs Celery's lines (``mingle: searching for neighbors``, ``mingle:
         sync with N nodes``, ``mingle: sync complete`` / ``mingle: all
@@ -283,84 +268,62 @@ class Mingle:
         used.  Celery returns nothing; this returns the core's
         :class:`SyncResult` (peers synced, failures, ids added, clock).
         """
-        _log(c, logging.INFO, "mingle: searching for neighbors")
-        replies = self.send_hello(c)
-        result = SyncResult()
-        if replies:
-            _log(
-                c,
-                logging.INFO,
-                f"mingle: sync with {len([r for r in replies.values() if r])} nodes",
-            )
-            for nodename, reply in replies.items():
-                if not reply:
-                    # null: a node answering its own name ([MINGLE-5]); skipped
-                    continue
-                ok, added = self._sync_one(c, nodename, reply)
-                if ok:
-                    result.peers.append(nodename)
-                    result.revoked_added += added
-                else:
-                    result.failed[nodename] = "reply could not be used"
-            _log(c, logging.INFO, "mingle: sync complete")
-        else:
-            _log(c, logging.INFO, "mingle: all alone")
-        result.clock = _node(c).clock.value
-        return result
+        return self._round(c)[1]
 
     def send_hello(self, c: NodeHandle) -> dict[str, Any]:
         """Broadcast ``hello {from_node, revoked}`` and return the replies as
         ``{nodename: reply}``, without this node's own reply ([MINGLE-1],
         [MINGLE-5]).
 
-        The revoked ids go oldest first, in the list form ([REVOKED-5]).
-        The request's ``clock`` header and every reply's ``clock`` header
-        move this node's clock ([CLOCK-3], [CLOCK-5]).  Like Celery, this
-        waits the whole ``timeout`` (1 s by default): it cannot know how
-        many nodes will answer.  (The core's own round at start stops
-        earlier once replies have settled, [MINGLE-2].)
+        The round is the core's: revoked ids oldest first in the list form
+        ([REVOKED-5]), clock headers applied ([CLOCK-3], [CLOCK-5]), and it
+        ends as soon as the replies have settled ([MINGLE-2]), within
+        ``timeout`` at most.  Every usable reply is also merged, as the
+        core does with each reply it receives.
         """
+        return self._round(c)[0]
+
+    def _round(self, c: NodeHandle) -> tuple[dict[str, Any], SyncResult]:
         node = _node(c)
+        rounds = len(c.syncs)
+        session: list[Any] = []
+
+        def begin(node: Node, now: float) -> list[Action]:
+            node.config.mingle_timeout = self.timeout
+            out = node.sync(now)
+            session.append(node.mingle)
+            return out
+
+        _in_loop(c, begin, None)
+        c.wait_for(lambda h: len(h.syncs) > rounds, self.timeout + DEFAULT_WAIT)
+        replies = dict(session[0].replies) if session and session[0] is not None else {}
+        replies.pop(node.name, None)
+        return replies, node.last_sync or SyncResult(clock=node.clock.value)
+
+    def _apply(self, c: NodeHandle, fn: Callable[[Node, float, list[Action]], Any]) -> Any:
+        """Run a state-only core method under the binding's lock in the
+        caller's thread, and log the lines it returned."""
+        out: list[Action] = []
         with c.binding.lock:
-            revoked = node.revoked.as_list(time.time())
-        settings: BrokerSettings = c.binding.settings
-        conn = settings.connection()
-        try:
-            with Client(
-                conn, settings.names, clock=node.clock, limits=node.config.limits
-            ) as client:
-                collected = client.hello(node.name, revoked, timeout=self.timeout, settle=None)
-        finally:
-            try:
-                conn.release()
-            except Exception:  # a connection that failed mid-way
-                pass
-        replies = dict(collected.replies)
-        replies.pop(node.name, None)  # delete my own response
-        return replies
+            value = fn(_node(c), time.time(), out)
+        for action in out:
+            if isinstance(action, Log):
+                _log(c, action.level, action.message)
+        return value
 
     def on_node_reply(self, c: NodeHandle, nodename: str, reply: Any) -> bool:
-        """Merge one peer's reply; a reply that cannot be used is logged and
-        skipped, never fatal ([MINGLE-3], [MINGLE-8]).
+        """Merge one peer's reply; a reply that cannot be used (``null``,
+        ``{"error": ...}``, not an object) is logged and skipped, never
+        fatal ([MINGLE-3], [MINGLE-8]).  Celery passes any truthy reply to
+        :meth:`sync_with_node`, so an error reply counts as a sync there
+        (DEFECT-25).  Returns whether the reply was used."""
+        result = SyncResult()
 
-        Celery passes any truthy reply to :meth:`sync_with_node`, so an
-        ``{"error": ...}`` reply counts as a sync there; the spec says to
-        skip it, and wkctl does.  Returns whether the reply was used.
-        """
-        return self._sync_one(c, nodename, reply)[0]
+        def apply(node: Node, now: float, out: list[Action]) -> bool:
+            out.extend(node.on_node_reply(nodename, reply, now, result))
+            return nodename in result.peers
 
-    def _sync_one(self, c: NodeHandle, nodename: str, reply: Any) -> tuple[bool, int]:
-        _log(c, logging.DEBUG, f"mingle: processing reply from {nodename}")
-        try:
-            if isinstance(reply, Mapping) and "error" in reply:
-                raise ValueError(f"the node replied with an error: {reply['error']!r:.200}")
-            added = self.sync_with_node(c, **reply)
-        except MemoryError:
-            raise
-        except Exception as exc:
-            _log(c, logging.WARNING, f"mingle: sync with {nodename} failed: {exc!r:.300}")
-            return False, 0
-        return True, added
+        return bool(self._apply(c, apply))
 
     def sync_with_node(
         self, c: NodeHandle, clock: Any = None, revoked: Any = None, **kwargs: Any
@@ -372,24 +335,23 @@ class Mingle:
 
     def on_clock_event(self, c: NodeHandle, clock: Any) -> int:
         """Adjust the clock to a peer's value when one is given, otherwise
-        forward it ([MINGLE-3], [CLOCK-2]).
+        forward it ([MINGLE-3], [CLOCK-2]): the core's ``on_clock_event``.
 
-        Celery adopts any value (``app.clock.adjust(clock)``); wkctl applies
-        the poisoning bounds first ([CLOCK-1], [CLOCK-6], [CLOCK-7]): a
-        value that is not a clock, or jumps too far, is logged and the clock
-        only moves forward by one.  Returns the clock after the event.
+        Celery adopts any value (``app.clock.adjust(clock)``); the core
+        applies the poisoning bounds first ([CLOCK-1], [CLOCK-6],
+        [CLOCK-7]): a value that is not a clock, or jumps too far, is logged
+        and the clock only moves forward by one.  Returns the clock after
+        the event.
         """
-        node = _node(c)
-        with c.binding.lock:
-            if not clock:
-                return node.clock.forward()
-            verdict = node.clock.receive(clock)
-        if not verdict.adopted:
-            _log(c, logging.WARNING, f"mingle: ignored clock {clock!r:.60}: {verdict.reason}")
-        return verdict.value
+        return int(
+            self._apply(
+                c, lambda node, now, out: node.on_clock_event(clock, "mingle peer", now, out)
+            )
+        )
 
     def on_revoked_received(self, c: NodeHandle, revoked: Any) -> int:
-        """Merge a peer's revoked ids, in either wire form ([REVOKED-4]).
+        """Merge a peer's revoked ids, in either wire form ([REVOKED-4]):
+        the core's ``on_revoked_received``.
 
         Celery 4.2-5.6 kept the peer's ``LimitedSet`` stamps (monotonic
         times of another host); wkctl stamps received ids with the local
@@ -398,18 +360,14 @@ class Mingle:
         bound is truncated, oldest first ([REVOKED-1]).  Returns the number
         of ids added.
         """
-        if not revoked:
-            return 0
-        node = _node(c)
-        with c.binding.lock:
-            merged = node.revoked.merge(revoked, time.time())
+        merged = self._apply(c, lambda node, now, out: node.on_revoked_received(revoked, now))
         if merged.skipped or merged.truncated:
             _log(
                 c,
                 logging.WARNING,
                 f"mingle: skipped {merged.skipped} bad revoked ids, truncated {merged.truncated}",
             )
-        return merged.added
+        return int(merged.added)
 
 
 # -- Gossip ---------------------------------------------------------------------
@@ -469,9 +427,7 @@ class Gossip:
     requires: tuple[Any, ...] = (Mingle,)
     #: Celery's ``{'amqp', 'redis'}`` plus wkctl's extensions (the embedded
     #: ``filesystem`` broker), see [TRANSPORT-10].
-    compatible_transports: frozenset[str] = (
-        CELERY_GOSSIP_DRIVERS | WKCTL_EXTENSION_DRIVERS
-    )
+    compatible_transports: frozenset[str] = CELERY_GOSSIP_DRIVERS | WKCTL_EXTENSION_DRIVERS
 
     def __init__(
         self,
@@ -537,6 +493,19 @@ class Gossip:
         arguments as :meth:`Mingle.compatible_transport`)."""
         return driver_type(app) in self.compatible_transports
 
+    def start(self, c: NodeHandle) -> bool:
+        """Celery's ``start``: begin following the cluster.  The binding
+        already consumes the node's worker events (:meth:`get_consumers`
+        builds a consumer for a connection of your own), so this starts the
+        sweep timer (:meth:`register_timer`).  Does nothing (returns False)
+        when the step is disabled, as Celery's blueprint skips a disabled
+        step; :meth:`stop` undoes it."""
+        if not self.enabled:
+            _log(c, logging.DEBUG, "gossip: step disabled, not starting")
+            return False
+        self.register_timer()
+        return True
+
     # -- elections --------------------------------------------------------
 
     def election(self, id: str, topic: str, action: Any = None) -> bool:
@@ -559,28 +528,24 @@ class Gossip:
         return _in_loop(self.c, lambda node, now: node.receive_pidbox(request, now), self.wait)
 
     def call_task(self, task: Any) -> bool:
-        """Apply a task signature (the ``task`` election topic, [ELECT-8]).
+        """Apply a task signature (the ``task`` election topic, [ELECT-8]):
+        the core's ``call_task`` builds the Celery task message (protocol
+        2, JSON, routed as ``app.signature(task).apply_async()`` routes it
+        without custom routes) and the loop publishes it.
 
         ``task`` is a signature in dict form (``{"task": name, "args": [...],
         "kwargs": {...}, "options": {...}}``; a Celery ``Signature`` is one)
-        or a task name.  The Celery task message (protocol 2, JSON) goes to
-        the ``queue`` option's queue (default ``celery``), as Celery's
-        ``app.signature(task).apply_async()`` routes it without custom
-        routes.  An unusable signature is logged ("Could not call task"),
-        as in Celery.  Returns False for an unusable signature or when the
-        loop did not publish it within ``wait`` seconds.
+        or a task name.  An unusable signature is logged ("Could not call
+        task"), as in Celery.  Returns False for an unusable signature or
+        when the loop did not publish it within ``wait`` seconds.
         """
-        try:
-            message = celery_task_message(task, origin=self.hostname)
-        except Exception as exc:
-            _log(self.c, logging.ERROR, f"Could not call task: {exc!r}")
+        actions = _node(self.c).call_task(task)
+        if not any(isinstance(a, Publish) for a in actions):
+            for action in actions:
+                if isinstance(action, Log):
+                    _log(self.c, action.level, action.message)
             return False
-        _log(
-            self.c,
-            logging.INFO,
-            f"calling task {message.headers['task']} as {message.headers['id']}",
-        )
-        return _in_loop(self.c, lambda node, now: [message], self.wait)
+        return _in_loop(self.c, lambda node, now: actions, self.wait)
 
     def on_elect(self, event: Mapping[str, Any]) -> bool:
         """A ``worker-elect`` request: record it and acknowledge it with
@@ -703,22 +668,11 @@ class Gossip:
 
     def periodic(self) -> bool:
         """Forget the peers whose heartbeats expired and call
-        :meth:`on_node_lost` for each ([GOSSIP-3], [GOSSIP-4]).
-
-        The sweep is the core's (``Membership.sweep``); each loss is also
-        logged (``missed heartbeat from ...``) and recorded in the handle's
-        ``changes``.  Returns whether the loop ran it within ``wait``.
-        """
-
-        def sweep(node: Node, now: float) -> list[Action]:
-            out: list[Action] = []
-            for change in node.membership.sweep(now):
-                out.append(Log(logging.INFO, f"missed heartbeat from {change.worker.hostname}"))
-                out.append(MemberChanged(change))
-                self.on_node_lost(change.worker)
-            return out
-
-        return _in_loop(self.c, sweep, self.wait)
+        :meth:`on_node_lost` for each ([GOSSIP-3], [GOSSIP-4]): the core's
+        ``periodic`` (``missed heartbeat from ...`` logged, the loss in the
+        handle's ``changes``).  Returns whether the loop ran it within
+        ``wait``."""
+        return _in_loop(self.c, lambda node, now: node.periodic(now), self.wait)
 
     # -- consuming --------------------------------------------------------
 

@@ -29,6 +29,7 @@ __all__ = [
     "state_dir",
     "event_exchange",
     "mask_url",
+    "names_from_conf",
     "pidbox_exchange",
     "reply_exchange",
     "transport_of",
@@ -188,3 +189,22 @@ def pidbox_exchange(names: Names) -> Exchange:
 def reply_exchange(names: Names) -> Exchange:
     """The direct exchange replies go to, declared as kombu's Mailbox does."""
     return Exchange(names.reply_exchange, type="direct", durable=False, delivery_mode="transient")
+
+
+def names_from_conf(conf: Mapping[str, Any]) -> Names:
+    """Exchange and queue names from a Celery app's configuration."""
+    defaults = Names()
+
+    def get(key: str, default: Any) -> Any:
+        value = conf.get(key)
+        return default if value is None else value
+
+    return Names(
+        control_exchange=str(get("control_exchange", defaults.control_exchange)),
+        event_exchange=str(get("event_exchange", defaults.event_exchange)),
+        event_queue_prefix=str(get("event_queue_prefix", defaults.event_queue_prefix)),
+        event_queue_ttl=get("event_queue_ttl", defaults.event_queue_ttl),
+        event_queue_expires=get("event_queue_expires", defaults.event_queue_expires),
+        control_queue_ttl=get("control_queue_ttl", defaults.control_queue_ttl),
+        control_queue_expires=get("control_queue_expires", defaults.control_queue_expires),
+    )

@@ -879,6 +879,7 @@ class Client:
         expect: int | None = None,
         settle: float | None = DEFAULT_SETTLE,
         known: Iterable[str] = (),
+        destination: Sequence[str] | None = None,
     ) -> Collected:
         """Mingle's ``hello``: every node answers with its clock and revoked ids
         (and Celery workers merge the ``revoked`` ids sent along)."""
@@ -889,6 +890,7 @@ class Client:
             expect=expect,
             settle=settle,
             known=known,
+            destination=destination,
         )
 
     def clock_values(
@@ -898,8 +900,17 @@ class Client:
         expect: int | None = None,
         settle: float | None = DEFAULT_SETTLE,
         known: Iterable[str] = (),
+        destination: Sequence[str] | None = None,
     ) -> Collected:
-        return self.call("clock", {}, timeout=timeout, expect=expect, settle=settle, known=known)
+        return self.call(
+            "clock",
+            {},
+            timeout=timeout,
+            expect=expect,
+            settle=settle,
+            known=known,
+            destination=destination,
+        )
 
     def revoked_ids(
         self,
@@ -908,8 +919,17 @@ class Client:
         expect: int | None = None,
         settle: float | None = DEFAULT_SETTLE,
         known: Iterable[str] = (),
+        destination: Sequence[str] | None = None,
     ) -> Collected:
-        return self.call("revoked", {}, timeout=timeout, expect=expect, settle=settle, known=known)
+        return self.call(
+            "revoked",
+            {},
+            timeout=timeout,
+            expect=expect,
+            settle=settle,
+            known=known,
+            destination=destination,
+        )
 
     def ping(
         self,
@@ -918,8 +938,17 @@ class Client:
         expect: int | None = None,
         settle: float | None = DEFAULT_SETTLE,
         known: Iterable[str] = (),
+        destination: Sequence[str] | None = None,
     ) -> Collected:
-        return self.call("ping", {}, timeout=timeout, expect=expect, settle=settle, known=known)
+        return self.call(
+            "ping",
+            {},
+            timeout=timeout,
+            expect=expect,
+            settle=settle,
+            known=known,
+            destination=destination,
+        )
 
     def revoke(
         self,
@@ -932,6 +961,7 @@ class Client:
         expect: int | None = None,
         settle: float | None = DEFAULT_SETTLE,
         known: Iterable[str] = (),
+        destination: Sequence[str] | None = None,
     ) -> Collected | None:
         """Celery's ``control.revoke``; a cast unless ``reply`` is asked for."""
         arguments = {
@@ -941,9 +971,15 @@ class Client:
         }
         if reply:
             return self.call(
-                "revoke", arguments, timeout=timeout, expect=expect, settle=settle, known=known
+                "revoke",
+                arguments,
+                timeout=timeout,
+                expect=expect,
+                settle=settle,
+                known=known,
+                destination=destination,
             )
-        self.cast("revoke", arguments)
+        self.cast("revoke", arguments, destination=destination)
         return None
 
     def heartbeat(self) -> None:

@@ -119,6 +119,11 @@ class LamportClock:
         Callers handling values from the wire use :meth:`receive`, which
         applies the bounds first.
         """
+        return self._merge(other)
+
+    def _merge(self, other: int) -> int:
+        # One home for the rule, so that a subclass may route ``adjust``
+        # through :meth:`receive` (wkctl.celery's app clock does).
         with self._mutex:
             self.value = min(max(self.value, other) + 1, MAX_CLOCK)
             return self.value
@@ -142,7 +147,7 @@ class LamportClock:
         if reason:
             return ClockVerdict(self.forward(), False, reason)
         assert isinstance(received, int)
-        return ClockVerdict(self.adjust(received), True)
+        return ClockVerdict(self._merge(received), True)
 
     def __repr__(self) -> str:
         return f"<LamportClock: {self.value}{'' if self.bounded else ' (syncing)'}>"

@@ -19,9 +19,11 @@ defects that this module fixes (spec: election section):
   total order itself, for any number of requests and identical entries.
 * acks are counted per message, from ``N-1`` peers, so with three workers
   a node decides after two acks even if it has not yet seen every request;
-  here acks are counted per distinct node and a decision waits for every
-  expected ``worker-elect`` (the nodes known alive when the election
-  started here, this node included) *and* an ack from each of them.
+  here a decision waits for every expected ``worker-elect`` (the nodes
+  known alive when the election started here, this node included) and is
+  taken as soon as the last one arrives: acks carry only the election id,
+  so they cannot change the winner ([ELECT-5]); they are still sent
+  ([ELECT-2]) and counted per distinct node, for observers.
 
 :class:`CeleryRule` and :class:`SpecRule` replay, for an observer, what a
 stock Celery worker and a conforming node decide on a given order of
@@ -126,7 +128,7 @@ class Decision:
     id: str
     winner: ElectRequest
     won: bool
-    reason: str  # "complete" (every expected request and ack) or "timeout"
+    reason: str  # "complete" (every expected request) or "timeout"
     participants: tuple[str, ...]  # hostnames whose requests were counted
     missing: tuple[str, ...] = ()  # expected hostnames never heard from
     requests: tuple[ElectRequest, ...] = ()  # every request counted, in the total order
@@ -151,7 +153,8 @@ class Election:
     ackers: set[str] = field(default_factory=set)
 
     def complete(self) -> bool:
-        return self.expected <= self.requests.keys() and self.expected <= self.ackers
+        """Every expected request is in: the winner is fixed ([ELECT-5])."""
+        return self.expected <= self.requests.keys()
 
 
 class Elections:
@@ -372,9 +375,8 @@ class CeleryRule:
 
 class SpecRule:
     """A conforming node ([ELECT-5]), fed arrivals one at a time: it decides
-    once it holds the request of every expected participant (itself
-    included) and an ack from each, on every request received by then
-    ([ELECT-3])."""
+    as soon as it holds the request of every expected participant (itself
+    included), on every request received by then ([ELECT-3])."""
 
     rule = "spec"
 
@@ -383,7 +385,6 @@ class SpecRule:
         want = frozenset(expected) | {me}
         self.requests: dict[str, ElectRequest] = {}
         self.no_request = set(want)
-        self.no_ack = set(want)
         self.index = 0
         self.result: Replayed | None = None
 
@@ -396,9 +397,7 @@ class SpecRule:
         if arrival.request is not None:
             self.requests.setdefault(arrival.hostname, arrival.request)
             self.no_request.discard(arrival.hostname)
-        else:
-            self.no_ack.discard(arrival.hostname)
-        if not self.no_request and not self.no_ack:
+        if not self.no_request:
             winner = pick_winner(self.requests.values())
             self.result = Replayed(self.me, self.rule, winner, at=i, counted=len(self.requests))
         return self.result

@@ -49,7 +49,6 @@ MAX_WORKERS = 10_000
 MIN_FREQ, MAX_FREQ = 0.1, 3600.0
 
 
-
 def load_average() -> list[float]:
     """The load average triple as Celery reports it (rounded to 2 places)."""
     try:

@@ -32,13 +32,13 @@ from __future__ import annotations
 import bisect
 import re
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, get_args
 
-from .client import ElectionWatch
+from .client import ElectionWatch, election_participants
 from .state import HEARTBEAT_DRIFT_MAX, State
-from .vocab import ELECT_ACK_EVENT, ELECT_EVENT, TaskEventType
+from .vocab import ELECT_ACK_EVENT, ELECT_EVENT, HEARTBEAT_TYPES, TaskEventType
 
 __all__ = [
     "TASK_COUNTERS",
@@ -132,6 +132,9 @@ class MetricsConfig:
     election_timeout: float = 10.0
     #: elections followed at once (more are counted as rejected)
     max_elections: int = 100
+    #: the broker's URL scheme: Celery workers stand in elections only where
+    #: they run Gossip (``election_participants``)
+    transport: str = "amqp"
     #: per-second task-event tallies kept for rates (``top``)
     rate_window: int = 60
     #: latest failures / invalid events kept for display
@@ -183,13 +186,12 @@ class ClusterMetrics:
     Feed it with :meth:`observe` right after ``State.event`` took the same
     event, call :meth:`tick` now and then (liveness transitions, election
     timeouts and purges are judged there), read the attributes to render.
-    ``expected_voters`` names the nodes expected to stand in an election
-    started now (see ``wkctl elect``); without it an election is decided
-    once every candidate seen acknowledged every request.
+    An election is followed with ``wkctl elect``'s watch: its participants
+    are the nodes alive when its first request is seen, each replayed by
+    the rule it follows; it is decided once every participant decided.
     """
 
     config: MetricsConfig
-    expected_voters: Callable[[State, float], Iterable[str]] | None = None
 
     # celery_* ---------------------------------------------------------------
     #: counter type -> label tuple -> value; label tuples are
@@ -361,6 +363,9 @@ class ClusterMetrics:
         if type_ == ELECT_EVENT or type_ == ELECT_ACK_EVENT:
             self._election(type_, event, state, now)
             return
+        if self.elections and type_ in HEARTBEAT_TYPES:
+            for watch, _topic in self.elections.values():
+                watch.feed(event, now)  # a node seen alive joins Celery's count
         worker = state.workers.data.get(hostname)
         node = self.nodes.get(hostname)
         if type_ == "worker-offline":
@@ -403,20 +408,24 @@ class ClusterMetrics:
                 self.refused(ELECT_EVENT, "too many elections at once")
                 return
             topic = self.cap_topic(str(event.get("topic")))
-            expected = self.expected_voters(state, now) if self.expected_voters else ()
-            entry = self.elections[id_] = (
-                ElectionWatch(id_, expected=expected, started_at=now),
-                topic,
-            )
+            alive = {
+                name: vars(worker)
+                for name, worker in state.workers.data.items()
+                if worker.is_alive(now)
+            }
+            participants = election_participants(alive, self.config.transport)
+            watch = ElectionWatch(id_, participants=participants, alive=alive, started_at=now)
+            entry = self.elections[id_] = (watch, topic)
             self.elections_held[topic] = self.elections_held.get(topic, 0) + 1
         watch, topic = entry
-        if watch.feed(event, now):
+        watch.feed(event, now)
+        if watch.settled:
             outcome = watch.outcome()
             winner = self.host(outcome.winner.hostname) if outcome.winner else None
             self.elections_decided[topic] = self.elections_decided.get(topic, 0) + 1
             if winner is not None:
                 self.winners[topic] = winner
-            seconds = outcome.elapsed
+            seconds = outcome.settled if outcome.settled is not None else outcome.elapsed
             if seconds is not None and self.election_seconds is not None:
                 self.election_seconds.observe(self.election_bounds, max(seconds, 0.0))
             self.recent_decided.append(

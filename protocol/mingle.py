@@ -105,10 +105,15 @@ def sync_fields(value: object) -> tuple[Any, Any, str]:
     Celery's ``sync_with_node(c, clock=None, revoked=None, **kwargs)``
     accepts any mapping; a value that is not one (``null`` from a node
     replying to its own hello, a string from a broken peer) is an error
-    that is logged and skipped, never fatal.
+    that is logged and skipped, never fatal.  So is ``{"error": ...}``, the
+    reply of a node whose ``hello`` handler failed ([MINGLE-3]): it carries
+    no state, so the node is neither synced with nor trusted as a clock
+    anchor.
     """
     if value is None:
         return None, None, "empty reply"
     if not isinstance(value, Mapping):
         return None, None, f"reply is a {type(value).__name__}, not an object"
+    if "error" in value:
+        return None, None, f"error reply: {str(value.get('error'))[:200]}"
     return value.get("clock"), value.get("revoked"), ""

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field, replace
 from fnmatch import fnmatchcase
 from typing import Any
 
+from . import control
 from .clock import LamportClock
 from .election import DEFAULT_ELECTION_TIMEOUT, Decision, Elections, ElectRequest
 from .gossip import (
@@ -52,7 +53,7 @@ from .mingle import (
     sync_fields,
 )
 from .revoked import DEFAULT_REVOKED_EXPIRES, DEFAULT_REVOKED_MAX, MergeResult, RevokedSet
-from .vocab import REQUEST_METHODS
+from .vocab import METHOD_ALIASES, request_kind
 from .wire import (
     JSON_CONTENT_TYPE,
     Limits,
@@ -78,6 +79,7 @@ __all__ = [
     "Node",
     "NodeConfig",
     "Publish",
+    "ShutdownRequested",
     "Synced",
     "celery_task_message",
     "default_nodename",
@@ -89,6 +91,8 @@ INFO, WARNING, ERROR, DEBUG = logging.INFO, logging.WARNING, logging.ERROR, logg
 DEFAULT_REJECT_LOG_INTERVAL = 60.0
 #: Senders remembered by the reject rate limiter.
 MAX_REJECT_SENDERS = 1024
+#: Method names whose error reply was logged (once each, [CONTROL-8]).
+MAX_LOGGED_METHODS = 1024
 
 
 def default_nodename() -> str:
@@ -265,7 +269,15 @@ class MemberChanged:
     change: Change
 
 
-Action = Publish | Log | Synced | Elected | MemberChanged
+@dataclass(frozen=True)
+class ShutdownRequested:
+    """The ``shutdown`` command addressed this node: the host stops it
+    cleanly (``worker-offline``) and, for a node run alone, exits 0."""
+
+    reason: str
+
+
+Action = Publish | Log | Synced | Elected | MemberChanged | ShutdownRequested
 
 #: An election topic handler: called with the elected action and the
 #: decision on the winning node; may return actions to perform (e.g. the
@@ -285,6 +297,10 @@ class NodeConfig:
     heartbeat: float = DEFAULT_HEARTBEAT
     mingle: bool = True
     gossip: bool = True
+    #: the node sends its own ``worker-online``/``-heartbeat``/``-offline``;
+    #: False when its host does (a Celery worker's ``Heart`` step, which
+    #: reports the worker's real task counts), so there are never two.
+    announce: bool = True
     mingle_timeout: float = DEFAULT_MINGLE_TIMEOUT
     mingle_settle: float = DEFAULT_MINGLE_SETTLE
     election_timeout: float = DEFAULT_ELECTION_TIMEOUT
@@ -297,6 +313,11 @@ class NodeConfig:
     sw_ver: str = field(default_factory=_sw_ver)
     #: routing key of this node's reply queue (kombu's ``oid``)
     reply_routing_key: str = field(default_factory=lambda: str(uuid.uuid4()))
+    #: the broker connection as Celery's ``stats`` reports it (no password;
+    #: secret-looking keys are masked again when replying)
+    broker_info: dict[str, Any] = field(default_factory=dict)
+    #: the settings ``conf`` reports, under Celery's names (masked URL)
+    settings_info: dict[str, Any] = field(default_factory=dict)
 
 
 class RejectLimiter:
@@ -400,7 +421,6 @@ def celery_task_message(signature: Any, origin: str) -> Publish:
 # -- the node -------------------------------------------------------------
 
 
-
 class Node:
     """One reference node of the worker-to-worker protocol (sans-IO)."""
 
@@ -423,7 +443,7 @@ class Node:
         self.membership = Membership(config.name)
         self.elections = Elections(config.name, timeout=config.election_timeout)
         self.on = Callbacks()
-        self.election_handlers: dict[str, TopicHandler] = {"task": self._call_task}
+        self.election_handlers: dict[str, TopicHandler] = {"task": self._task_topic}
         self.rejects = RejectLimiter(config.reject_log_interval)
         self.clock_rejects = RejectLimiter(config.reject_log_interval)
         self.mingle: MingleSession | None = None
@@ -434,15 +454,32 @@ class Node:
         self._next_heartbeat: float | None = None
         self._next_sweep: float | None = None
         self._sync: SyncResult | None = None
+        self.started_at: float | None = None
+        #: what the host measured for the request being handled (stats)
+        self._process = control.ProcessInfo()
+        #: methods whose error reply was logged already ([CONTROL-7])
+        self._logged_methods: set[str] = set()
         self._handlers: dict[str, Callable[[dict[str, Any], float, list[Action]], Any]] = {
             "hello": self._cmd_hello,
             "clock": self._cmd_clock,
             "revoked": self._cmd_revoked,
             "ping": self._cmd_ping,
             "revoke": self._cmd_revoke,
+            "terminate": self._cmd_terminate,
             "election": self._cmd_election,
             "heartbeat": self._cmd_heartbeat,
+            "stats": self._cmd_stats,
+            "conf": self._cmd_conf,
+            "report": self._cmd_report,
+            "memsample": self._cmd_memsample,
+            "enable_events": self._cmd_enable_events,
+            "disable_events": self._cmd_disable_events,
+            "shutdown": self._cmd_shutdown,
         }
+        for method, value in control.NO_TASK_METHODS.items():
+            self._handlers[method] = _constant(value)
+        for alias, method in METHOD_ALIASES.items():
+            self._handlers[alias] = self._handlers[method]
 
     # -- lifecycle --------------------------------------------------------
 
@@ -455,6 +492,8 @@ class Node:
         """
         out: list[Action] = []
         self.started, self.stopped = True, False
+        if self.started_at is None:
+            self.started_at = now
         out.append(Log(INFO, f"node {self.name} starting (pid {self.config.pid})"))
         if self.config.gossip:
             self._next_sweep = now + self.config.sweep_interval
@@ -463,7 +502,8 @@ class Node:
         else:
             self.clock.mark_synced(peer=False)
             self._go_online(now, out)
-            out.append(Log(INFO, "ready."))
+            if self.config.announce:  # else the host says when it is ready
+                out.append(Log(INFO, "ready."))
         return out
 
     def reconnected(self, now: float) -> list[Action]:
@@ -477,10 +517,20 @@ class Node:
             self._go_online(now, out)
         return out
 
+    def sync(self, now: float) -> list[Action]:
+        """Begin another Mingle round while running (Celery's
+        ``Mingle.sync`` called again); the node stays online, so the round
+        ends without a second ``worker-online``.  A round in progress is
+        left to finish."""
+        out: list[Action] = []
+        if self.mingle is None:
+            self._begin_mingle(now, out)
+        return out
+
     def stop(self, now: float) -> list[Action]:
         """Clean stop: ``worker-offline`` (when we were announced)."""
         out: list[Action] = []
-        if self.online and self.config.gossip:
+        if self.online and self.config.gossip and self.config.announce:
             out.append(self._worker_event("worker-offline", now))
         self.online = False
         self.stopped = True
@@ -522,14 +572,19 @@ class Node:
             out.append(Log(INFO, "mingle: all alone"))
         self.last_sync = result
         out.append(Synced(result))
+        if self.online:  # a round of a running node (sync): already announced
+            return
         self._go_online(now, out)
-        out.append(Log(INFO, "ready."))
+        if self.config.announce:  # else the host says when it is ready
+            out.append(Log(INFO, "ready."))
 
     def _go_online(self, now: float, out: list[Action]) -> None:
         if not self.config.gossip or self.stopped:
             return
-        out.append(self._worker_event("worker-online", now))
         self.online = True
+        if not self.config.announce:
+            return
+        out.append(self._worker_event("worker-online", now))
         self._next_heartbeat = now + self.config.heartbeat
 
     # -- time -------------------------------------------------------------
@@ -621,10 +676,16 @@ class Node:
 
     # -- pidbox -----------------------------------------------------------
 
-    def receive_pidbox(self, msg: Inbound, now: float) -> list[Action]:
+    def receive_pidbox(
+        self, msg: Inbound, now: float, process: control.ProcessInfo | None = None
+    ) -> list[Action]:
         """A control request from this node's pidbox queue (kombu's
-        ``Node.handle_message``, with the checks Celery lacks)."""
+        ``Node.handle_message``, with the checks Celery lacks).
+
+        ``process`` carries what the host measured (resource usage) for
+        ``stats`` and ``memsample``."""
         out: list[Action] = []
+        self._process = process or control.ProcessInfo()
         try:
             self._pidbox(msg, now, out)
         except Exception as exc:
@@ -658,7 +719,7 @@ class Node:
         # [MSG-5]: every request is checked, known methods against their own
         # schema, any other against the generic request schema (which is
         # also what lets an unknown method get its error reply).
-        kind = method if method in REQUEST_METHODS else "request"
+        kind = request_kind(method)
         problem = schema_problem(body, kind, _size(msg))
         if problem:
             self._reject(sender, f"control request {_safe(method, 50)}", problem, now, out)
@@ -679,9 +740,15 @@ class Node:
             out.append(Log(DEBUG, f"dropped expired control request {_safe(method, 50)}"))
             return
         handler = self._handlers.get(method)
-        if handler is None:
-            reply: Any = {"error": f"unknown command {_safe(method, 100)}"}
-            out.append(Log(WARNING, f"unknown control command {_safe(method, 100)}"))
+        unsupported = control.UNSUPPORTED.get(method)
+        if unsupported is not None:
+            reply: Any = {"error": unsupported}
+            self._log_once(
+                method, INFO, f"control command {method} answered with an error: {unsupported}", out
+            )
+        elif handler is None:
+            reply = {"error": f"unknown command {_safe(method, 100)}"}
+            self._log_once(method, WARNING, f"unknown control command {_safe(method, 100)}", out)
         else:
             try:
                 reply = handler(arguments, now, out)
@@ -689,6 +756,14 @@ class Node:
                 out.append(Log(ERROR, f"control command {method} failed: {exc!r}"))
                 reply = {"error": repr(exc)}
         self._maybe_reply(body, reply, sender, now, out)
+
+    def _log_once(self, method: str, level: int, text: str, out: list[Action]) -> None:
+        """Log about ``method`` only the first time ([CONTROL-7]): monitors
+        poll, and a line per poll would flood the log."""
+        if method in self._logged_methods or len(self._logged_methods) >= MAX_LOGGED_METHODS:
+            return  # a flood of invented method names stays bounded and quiet
+        self._logged_methods.add(method)
+        out.append(Log(level, text + " (logged once per method)"))
 
     def _addressed_to_me(self, body: Mapping[str, Any]) -> bool:
         destination = body.get("destination")
@@ -752,6 +827,31 @@ class Node:
             )
         return {"revoked": self.revoked.as_list(now), "clock": self.clock.forward()}
 
+    def answer_hello(self, from_node: Any, revoked: Any, now: float) -> tuple[Any, list[Action]]:
+        """Answer a ``hello`` whose arguments were decoded by the host
+        (a Celery worker's pidbox): ``(reply, actions)``, the reply being
+        what the control command returns ([MINGLE-4], [MINGLE-5])."""
+        out: list[Action] = []
+        args = {"from_node": from_node, "revoked": revoked}
+        sender = from_node if isinstance(from_node, str) else "pidbox client"
+        # The host routed the request (ticket, reply_to); only its arguments
+        # are checked here, in a request shaped as the schema wants it.
+        request = pidbox_request(
+            "hello",
+            args,
+            reply_exchange=self.config.names.reply_exchange,
+            reply_routing_key="host",
+            ticket="host",
+        )
+        problem = schema_problem(request, "hello")
+        if problem:
+            # [MSG-5]: an invalid request changes nothing; the host's pidbox
+            # still sends a reply, so it is null (skipped by askers).
+            self._reject(sender, "control request hello", problem, now, out)
+            return None, out
+        reply = self._cmd_hello(args, now, out)
+        return reply, out
+
     def _cmd_clock(self, args: dict[str, Any], now: float, out: list[Action]) -> Any:
         return {"clock": self.clock.value}
 
@@ -796,9 +896,66 @@ class Node:
         return None
 
     def _cmd_heartbeat(self, args: dict[str, Any], now: float, out: list[Action]) -> Any:
-        if self.config.gossip and not self.stopped:
+        if self.config.gossip and self.config.announce and not self.stopped:
             out.append(self._worker_event("worker-heartbeat", now))
         return None
+
+    def _cmd_terminate(self, args: dict[str, Any], now: float, out: list[Action]) -> Any:
+        return self._cmd_revoke({**args, "terminate": True}, now, out)
+
+    def facts(self, now: float) -> control.NodeFacts:
+        """This node's figures for ``stats``, ``conf`` and ``report``."""
+        return control.NodeFacts(
+            name=self.name,
+            pid=self.config.pid,
+            clock=self.clock.value,
+            uptime=max(0.0, now - (self.started_at if self.started_at is not None else now)),
+            sw_ver=self.config.sw_ver,
+            broker=self.config.broker_info,
+            settings=self._settings(),
+            process=self._process,
+        )
+
+    def _settings(self) -> dict[str, Any]:
+        names = self.config.names
+        info: dict[str, Any] = {
+            "control_exchange": names.control_exchange,
+            "event_exchange": names.event_exchange,
+            "event_serializer": "json",
+            "accept_content": ["json"],
+            "worker_enable_remote_control": True,
+            "worker_send_task_events": False,
+            "wkctl_heartbeat": self.config.heartbeat,
+            "wkctl_mingle": self.config.mingle,
+            "wkctl_gossip": self.config.gossip,
+        }
+        info.update(self.config.settings_info)
+        return info
+
+    def _cmd_stats(self, args: dict[str, Any], now: float, out: list[Action]) -> Any:
+        return control.stats(self.facts(now))
+
+    def _cmd_conf(self, args: dict[str, Any], now: float, out: list[Action]) -> Any:
+        return control.conf(self.facts(now))
+
+    def _cmd_report(self, args: dict[str, Any], now: float, out: list[Action]) -> Any:
+        return control.report(self.facts(now))
+
+    def _cmd_memsample(self, args: dict[str, Any], now: float, out: list[Action]) -> Any:
+        return control.memsample(self._process)
+
+    def _cmd_enable_events(self, args: dict[str, Any], now: float, out: list[Action]) -> Any:
+        return control.events_toggle(True)
+
+    def _cmd_disable_events(self, args: dict[str, Any], now: float, out: list[Action]) -> Any:
+        return control.events_toggle(False)
+
+    def _cmd_shutdown(self, args: dict[str, Any], now: float, out: list[Action]) -> Any:
+        msg = args.get("msg")
+        reason = msg if isinstance(msg, str) and msg else "Got shutdown from remote"
+        out.append(Log(INFO, f"shutdown requested: {_safe(reason, 200)}"))
+        out.append(ShutdownRequested(reason))
+        return {"ok": "shutting down"}
 
     # -- replies (Mingle) -------------------------------------------------
 
@@ -838,13 +995,18 @@ class Node:
         for nodename, value in session.on_reply(body, now):
             self._sync_with_node(nodename, value, now, out, result)
 
-    def on_node_reply(self, nodename: str, reply: Any, now: float) -> list[Action]:
+    def on_node_reply(
+        self, nodename: str, reply: Any, now: float, result: SyncResult | None = None
+    ) -> list[Action]:
         """Apply one peer's ``hello`` reply value (Celery's
         ``Mingle.on_node_reply``): adjust the clock, merge the revoked ids;
-        a reply that cannot be used is logged and skipped, never raised."""
+        a reply that cannot be used is logged and skipped, never raised.
+        ``result`` (default: the current round's) records the outcome."""
         out: list[Action] = []
+        if result is None:
+            result = self._sync or SyncResult()
         try:
-            self._sync_with_node(nodename, reply, now, out, self._sync or SyncResult())
+            self._sync_with_node(nodename, reply, now, out, result)
         except Exception as exc:
             out.append(Log(ERROR, f"mingle: sync with {_safe(nodename)} failed: {exc!r}"))
         return out
@@ -1045,7 +1207,12 @@ class Node:
         except Exception as exc:
             out.append(Log(ERROR, f"election handler for topic {decision.topic!r} failed: {exc!r}"))
 
-    def _call_task(self, action: Any, decision: Decision) -> list[Action]:
+    def _task_topic(self, action: Any, decision: Decision) -> list[Action]:
+        return self.call_task(action)
+
+    def call_task(self, action: Any) -> list[Action]:
+        """The ``task`` topic's action (Celery's ``Gossip.call_task``): the
+        task message to publish, or the logged reason it cannot be built."""
         try:
             message = celery_task_message(action, origin=self.name)
         except ValueError as exc:
@@ -1105,6 +1272,15 @@ class Node:
     def revoke_local(self, task_ids: Iterable[str], now: float) -> None:
         """Flag ids as revoked on this node only (tests, seeding)."""
         self.revoked.update(task_ids, now)
+
+
+def _constant(value: Any) -> Callable[[dict[str, Any], float, list[Action]], Any]:
+    """A handler answering a fresh copy of ``value`` (empty task lists)."""
+
+    def handler(args: dict[str, Any], now: float, out: list[Action]) -> Any:
+        return copy.deepcopy(value)
+
+    return handler
 
 
 def _size(msg: Inbound) -> int | None:

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urldefrag, urljoin
 
-from .vocab import HEARTBEAT_TYPES, REQUEST_METHODS
+from .vocab import HEARTBEAT_TYPES, request_kind
 
 __all__ = [
     "KINDS",
@@ -63,6 +63,59 @@ KINDS: dict[str, str] = {
     "revoked-reply": "pidbox reply to revoked: {node: [task_id, ...]}",
     "ping-reply": "pidbox reply to ping: {node: {ok: 'pong'}}",
     "revoke-reply": "pidbox reply to revoke (when asked for): {node: {ok: message}}",
+    "stats": "pidbox request: worker statistics (Flower, the Prometheus exporters)",
+    "conf": "pidbox request: the worker's configuration",
+    "report": "pidbox request: installation report for bug reports",
+    "active": "pidbox request: tasks being executed",
+    "reserved": "pidbox request: tasks received and waiting to run",
+    "scheduled": "pidbox request: eTA/countdown tasks waiting for their time",
+    "registered": "pidbox request: names of the tasks the worker knows",
+    "active_queues": "pidbox request: task queues the worker consumes",
+    "query_task": "pidbox request: state of tasks by id",
+    "memsample": "pidbox request: sample of the resident set size",
+    "memdump": "pidbox request: memory samples taken so far",
+    "objgraph": "pidbox request: graph of uncollected objects (debugging)",
+    "enable_events": "pidbox request: start sending task events",
+    "disable_events": "pidbox request: stop sending task events",
+    "heartbeat-request": "pidbox request: send one worker-heartbeat now (monitors' refresh)",
+    "shutdown": "pidbox request: stop the worker (a clean stop: worker-offline)",
+    "terminate": "pidbox request: revoke and terminate task ids",
+    "revoke_by_stamped_headers": "pidbox request: revoke tasks by stamped header values",
+    "rate_limit": "pidbox request: change the rate limit of a task type",
+    "time_limit": "pidbox request: change the time limits of a task type",
+    "pool_grow": "pidbox request: add pool processes",
+    "pool_shrink": "pidbox request: remove pool processes",
+    "pool_restart": "pidbox request: restart the pool (reloading modules)",
+    "autoscale": "pidbox request: change the autoscaler's bounds",
+    "add_consumer": "pidbox request: start consuming a task queue",
+    "cancel_consumer": "pidbox request: stop consuming a task queue",
+    "stats-reply": "pidbox reply to stats: Worker statistics",
+    "conf-reply": "pidbox reply to conf: The configuration: setting name -> value (JSON-safe; no secret, [CONTROL-4])",
+    "report-reply": "pidbox reply to report: {ok: report text}",
+    "active-reply": "pidbox reply to active: Tasks being executed: request info objects (Flower reads id, args, kwargs, worker_pid)",
+    "reserved-reply": "pidbox reply to reserved: Tasks reserved: request info objects",
+    "scheduled-reply": "pidbox reply to scheduled: Scheduled tasks: {eta, priority, request}",
+    "registered-reply": "pidbox reply to registered: Task names, each optionally followed by ' [attr=value ...]' (celery-prometheus-exporter chains the lists)",
+    "active_queues-reply": "pidbox reply to active_queues: Queues consumed: kombu Queue.as_dict(recurse=True) (Flower and the exporter read name and the flags)",
+    "query_task-reply": "pidbox reply to query_task: {task_id: [state, request info]}, state one of active, reserved, scheduled, ready",
+    "memsample-reply": "pidbox reply to memsample: Resident set size as text ('42.50MB'), null without psutil",
+    "memdump-reply": "pidbox reply to memdump: Memory samples as text",
+    "objgraph-reply": "pidbox reply to objgraph: {filename} of the graph written",
+    "enable_events-reply": "pidbox reply to enable_events: {ok: message}",
+    "disable_events-reply": "pidbox reply to disable_events: {ok: message}",
+    "heartbeat-reply": "pidbox reply to heartbeat: null: the command sends a worker-heartbeat event instead",
+    "shutdown-reply": "pidbox reply to shutdown: {ok: message} (a Celery worker stops without replying)",
+    "terminate-reply": "pidbox reply to terminate: {ok: message}, as revoke",
+    "revoke_by_stamped_headers-reply": "pidbox reply to revoke_by_stamped_headers: {ok: message}",
+    "rate_limit-reply": "pidbox reply to rate_limit: {ok: message}",
+    "time_limit-reply": "pidbox reply to time_limit: {ok: message}",
+    "pool_grow-reply": "pidbox reply to pool_grow: {ok: message}",
+    "pool_shrink-reply": "pidbox reply to pool_shrink: {ok: message}",
+    "pool_restart-reply": "pidbox reply to pool_restart: {ok: message}",
+    "autoscale-reply": "pidbox reply to autoscale: {ok: message}",
+    "add_consumer-reply": "pidbox reply to add_consumer: {ok: message}",
+    "cancel_consumer-reply": "pidbox reply to cancel_consumer: {ok: message}",
+    "election-reply": "pidbox reply to election: null",
     "elect": "event worker-elect: one node's election request",
     "elect-ack": "event worker-elect-ack: acknowledgement of one worker-elect",
     "heartbeat": "events worker-online / worker-heartbeat / worker-offline",
@@ -625,7 +678,7 @@ def detect_kind(body: object) -> str | None:
         return None
     method = body.get("method")
     if isinstance(method, str) and "arguments" in body:
-        return method if method in REQUEST_METHODS else "request"
+        return request_kind(method)
     event_type = body.get("type")
     if isinstance(event_type, str) and "hostname" in body:
         if event_type in HEARTBEAT_TYPES:

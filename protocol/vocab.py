@@ -4,7 +4,7 @@ transports, software identities and how a peer is classified.
 Every other module imports these names from here instead of spelling the
 strings again, so that a word of the protocol has one definition and one
 type (``Literal`` for the closed sets).  Nothing here does I/O or keeps
-state: it is data and two pure functions.
+state: it is data and a few pure functions.
 """
 
 from __future__ import annotations
@@ -14,6 +14,17 @@ from typing import Any, Final, Literal, get_args
 
 __all__ = [
     "CELERY_GOSSIP_DRIVERS",
+    "CELERY_METHODS",
+    "CONTROL_METHODS",
+    "ControlMethod",
+    "HEARTBEAT_REQUEST_KIND",
+    "INSPECT_METHODS",
+    "InspectMethod",
+    "METHOD_ALIASES",
+    "METHOD_SIGNATURES",
+    "canonical_method",
+    "reply_kind",
+    "request_kind",
     "CELERY_MINGLE_DRIVERS",
     "CELERY_SW_IDENT",
     "ELECT_ACK_EVENT",
@@ -38,11 +49,108 @@ __all__ = [
 
 # -- pidbox requests -------------------------------------------------------
 
-#: The pidbox methods of the worker-to-worker protocol that have a schema
-#: of their own (``schemas/<method>.json``); any other method is checked
-#: against the generic ``request`` schema.
-RequestMethod = Literal["hello", "clock", "revoked", "ping", "revoke", "election"]
-REQUEST_METHODS: Final[frozenset[str]] = frozenset(get_args(RequestMethod))
+#: Inspect methods Celery 5.x workers answer (``celery/worker/control.py``
+#: of 5.4 and 5.7 register the same set; spec [CONTROL-1]).
+InspectMethod = Literal[
+    "active",
+    "active_queues",
+    "clock",
+    "conf",
+    "hello",
+    "memdump",
+    "memsample",
+    "objgraph",
+    "ping",
+    "query_task",
+    "registered",
+    "report",
+    "reserved",
+    "revoked",
+    "scheduled",
+    "stats",
+]
+#: Control methods Celery 5.x workers answer.
+ControlMethod = Literal[
+    "add_consumer",
+    "autoscale",
+    "cancel_consumer",
+    "disable_events",
+    "election",
+    "enable_events",
+    "heartbeat",
+    "pool_grow",
+    "pool_restart",
+    "pool_shrink",
+    "rate_limit",
+    "revoke",
+    "revoke_by_stamped_headers",
+    "shutdown",
+    "terminate",
+    "time_limit",
+]
+INSPECT_METHODS: Final[frozenset[str]] = frozenset(get_args(InspectMethod))
+CONTROL_METHODS: Final[frozenset[str]] = frozenset(get_args(ControlMethod))
+#: Every pidbox method of Celery 5.x.
+CELERY_METHODS: Final[frozenset[str]] = INSPECT_METHODS | CONTROL_METHODS
+#: Celery's alias names (``Panel.register(alias=...)``) -> their method.
+METHOD_ALIASES: Final[Mapping[str, str]] = {
+    "dump_active": "active",
+    "dump_conf": "conf",
+    "dump_reserved": "reserved",
+    "dump_revoked": "revoked",
+    "dump_schedule": "scheduled",
+    "dump_tasks": "registered",
+}
+#: Celery's command-line signatures (``Panel.meta``: ``args`` and
+#: ``variadic``): the argument names positional values fill, in order, and
+#: the name that collects the rest (``celery inspect query_task ID...``).
+METHOD_SIGNATURES: Final[Mapping[str, tuple[tuple[str, ...], str | None]]] = {
+    "add_consumer": (("queue", "exchange", "exchange_type", "routing_key"), None),
+    "autoscale": (("max", "min"), None),
+    "cancel_consumer": (("queue",), None),
+    "conf": (("with_defaults",), None),
+    "memdump": (("samples",), None),
+    "objgraph": (("type", "num", "max_depth"), None),
+    "pool_grow": (("n",), None),
+    "pool_shrink": (("n",), None),
+    "query_task": ((), "ids"),
+    "rate_limit": (("task_name", "rate_limit"), None),
+    "registered": ((), "taskinfoitems"),
+    "revoke": ((), "task_id"),
+    "revoke_by_stamped_headers": ((), "headers"),
+    "terminate": (("signal",), "task_id"),
+    "time_limit": (("task_name", "soft", "hard"), None),
+}
+#: The schema kind of the ``heartbeat`` command (``heartbeat`` names the
+#: worker events' schema).
+HEARTBEAT_REQUEST_KIND: Final = "heartbeat-request"
+
+#: The pidbox methods that have a schema of their own named after them
+#: (``schemas/<method>.json``); ``heartbeat``'s is ``heartbeat-request``,
+#: aliases use their method's, any other method the generic ``request``.
+RequestMethod = Literal[InspectMethod, ControlMethod]
+REQUEST_METHODS: Final[frozenset[str]] = CELERY_METHODS - {"heartbeat"}
+
+
+def canonical_method(method: str) -> str:
+    """The method an alias names (``dump_conf`` -> ``conf``); others unchanged."""
+    return METHOD_ALIASES.get(method, method)
+
+
+def request_kind(method: str) -> str:
+    """The schema kind of a request for ``method`` (``request`` when unknown)."""
+    name = canonical_method(method)
+    if name == "heartbeat":
+        return HEARTBEAT_REQUEST_KIND
+    return name if name in REQUEST_METHODS else "request"
+
+
+def reply_kind(method: str) -> str | None:
+    """The schema kind of a reply to ``method`` (``<method>-reply``), None
+    for a method Celery does not have."""
+    name = canonical_method(method)
+    return f"{name}-reply" if name in CELERY_METHODS else None
+
 
 # -- events ------------------------------------------------------------------
 

@@ -10,7 +10,9 @@ testing.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -31,6 +33,13 @@ def pytest_configure(config: pytest.Config) -> None:
     # Restore a handler so every child starts with the default disposition.
     if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
         signal.signal(signal.SIGINT, signal.default_int_handler)
+    # wkctl keeps state under $XDG_STATE_HOME (the embedded broker, the
+    # cache of nodes known alive): the suite gets its own, so that neither
+    # the user's state nor an earlier run changes what a test sees.  Tests
+    # that need a private one still set their own.
+    state = tempfile.mkdtemp(prefix="wkctl-test-state-")
+    os.environ["XDG_STATE_HOME"] = state
+    config.add_cleanup(lambda: shutil.rmtree(state, ignore_errors=True))
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

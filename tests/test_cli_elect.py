@@ -274,3 +274,39 @@ def test_fifty_elections_each_participants_reported_decision_is_the_one_it_logge
         f"(the workers themselves disagreed in {disagreeing_clusters})"
     )
     assert agreed == 50
+
+
+def test_reference_nodes_elect_exactly_one_winner_in_every_election(
+    broker_url: str, tmp_path: Path, capsys
+) -> None:
+    """Four wkctl reference nodes, ten elections started by ``wkctl elect``:
+    in each, every node decides, all on one winner, exactly one node wins
+    (runs the action), and the report says the same."""
+    from wkctl.protocol.binding import Binding
+    from wkctl.protocol.broker import BrokerSettings
+
+    config = tmp_path / "wkctl.yaml"
+    config.write_text(json.dumps({"broker_url": broker_url}))
+    binding = Binding(BrokerSettings(url=broker_url))
+    tag = uuid.uuid4().hex[:4]
+    handles = [binding.add_node(f"dw{i}-{tag}@wkctl-test", heartbeat=1.0) for i in range(4)]
+    binding.start()
+    try:
+        names = {h.name for h in handles}
+        for h in handles:
+            assert h.wait_synced(15), h.log_text()
+            assert h.wait_for(lambda h: names - {h.name} <= set(h.alive_peers()), 15)
+        for _ in range(10):
+            code, out, err = run_cli(
+                ["--config", str(config), "elect", "--topic", "task", "--json"], capsys
+            )
+            assert code == 0, err
+            doc = json.loads(out)
+            decisions = [h.wait_decision(doc["id"], 10) for h in handles]
+            assert all(d is not None for d in decisions), [h.log_text() for h in handles]
+            assert len({d.winner for d in decisions if d is not None}) == 1
+            won = [h.name for h, d in zip(handles, decisions, strict=True) if d and d.won]
+            assert won == [doc["winner"]] == doc["runs_action"]
+            assert {d["rule"] for d in doc["decisions"].values()} == {"spec"}
+    finally:
+        binding.shutdown()

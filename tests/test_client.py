@@ -215,10 +215,10 @@ def test_election_watch_incomplete_names_the_silent_and_waits_for_expected() -> 
     # conforming nodes wait for c@h's request ([ELECT-5]) until their timeout
     out = w.outcome()
     assert out.winner is None and out.undecided == ["a@h", "b@h", "c@h"] and not w.settled
-    w.feed(_elect("c@h", 3, 1), 0.1)
-    assert not w.settled  # c@h's own ack is still missing
-    w.feed(_ack("c@h"), 0.2)
+    w.feed(_elect("c@h", 3, 1), 0.1)  # the last request fixes the winner for everyone
     assert w.settled and w.outcome().winner.hostname == "a@h"  # type: ignore[union-attr]
+    assert not w.complete
+    w.feed(_ack("c@h"), 0.2)
     assert w.outcome().elapsed == pytest.approx(0.1)  # fixed by the last request
     # other elections, junk and forged acks without a hostname change nothing
     assert not w.feed(_elect("z@h", 0, 1, id_="OTHER"), 0.0)

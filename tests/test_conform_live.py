@@ -56,6 +56,7 @@ CELERY_DEVIATIONS = {
     "sec.too-large": "DEFECT-13",  # no size limit
     "mingle.list-form": "DEFECT-14",  # 5.4 only: hello replies in the mapping form
     "launch.initial-bound": "DEFECT-8",  # --launch: adopts 2**53+5 from a hello reply
+    "launch.error-reply": "DEFECT-25",  # --launch: takes clock and ids of an error reply
 }
 
 #: Checks that only run when the kit launched the node itself.
@@ -64,6 +65,7 @@ LAUNCH_ONLY = {
     "events.offline",
     "launch.hello",
     "launch.sync",
+    "launch.error-reply",
     "launch.initial-bound",
 }
 
@@ -94,6 +96,9 @@ BROKEN: dict[str, set[str]] = {
     "no-expiry": {"pidbox.expired"},
     "freq-lie": {"events.freq"},
     "acks-twice": {"election.ack-once"},
+    "stats-no-pool": {"control.vocabulary", "control.stats"},
+    "conf-secret": {"control.no-secret"},
+    "tasks-error": {"control.vocabulary", "control.aliases", "control.task-lists"},
 }
 
 

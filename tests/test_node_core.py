@@ -95,7 +95,7 @@ def test_revoke_replies_like_celery() -> None:
 
 
 def test_unknown_command_gets_an_error_reply() -> None:
-    assert ask(node(), "shutdown") == {"error": "unknown command shutdown"}
+    assert ask(node(), "no_such_method") == {"error": "unknown command no_such_method"}
 
 
 def test_heartbeat_command_sends_a_heartbeat_now() -> None:
@@ -369,6 +369,7 @@ def test_celery_named_entry_points_work_on_decoded_values() -> None:
     assert elect.body["type"] == "worker-elect" and elect.body["cver"] == 1
     out = n.on_elect(dict(elect.body), now=1.0)
     assert [a.body["type"] for a in out if isinstance(a, Publish)] == ["worker-elect-ack"]
+    assert any(isinstance(a, Elected) and a.decision.won for a in out)  # its own request: alone
     out = n.on_elect_ack(
         {
             "id": "e-api",
@@ -381,7 +382,7 @@ def test_celery_named_entry_points_work_on_decoded_values() -> None:
         },
         now=1.0,
     )
-    assert any(isinstance(a, Elected) and a.decision.won for a in out)
+    assert not any(isinstance(a, Elected) for a in out)  # decided once, not again
     assert n.on_clock_event(None) == n.clock.value
     before = n.clock.value
     assert n.on_clock_event(before + 100) == before + 101
@@ -466,3 +467,34 @@ def test_a_peer_lost_during_an_election_is_no_longer_waited_for() -> None:
     assert set(decisions) == {"n0@h", "n1@h"} and len(set(decisions.values())) == 1
     assert "missed heartbeat from n2@h" in bus.log_text("n0@h")
     assert all(not n.elections.active for n in bus.nodes.values())
+
+
+def test_an_error_reply_to_hello_is_skipped_not_synced() -> None:
+    """[MINGLE-3]: ``{"error": ...}`` (a peer whose hello handler failed)
+    carries no state: the peer is not counted as synced, and the node's
+    clock is not bounded on its account (issue 17)."""
+    n = Node(NodeConfig(name="n@h", pid=1))
+    [hello] = [a for a in n.start(0.0) if isinstance(a, Publish)]
+    reply = Inbound.json(
+        {"peer@h": {"error": "boom"}}, {"ticket": hello.body["ticket"], "clock": 7}
+    )
+    out = n.receive_reply(reply, 0.1)
+    n.tick(2.0)
+    assert n.last_sync is not None
+    assert n.last_sync.peers == []
+    assert "error reply" in n.last_sync.failed["peer@h"]
+    assert "peer@h" in logs(out)
+    assert not n.clock.bounded
+
+
+def test_answer_hello_for_a_host_pidbox_merges_and_replies_in_list_form() -> None:
+    """A host that decoded the request itself (a Celery worker's pidbox) gets
+    the core's answer: ids merged under the bounds, list-form reply; an
+    invalid request changes nothing and is answered null."""
+    n = node()
+    reply, out = n.answer_hello("peer@h", {"a": [1.5, "a"], "b": [2.5, "b"]}, 1.0)
+    assert reply["revoked"] == ["a", "b"] and isinstance(reply["clock"], int)
+    assert "sync with peer@h" in logs(out)
+    assert n.answer_hello("n@h", ["c"], 1.0)[0] is None  # its own hello
+    reply, out = n.answer_hello(["not", "a", "name"], ["d"], 1.0)
+    assert reply is None and "d" not in n.revoked and "rejected" in logs(out)

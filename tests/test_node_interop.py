@@ -256,10 +256,8 @@ def test_task_messages_from_a_wkctl_node_run_on_celery_workers(cluster: Cluster)
         keys = [f"direct-{uuid.uuid4().hex[:8]}" for _ in range(4)]
         for key in keys:
             handle.submit(
-                lambda node, now, key=key: node._call_task(
-                    {"task": "tasks.record", "args": [key]}, None
-                )
-            )  # type: ignore[arg-type]
+                lambda node, now, key=key: node.call_task({"task": "tasks.record", "args": [key]})
+            )
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
             if all(list(cluster.record_dir.glob(f"{k}.*")) for k in keys):

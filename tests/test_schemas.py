@@ -31,6 +31,7 @@ from wkctl.protocol.validation import (
     schema_files,
     validate,
 )
+from wkctl.protocol.vocab import REQUEST_METHODS, request_kind
 
 DATA = Path(__file__).resolve().parent / "data"
 
@@ -55,8 +56,8 @@ REQUIRED_KINDS = {
 def record_kind(record: dict[str, Any]) -> str:
     family, _, name = record["kind"].partition(":")
     if family == "pidbox-request":
-        # "heartbeat" names both a control command and the event kind
-        return name if name in KINDS and name != "heartbeat" else "request"
+        # "heartbeat" names the event kind; the command's is heartbeat-request
+        return request_kind(name)
     if family == "pidbox-reply":
         return f"{name}-reply"
     if family == "event-batch":
@@ -151,7 +152,7 @@ def test_sample_validates(source: str, kind: str, body: Any) -> None:
     assert is_valid(body, kind)
     if kind in ("heartbeat", "elect", "elect-ack", "task-event"):
         assert is_valid(body, "event")
-    if kind in ("hello", "clock", "revoked", "ping", "revoke", "election"):
+    if kind in REQUEST_METHODS or kind == "heartbeat-request":
         assert is_valid(body, "request")
 
 
@@ -175,7 +176,9 @@ def test_detect_kind() -> None:
     assert detect_kind("hello") is None
     assert detect_kind(42) is None
     assert detect_kind({}) is None
-    assert detect_kind({"method": "stats", "arguments": {}}) == "request"
+    assert detect_kind({"method": "stats", "arguments": {}}) == "stats"
+    assert detect_kind({"method": "dump_conf", "arguments": {}}) == "conf"
+    assert detect_kind({"method": "custom_cmd", "arguments": {}}) == "request"
     assert detect_kind({"type": "custom-x", "hostname": "h"}) == "event"
     assert (
         detect_kind({"headers": {"hostname": "h"}, "content_type": "application/json"})

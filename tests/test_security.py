@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
 import shutil
 import subprocess
 import sys
@@ -36,10 +35,12 @@ from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import pytest
-from kombu import Connection, Exchange, Producer
+from kombu import Connection
 
 from support.brokerproc import RedisProc, free_port
 from support.cliproc import wait_for_text, wkctl_popen
+from support.hostile import hostile_payloads
+from support.hostile import publish_raw as _publish_raw
 from support.nodes import NodeProcess, hosted_nodes, unique_name
 from support.workers import _die_with_parent
 from wkctl.protocol.broker import event_exchange, pidbox_exchange, reply_exchange, transport_of
@@ -76,28 +77,6 @@ def ping_names(url: str, timeout: float = 1.0, **conn: Any) -> set[str]:
 # -- payloads that run code when deserialized ---------------------------------------
 
 
-class _CreatesFile:
-    """Unpickling this calls ``open(path, "w")``: the file appearing = code ran."""
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (open, (self.path, "w"))
-
-
-def hostile_payloads(folder: Path) -> dict[str, tuple[bytes, str | None]]:
-    pickled = pickle.dumps(_CreatesFile(str(folder / "pickle-ran")), protocol=2)
-    yaml_doc = f"!!python/object/apply:builtins.open [{str(folder / 'yaml-ran')!r}, 'w']\n"
-    return {
-        "pickle": (pickled, "application/x-python-serialize"),
-        "pickle-no-type": (pickled, None),
-        "pickle-as-json": (pickled, "application/json"),
-        "yaml": (yaml_doc.encode(), "application/x-yaml"),
-        "msgpack": (b"\x82\xa4type\xb0worker-heartbeat\xa5clock\x01", "application/x-msgpack"),
-    }
-
-
 def test_payloads_are_live(tmp_path: Path) -> None:
     """Control: deserializing the payloads really would run code."""
     payloads = hostile_payloads(tmp_path)
@@ -112,25 +91,6 @@ def test_payloads_are_live(tmp_path: Path) -> None:
         [sys.executable, "-c", code, str(tmp_path / "p.bin"), str(tmp_path / "y.yaml")], check=True
     )
     assert (tmp_path / "pickle-ran").exists() and (tmp_path / "yaml-ran").exists()
-
-
-def _publish_raw(
-    conn: Connection,
-    exchange: Exchange,
-    routing_key: str,
-    body: bytes,
-    content_type: str | None,
-    headers: dict[str, Any],
-) -> None:
-    producer = Producer(conn.channel(), exchange=exchange, auto_declare=True)
-    producer.publish(
-        body,
-        routing_key=routing_key,
-        content_type=content_type or "",
-        content_encoding="utf-8" if content_type == "application/json" else "binary",
-        headers=headers,
-        serializer=None,
-    )
 
 
 def test_only_json_is_accepted_by_every_consumer(broker_url: str, tmp_path: Path) -> None:

@@ -15,9 +15,12 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
+from kombu import Producer
 
 from support.celeryapp import client_app
-from support.workers import CeleryWorker, WorkerPool
+from support.eventstreams import realistic_stream
+from support.workers import CeleryWorker, WorkerPool, _die_with_parent
+from wkctl.protocol.broker import BrokerSettings, event_exchange
 
 pytestmark = [pytest.mark.broker, pytest.mark.celery]
 
@@ -133,16 +136,34 @@ def test_top_in_a_terminal(worker: tuple[str, CeleryWorker]) -> None:
 
 
 def test_top_plain_text_when_not_a_terminal(worker: tuple[str, CeleryWorker]) -> None:
+    """Not a terminal: the same tables as plain text, one frame per
+    --interval however many events arrive (10,000 published meanwhile)."""
     url, w = worker
-    out = subprocess.run(
-        [sys.executable, "-m", "wkctl", "-b", url, "top", "--interval", "0.5", "--duration", "4"],
-        capture_output=True,
-        text=True,
-        timeout=30,
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "wkctl", "-b", url, "top", "--interval", "0.5", "--duration", "7"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         stdin=subprocess.DEVNULL,
+        text=True,
+        preexec_fn=_die_with_parent,
     )
-    assert out.returncode == 0, out.stderr
-    frames = out.stdout.split("-" * 40)
-    assert 3 <= len(frames) <= 10  # periodic, not per event
-    assert w.hostname in out.stdout
-    assert "\x1b[" not in out.stdout  # plain text: no escape sequences
+    time.sleep(1.5)
+    items = list(realistic_stream(10_000, seed=3, workers=20, batches=True))
+    settings = BrokerSettings(url=url)
+    with settings.connection() as conn:
+        producer = Producer(
+            conn.channel(), exchange=event_exchange(settings.names, settings.transport)
+        )
+        for item in items:
+            first = item[0] if isinstance(item, list) else item
+            key = "task.multi" if isinstance(item, list) else first["type"].replace("-", ".")
+            producer.publish(item, routing_key=key, serializer="json", declare=[producer.exchange])
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    frames = out.split("-" * 40)
+    assert 6 <= len(frames) <= 17  # periodic (7 s / 0.5 s), not per event
+    assert w.hostname in out
+    assert "\x1b[" not in out  # plain text: no escape sequences
+    last = [f for f in frames if "events" in f][-1]
+    events = int(last.split("events", 1)[1].split()[0])
+    assert events >= 10_000, last[:300]

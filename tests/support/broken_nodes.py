@@ -53,11 +53,23 @@ BREAKS: dict[str, str] = {
     "acks-twice": "acknowledges a repeated worker-elect again",
     "garbage": "answers every request with a body that is not JSON",
     "silent": "consumes requests and never answers",
+    "stats-no-pool": "answers stats without pool (what breaks the Prometheus exporter)",
+    "conf-secret": "answers conf with its broker URL, password included",
+    "tasks-error": "answers the task lists with an error, as it runs no tasks",
 }
 
 
 #: Request methods with a schema of their own: invalid ones are dropped (spec MSG-5).
 _SCHEMA_METHODS = frozenset({"hello", "clock", "revoked", "ping", "revoke", "election"})
+#: Celery's alias names of the control vocabulary (spec section 16).
+_ALIASES = {
+    "dump_active": "active",
+    "dump_conf": "conf",
+    "dump_reserved": "reserved",
+    "dump_revoked": "revoked",
+    "dump_schedule": "scheduled",
+    "dump_tasks": "registered",
+}
 
 
 class ProbeTarget:
@@ -279,6 +291,7 @@ class ProbeTarget:
         if method in _SCHEMA_METHODS and not is_valid(body, method):
             self.errors.append(f"dropped: {method} request invalid against its schema")
             return
+        method = _ALIASES.get(method, method)
         handler = getattr(self, "cmd_" + method.replace("-", "_"), None)
         value = handler(arguments) if handler else {"error": f"unknown command {method}"}
         self._reply(body, value)
@@ -428,3 +441,65 @@ class ProbeTarget:
     def cmd_heartbeat(self, args: dict[str, Any]) -> Any:
         self._heartbeat("worker-heartbeat")
         return None
+
+    # The control vocabulary monitors poll (spec section 16), for a node
+    # that runs no tasks.
+
+    def cmd_stats(self, args: dict[str, Any]) -> Any:
+        stats: dict[str, Any] = {
+            "total": {},
+            "pid": self.pid,
+            "clock": str(self.clock.value),
+            "uptime": 1,
+            "pool": {"processes": []},
+            "broker": {"transport": self.transport},
+            "prefetch_count": 0,
+            "rusage": "N/A",
+        }
+        if self.breaks == "stats-no-pool":
+            del stats["pool"]
+        return stats
+
+    def cmd_conf(self, args: dict[str, Any]) -> Any:
+        url = (
+            "amqp://guest:guest@localhost//"
+            if self.breaks == "conf-secret"
+            else "amqp://guest:**@localhost//"
+        )
+        return {"broker_url": url, "control_exchange": self.names.control_exchange}
+
+    def cmd_report(self, args: dict[str, Any]) -> Any:
+        return {"ok": f"target {self.name}"}
+
+    def _no_tasks(self, value: Any) -> Any:
+        return {"error": "no tasks here"} if self.breaks == "tasks-error" else value
+
+    def cmd_active(self, args: dict[str, Any]) -> Any:
+        return self._no_tasks([])
+
+    def cmd_reserved(self, args: dict[str, Any]) -> Any:
+        return self._no_tasks([])
+
+    def cmd_scheduled(self, args: dict[str, Any]) -> Any:
+        return self._no_tasks([])
+
+    def cmd_registered(self, args: dict[str, Any]) -> Any:
+        return self._no_tasks([])
+
+    def cmd_active_queues(self, args: dict[str, Any]) -> Any:
+        return self._no_tasks([])
+
+    def cmd_query_task(self, args: dict[str, Any]) -> Any:
+        return self._no_tasks({})
+
+    def cmd_memsample(self, args: dict[str, Any]) -> Any:
+        return None
+
+    def cmd_enable_events(self, args: dict[str, Any]) -> Any:
+        return {"ok": "no task events here"}
+
+    def cmd_rate_limit(self, args: dict[str, Any]) -> Any:
+        return {"error": "unknown task"}
+
+    def cmd_time_limit(self, args: dict[str, Any]) -> Any:
+        return {"error": "unknown task"}

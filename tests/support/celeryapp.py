@@ -27,6 +27,9 @@ app.conf.update(
     # sentinel master_name, Redis global_keyprefix, ... (the deployment tests)
     broker_transport_options=json.loads(os.environ.get("WKCTL_TEST_TRANSPORT_OPTIONS") or "{}"),
 )
+if os.environ.get("WKCTL_TEST_TRANSPORT_OPTIONS"):
+    # JSON: broker_transport_options (e.g. a secret, to show DEFECT-18)
+    app.conf.broker_transport_options = json.loads(os.environ["WKCTL_TEST_TRANSPORT_OPTIONS"])
 
 
 @app.task(name="tasks.add")
@@ -68,3 +71,10 @@ def client_app(broker_url: str, **conf: object) -> Celery:
     client.conf.update(app.conf)
     client.conf.update(broker_url=broker_url, **conf)
     return client
+
+
+if os.environ.get("WKCTL_TEST_HARDEN") == "1":
+    # A hardened worker (issue 14): wkctl's Mingle and Gossip in this worker.
+    import wkctl.celery
+
+    wkctl.celery.install(app)
