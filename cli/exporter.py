@@ -12,7 +12,6 @@ families at scrape time (the exposition format is prometheus-client's).
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -36,6 +35,7 @@ from wkctl.protocol.metrics import TASK_COUNTERS, ClusterMetrics, MetricsConfig
 from wkctl.protocol.state_core import ClusterState
 from wkctl.protocol.vocab import CELERY_SW_IDENT, REDIS_TRANSPORTS
 
+from .config import parse_transport_option as transport_option
 from .context import AppContext, pass_app
 from .errors import CliError, ExitCode
 from .monitor import Monitor
@@ -70,22 +70,6 @@ def parse_listen(value: str) -> tuple[str, int]:
         raise CliError(f"--listen: expected HOST:PORT, got {value!r}", ExitCode.USAGE)
     host = host.strip("[]") or "127.0.0.1"
     return host, int(port)
-
-
-def transport_option(text: str) -> tuple[str, Any]:
-    """``KEY=VALUE`` as prometheus-exporter-celery reads ``--broker-transport-option``:
-    digits are an int, valid JSON is decoded, anything else is a string."""
-    key, sep, value = text.partition("=")
-    if not sep or not key:
-        raise CliError(
-            f"--broker-transport-option: expected KEY=VALUE, got {text!r}", ExitCode.USAGE
-        )
-    if value.isnumeric():
-        return key, int(value)
-    try:
-        return key, json.loads(value)
-    except ValueError:
-        return key, value
 
 
 def _hist_buckets(counts: list[int], bounds: list[float]) -> list[tuple[str, float]]:
