@@ -37,7 +37,8 @@ from dataclasses import dataclass, field
 from typing import Any, get_args
 
 from .client import ElectionWatch, election_participants
-from .state import HEARTBEAT_DRIFT_MAX, State
+from .state_core import ClusterState
+from .state_drift import HEARTBEAT_DRIFT_MAX
 from .vocab import ELECT_ACK_EVENT, ELECT_EVENT, HEARTBEAT_TYPES, TaskEventType
 
 __all__ = [
@@ -273,7 +274,7 @@ class ClusterMetrics:
         host = event.get("hostname") if isinstance(event, dict) else None
         self.recent_invalid.append((now, kind[:60], str(host)[:60]))
 
-    def observe(self, event: Any, state: State, now: float) -> None:
+    def observe(self, event: Any, state: ClusterState, now: float) -> None:
         """Count one event, after ``state.event(event)`` took it."""
         if event.__class__ is not dict and not isinstance(event, dict):
             self.refused("item", "not an object")
@@ -297,7 +298,7 @@ class ClusterMetrics:
         elif type_.startswith("worker-"):
             self._worker(type_, event, state, now)
 
-    def _task(self, type_: str, event: dict[str, Any], state: State, now: float) -> None:
+    def _task(self, type_: str, event: dict[str, Any], state: ClusterState, now: float) -> None:
         uuid = event.get("uuid")
         task = state.tasks.data.get(uuid) if uuid.__class__ is str else None
         if task is None:
@@ -356,7 +357,7 @@ class ClusterMetrics:
         tally = self._tally
         tally[type_] = tally.get(type_, 0) + 1
 
-    def _worker(self, type_: str, event: dict[str, Any], state: State, now: float) -> None:
+    def _worker(self, type_: str, event: dict[str, Any], state: ClusterState, now: float) -> None:
         hostname = event.get("hostname")
         if not isinstance(hostname, str):
             return
@@ -396,7 +397,7 @@ class ClusterMetrics:
             if abs(drift) > HEARTBEAT_DRIFT_MAX:
                 self.drift_warnings[node.label] = self.drift_warnings.get(node.label, 0) + 1
 
-    def _election(self, type_: str, event: dict[str, Any], state: State, now: float) -> None:
+    def _election(self, type_: str, event: dict[str, Any], state: ClusterState, now: float) -> None:
         id_ = event.get("id")
         if not isinstance(id_, str) or id_ in self._finished:
             return
@@ -441,7 +442,7 @@ class ClusterMetrics:
 
     # -- time ---------------------------------------------------------------------
 
-    def tick(self, state: State, now: float) -> None:
+    def tick(self, state: ClusterState, now: float) -> None:
         """Judge what only time tells: nodes lost, elections timed out, purges."""
         workers = state.workers.data
         purge_after = self.config.purge_after
@@ -496,7 +497,7 @@ class ClusterMetrics:
 
     # -- views ---------------------------------------------------------------
 
-    def workers(self, state: State, now: float) -> dict[str, dict[str, float]]:
+    def workers(self, state: ClusterState, now: float) -> dict[str, dict[str, float]]:
         """Per hostname label: ``up`` (any node of it alive), ``active``
         (sum), ``clock`` (highest); nodes followed only."""
         out: dict[str, dict[str, float]] = {}
@@ -517,7 +518,7 @@ class ClusterMetrics:
                 row["clock"] = max(row["clock"], clock)
         return out
 
-    def clock_spread(self, state: State, now: float) -> int:
+    def clock_spread(self, state: ClusterState, now: float) -> int:
         """Highest minus lowest Lamport clock of the nodes alive now."""
         clocks = [
             w.clock
