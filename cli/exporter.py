@@ -38,7 +38,7 @@ from wkctl.protocol.metrics import (
     ClusterMetrics,
     MetricsConfig,
 )
-from wkctl.protocol.state import State
+from wkctl.protocol.state_core import ClusterState
 from wkctl.protocol.vocab import CELERY_SW_IDENT, REDIS_TRANSPORTS
 
 from .context import AppContext, pass_app
@@ -116,7 +116,7 @@ class MetricsCollector:
     objects per label set), under the monitor's lock.
     """
 
-    def __init__(self, state: State, metrics: ClusterMetrics, lock: Any) -> None:
+    def __init__(self, state: ClusterState, metrics: ClusterMetrics, lock: Any) -> None:
         self.state = state
         self.metrics = metrics
         self.lock = lock
@@ -131,7 +131,7 @@ class MetricsCollector:
         self.scrapes += 1
         return iter(families)
 
-    def _families(self, state: State, now: float) -> list[Metric]:
+    def _families(self, state: ClusterState, now: float) -> list[Metric]:
         m = self.metrics
         m.tick(state, now)
         out: list[Metric] = []
@@ -207,7 +207,7 @@ class MetricsCollector:
         out += self._wkctl(state, now)
         return out
 
-    def _wkctl(self, state: State, now: float) -> list[Metric]:
+    def _wkctl(self, state: ClusterState, now: float) -> list[Metric]:
         m = self.metrics
         out: list[Metric] = []
 

@@ -29,7 +29,7 @@ from rich.table import Table
 from rich.text import Text
 
 from wkctl.protocol.metrics import ClusterMetrics, MetricsConfig
-from wkctl.protocol.state import State
+from wkctl.protocol.state_core import ClusterState
 
 from .context import AppContext, pass_app
 from .monitor import Monitor
@@ -130,7 +130,7 @@ def _sort_key(sort: str, row: dict[str, Any]) -> Any:
     return (-(value if isinstance(value, (int, float)) else -1), row["name"])
 
 
-def _worker_rows(state: State, now: float, view: View) -> list[dict[str, Any]]:
+def _worker_rows(state: ClusterState, now: float, view: View) -> list[dict[str, Any]]:
     rows = []
     for name, worker in state.workers.data.items():
         if view.worker_filter and view.worker_filter not in name:
@@ -155,7 +155,7 @@ def _worker_rows(state: State, now: float, view: View) -> list[dict[str, Any]]:
 
 
 def render(
-    state: State, metrics: ClusterMetrics, view: View, now: float, broker: str
+    state: ClusterState, metrics: ClusterMetrics, view: View, now: float, broker: str
 ) -> RenderableType:
     """The whole screen (also the plain-text fallback) as one rich renderable."""
     rows = _worker_rows(state, now, view)

@@ -40,7 +40,8 @@ from datetime import datetime, timezone
 from typing import Any, get_args
 
 from .client import ElectionWatch, election_participants
-from .state import HEARTBEAT_DRIFT_MAX, State
+from .state_core import ClusterState
+from .state_drift import HEARTBEAT_DRIFT_MAX
 from .vocab import ELECT_ACK_EVENT, ELECT_EVENT, HEARTBEAT_TYPES, TaskEventType
 
 __all__ = [
@@ -354,7 +355,7 @@ class ClusterMetrics:
         host = event.get("hostname") if isinstance(event, dict) else None
         self.recent_invalid.append((now, kind[:60], str(host)[:60]))
 
-    def observe(self, event: Any, state: State, now: float) -> None:
+    def observe(self, event: Any, state: ClusterState, now: float) -> None:
         """Count one event, after ``state.event(event)`` took it."""
         if event.__class__ is not dict and not isinstance(event, dict):
             self.refused("item", "not an object")
@@ -378,7 +379,7 @@ class ClusterMetrics:
         elif type_.startswith("worker-"):
             self._worker(type_, event, state, now)
 
-    def _task(self, type_: str, event: dict[str, Any], state: State, now: float) -> None:
+    def _task(self, type_: str, event: dict[str, Any], state: ClusterState, now: float) -> None:
         uuid = event.get("uuid")
         task = state.tasks.data.get(uuid) if uuid.__class__ is str else None
         if task is None:
@@ -487,7 +488,7 @@ class ClusterMetrics:
             hist = self.queue_waits[key] = _Histogram([0] * (len(self.wait_bounds) + 1))
         hist.observe(self.wait_bounds, wait)
 
-    def _worker(self, type_: str, event: dict[str, Any], state: State, now: float) -> None:
+    def _worker(self, type_: str, event: dict[str, Any], state: ClusterState, now: float) -> None:
         hostname = event.get("hostname")
         if not isinstance(hostname, str):
             return
@@ -527,7 +528,7 @@ class ClusterMetrics:
             if abs(drift) > HEARTBEAT_DRIFT_MAX:
                 self.drift_warnings[node.label] = self.drift_warnings.get(node.label, 0) + 1
 
-    def _election(self, type_: str, event: dict[str, Any], state: State, now: float) -> None:
+    def _election(self, type_: str, event: dict[str, Any], state: ClusterState, now: float) -> None:
         id_ = event.get("id")
         if not isinstance(id_, str) or id_ in self._finished:
             return
@@ -572,7 +573,7 @@ class ClusterMetrics:
 
     # -- time ---------------------------------------------------------------------
 
-    def tick(self, state: State, now: float) -> None:
+    def tick(self, state: ClusterState, now: float) -> None:
         """Judge what only time tells: nodes lost, elections timed out, purges."""
         workers = state.workers.data
         purge_after = self.config.purge_after
@@ -630,7 +631,7 @@ class ClusterMetrics:
 
     # -- views ---------------------------------------------------------------
 
-    def workers(self, state: State, now: float) -> dict[str, dict[str, float]]:
+    def workers(self, state: ClusterState, now: float) -> dict[str, dict[str, float]]:
         """Per hostname label: ``up`` (any node of it alive), ``active``
         (sum), ``clock`` (highest); nodes followed only."""
         out: dict[str, dict[str, float]] = {}
@@ -651,7 +652,7 @@ class ClusterMetrics:
                 row["clock"] = max(row["clock"], clock)
         return out
 
-    def clock_spread(self, state: State, now: float) -> int:
+    def clock_spread(self, state: ClusterState, now: float) -> int:
         """Highest minus lowest Lamport clock of the nodes alive now."""
         clocks = [
             w.clock
