@@ -171,7 +171,7 @@ def render(doc: dict[str, Any]) -> None:
     workers = doc["workers"]
     click.echo(style(f"Workers ({len(workers)})", bold=True))
     if workers:
-        rows = []
+        rows: list[tuple[Any, ...]] = []
         for name, w in workers.items():
             load = w["loadavg"]
             rows.append(

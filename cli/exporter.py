@@ -12,7 +12,6 @@ families at scrape time (the exposition format is prometheus-client's).
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -41,6 +40,7 @@ from wkctl.protocol.metrics import (
 from wkctl.protocol.state_core import ClusterState
 from wkctl.protocol.vocab import CELERY_SW_IDENT, REDIS_TRANSPORTS
 
+from .config import parse_transport_option as transport_option
 from .context import AppContext, pass_app
 from .errors import CliError, ExitCode
 from .monitor import Monitor
@@ -75,22 +75,6 @@ def parse_listen(value: str) -> tuple[str, int]:
         raise CliError(f"--listen: expected HOST:PORT, got {value!r}", ExitCode.USAGE)
     host = host.strip("[]") or "127.0.0.1"
     return host, int(port)
-
-
-def transport_option(text: str) -> tuple[str, Any]:
-    """``KEY=VALUE`` as prometheus-exporter-celery reads ``--broker-transport-option``:
-    digits are an int, valid JSON is decoded, anything else is a string."""
-    key, sep, value = text.partition("=")
-    if not sep or not key:
-        raise CliError(
-            f"--broker-transport-option: expected KEY=VALUE, got {text!r}", ExitCode.USAGE
-        )
-    if value.isnumeric():
-        return key, int(value)
-    try:
-        return key, json.loads(value)
-    except ValueError:
-        return key, value
 
 
 def _parse_buckets(option: str, text: str) -> list[float]:
@@ -181,7 +165,7 @@ class MetricsCollector:
             active.add_metric([label], row["active"])
             clock.add_metric([label], row["clock"])
         out += [up, active, clock]
-        for key, name, help_ in (
+        for field, name, help_ in (
             ("length", "celery_queue_length", "The number of message in broker queue."),
             (
                 "consumers",
@@ -199,11 +183,11 @@ class MetricsCollector:
                 "The number of active processes in broker queue.",
             ),
         ):
-            family = GaugeMetricFamily(name, help_, labels=["queue_name"])
+            queue_family = GaugeMetricFamily(name, help_, labels=["queue_name"])
             for queue, values in m.queues.items():
-                if key in values:
-                    family.add_metric([queue], values[key])
-            out.append(family)
+                if field in values:
+                    queue_family.add_metric([queue], values[field])
+            out.append(queue_family)
         out += self._wkctl(state, now)
         return out
 
@@ -279,8 +263,8 @@ class MetricsCollector:
             "Local receive time minus the worker's event timestamp (latest heartbeat).",
             labels=["hostname"],
         )
-        for key, value in m.drift.items():
-            drift.add_metric([key], value)
+        for host, seconds in m.drift.items():
+            drift.add_metric([host], seconds)
         out.append(drift)
         counter(
             "wkctl_clock_drift_warnings",
@@ -692,7 +676,7 @@ def exporter_cmd(
     assert monitor.stream.connection is not None
     app.log(
         "broker transport options (names only): "
-        + (", ".join(sorted(monitor.stream.connection.transport_options)) or "none"),
+        + (", ".join(sorted(monitor.stream.connection.transport_options or {})) or "none"),
         2,
     )
     registry = CollectorRegistry(auto_describe=False)

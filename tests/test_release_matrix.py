@@ -381,7 +381,9 @@ def _operations(
         done = wkctl(url, "conform", "--node", target, "--json", timeout=300)
         doc = json.loads(done.stdout) if done.stdout.strip().startswith("{") else {}
         failed = {c["id"]: c.get("detail") for c in doc.get("checks", []) if c["result"] == "fail"}
-        others = set(names[1:])
+        # the workers alive now (an earlier operation may have killed one,
+        # which that operation reports) must all still answer afterwards
+        others = {w.hostname for w in cell.workers[1:] if w.alive()}
         pinged = set(celery_ping(cell.python, url))
         assert others <= pinged, f"after conform, no ping reply from {sorted(others - pinged)}"
         if done.returncode != 0 and not failed:
@@ -394,15 +396,16 @@ def _operations(
         # Last: on an affected release it silences the whole cell.  The
         # rule conform uses must predict exactly what the workers do.
         kombu = _kombu_of(cell.python).split()[0]
-        peers = {n: PeerSoftware(n, "celery", cell.rel.version, kombu) for n in names}
+        alive = [w.hostname for w in cell.workers if w.alive()]
+        peers = {n: PeerSoftware(n, "celery", cell.rel.version, kombu) for n in alive}
         predicted = set(matcher_outage(cell.broker, peers))
         app = client_app(url)
         try:
-            app.control.broadcast("ping", pattern=names[0], matcher="nosuch")
+            app.control.broadcast("ping", pattern=alive[0], matcher="nosuch")
         finally:
             app.close()
         time.sleep(1.0)
-        silent = set(names) - set(celery_ping(cell.python, url))
+        silent = set(alive) - set(celery_ping(cell.python, url))
         assert silent == predicted, f"silenced {sorted(silent)}, predicted {sorted(predicted)}"
         return "silences all" if silent else "harmless"
 
