@@ -204,7 +204,8 @@ def elect_cmd(
                 if not force:
                     raise CliError(
                         f"refusing to hold an election: {plan.hazard}; start another worker or "
-                        "node, or pass --force to hold it anyway",
+                        "node, harden the Celery workers (wkctl.celery.install), or pass "
+                        "--force to hold it anyway",
                         ExitCode.FAILURE,
                     )
                 click.echo(f"wkctl: warning: --force: {plan.hazard}", err=True)

@@ -423,7 +423,11 @@ def election_participants(
     return out
 
 
-def standing_hazard(kinds: Mapping[str, str | None], holding: Iterable[str] = ()) -> str | None:
+def standing_hazard(
+    kinds: Mapping[str, str | None],
+    holding: Iterable[str] = (),
+    releases: Mapping[str, str | None] | None = None,
+) -> str | None:
     """Why holding an election among ``kinds`` can kill a stock Celery worker
     (:func:`~wkctl.protocol.election.election_hazard`, DEFECT-1), or ``None``.
 
@@ -437,7 +441,7 @@ def standing_hazard(kinds: Mapping[str, str | None], holding: Iterable[str] = ()
     known = {h: ("celery" if k is None else k) for h, k in kinds.items()}
     if all(k != "celery" or h in safe for h, k in known.items()):
         return None
-    return election_hazard(known)
+    return election_hazard(known, releases)
 
 
 @dataclass(frozen=True)
@@ -469,7 +473,10 @@ def plan_election(heartbeats: Mapping[str, Mapping[str, Any]], transport: str) -
     for hb in heartbeats.values():
         kind = peer_kind(hb)
         counts[kind] = counts.get(kind, 0) + 1
-    return ElectionPlan(kinds, counts, standing_hazard(kinds), mixed_rules_warning(kinds))
+    releases = {h: hb.get("sw_ver") for h, hb in heartbeats.items() if h in kinds}
+    return ElectionPlan(
+        kinds, counts, standing_hazard(kinds, releases=releases), mixed_rules_warning(kinds)
+    )
 
 
 class NodeSurvey:

@@ -305,6 +305,13 @@ def test_standing_hazard_is_the_one_lone_worker_rule() -> None:
     assert standing_hazard({"w@h": "celery"}) is not None  # alone: always dies (DEFECT-1)
     assert "two participants" in (standing_hazard({"w@h": "celery", "n@h": "wkctl"}) or "")
     assert standing_hazard({"a@h": "celery", "b@h": "celery", "c@h": "celery"}) is None
+    # ... unless a stock worker is older than 5.4: a 5.1.2 worker died among three
+    three = {"a@h": "celery", "b@h": "celery", "c@h": "celery"}
+    old = standing_hazard(three, releases={"a@h": "5.7.0", "b@h": "5.1.2", "c@h": "5.4.0"})
+    assert old is not None and "b@h (5.1.2)" in old and "a@h" not in old
+    assert standing_hazard(three, releases={"a@h": "5.7.0", "b@h": "5.4.0", "c@h": "5.5.3"}) is None
+    # a release that is not a version number is not held against the worker
+    assert standing_hazard(three, releases={"a@h": "banana"}) is None
     assert (
         standing_hazard({"w@h": "hardened"}) is None and standing_hazard({"n@h": "wkctl"}) is None
     )

@@ -14,7 +14,8 @@ so their Mingle syncs from it), and, in order:
   task-succeeded: ``task.multi`` batches expanded) and heartbeats;
 * ``dump``: the cluster state lists every worker;
 * ``elect``: ``wkctl elect`` among the three workers reports a winner and no
-  worker dies (three workers: DEFECT-1 is the one- and two-worker crash);
+  worker dies; for releases before 5.4, which can die even among three
+  (DEFECT-1), it refuses without ``--force`` and nobody dies;
 * ``validate``: everything captured on the broker during the above
   validates with ``wkctl validate --capture``;
 * ``conform``: ``wkctl conform`` against one worker passes (known deviations
@@ -68,6 +69,7 @@ from support.releases import (
 )
 from support.workers import HERE, REPO, CeleryWorker, WorkerPool, celery_python
 from wkctl.conform.hazards import PeerSoftware, matcher_outage
+from wkctl.protocol.election import SAFE_FROM_THREE
 
 pytestmark = [pytest.mark.broker, pytest.mark.celery]
 
@@ -348,6 +350,14 @@ def _operations(
         time.sleep(1.0)
         dead = [w.hostname for w in cell.workers if not w.alive()] + list(data.get("dead", []))
         assert not dead, f"workers died: {dead}"
+        if tuple(int(p) for p in cell.rel.version.split(".")[:2]) < SAFE_FROM_THREE:
+            # Celery before 5.4 can die even among three (a 5.1.2 worker did,
+            # spec DEFECT-1): wkctl elect must refuse without --force.
+            assert done.returncode == 1 and "refusing to hold an election" in done.stderr, (
+                done.returncode,
+                done.stderr[-300:],
+            )
+            return "refused (DEFECT-1: stock Celery before 5.4)"
         decisions = data.get("decisions", {})
         picked = {d.get("winner") for d in decisions.values() if isinstance(d, dict)}
         picked = {str(p) for p in picked | {data.get("winner")} if p}
