@@ -31,7 +31,12 @@ from prometheus_client.core import (
 from prometheus_client.utils import floatToGoString
 
 from wkctl.protocol.client import Client, hello_table
-from wkctl.protocol.metrics import TASK_COUNTERS, ClusterMetrics, MetricsConfig
+from wkctl.protocol.metrics import (
+    QUEUE_WAIT_BUCKETS,
+    TASK_COUNTERS,
+    ClusterMetrics,
+    MetricsConfig,
+)
 from wkctl.protocol.state_core import ClusterState
 from wkctl.protocol.vocab import CELERY_SW_IDENT, REDIS_TRANSPORTS
 
@@ -70,6 +75,14 @@ def parse_listen(value: str) -> tuple[str, int]:
         raise CliError(f"--listen: expected HOST:PORT, got {value!r}", ExitCode.USAGE)
     host = host.strip("[]") or "127.0.0.1"
     return host, int(port)
+
+
+def _parse_buckets(option: str, text: str) -> list[float]:
+    """Histogram upper bounds from ``A,B,C`` (sorted)."""
+    try:
+        return sorted(float(b) for b in text.split(",") if b.strip())
+    except ValueError:
+        raise CliError(f"{option}: not a list of numbers: {text!r}", ExitCode.USAGE) from None
 
 
 def _hist_buckets(counts: list[int], bounds: list[float]) -> list[tuple[str, float]]:
@@ -124,6 +137,15 @@ class MetricsCollector:
         for key, hist in m.runtime.items():
             runtime.add_metric(list(key), _hist_buckets(hist.counts, m.bounds), hist.total)
         out.append(runtime)
+        wait = HistogramMetricFamily(
+            "celery_task_queue_wait_time",
+            "Histogram of the time tasks spend waiting in the queue before being executed, "
+            "excluding deliberate ETA/countdown delay.",
+            labels=_TASK_LABELS,
+        )
+        for key, hist in m.queue_waits.items():
+            wait.add_metric(list(key), _hist_buckets(hist.counts, m.wait_bounds), hist.total)
+        out.append(wait)
         workers = m.workers(state, now)
         up = GaugeMetricFamily(
             "celery_worker_up",
@@ -523,6 +545,13 @@ class Pollers:
     help="Upper bounds of the celery_task_runtime histogram buckets.",
 )
 @click.option(
+    "--queue-wait-buckets",
+    default=",".join(str(b) for b in QUEUE_WAIT_BUCKETS),
+    show_default=True,
+    help="Upper bounds of the celery_task_queue_wait_time histogram buckets (observed only "
+    "for tasks whose producer sends task-sent events: task_send_sent_event).",
+)
+@click.option(
     "--hostname-label",
     type=click.Choice(["host", "node"]),
     default="host",
@@ -603,6 +632,7 @@ def exporter_cmd(
     transport_options: tuple[str, ...],
     queues: str,
     buckets: str,
+    queue_wait_buckets: str,
     hostname_label: str,
     generic_hostname_task_sent_metric: bool,
     max_label_values: int,
@@ -617,21 +647,20 @@ def exporter_cmd(
     """Serve Prometheus metrics of the cluster on /metrics (and /health).
 
     Drop-in for prometheus-exporter-celery: the same celery_* metric names,
-    types and labels, plus wkctl_* metrics (elections, clocks, drift,
+    types and labels (and its later celery_task_queue_wait_time), plus wkctl_* metrics (elections, clocks, drift,
     rejected events, lost workers, revoked sets, ingest lag, broker
     connection). Counts come from the event stream, as `wkctl dump` reads
     it; queue figures from the broker and the workers every
     --queue-interval seconds.
     """
     host, port = parse_listen(listen)
-    try:
-        bounds = sorted(float(b) for b in buckets.split(",") if b.strip())
-    except ValueError:
-        raise CliError(f"--buckets: not a list of numbers: {buckets!r}", ExitCode.USAGE) from None
+    bounds = _parse_buckets("--buckets", buckets)
+    wait_bounds = _parse_buckets("--queue-wait-buckets", queue_wait_buckets)
     if transport_options:
         app.add_transport_options(dict(transport_option(text) for text in transport_options))
     config = MetricsConfig(
         buckets=bounds,
+        queue_wait_buckets=wait_bounds,
         max_label_values=max_label_values,
         whole_hostname=hostname_label == "node",
         generic_sent_hostname=generic_hostname_task_sent_metric,
