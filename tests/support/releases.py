@@ -250,7 +250,7 @@ def venv_python(rel: Release) -> str:
     return str(python)
 
 
-if __name__ == "__main__":  # build every venv: python -m support.releases (from tests/)
+if __name__ == "__main__":  # build every venv: PYTHONPATH=.:tests python -m support.releases
     for item in RELEASES:
         try:
             print(item.version, venv_python(item), flush=True)
