@@ -199,6 +199,34 @@ def test_the_app_clock_is_bounded() -> None:
     assert app.clock.adjust(10) == 11  # Celery's rule for a sane value
 
 
+@pytest.mark.parametrize(
+    "body, reason",
+    [
+        (["not", "a", "request"], "not a pidbox request object"),
+        (b'{"method": "ping"}', "not a pidbox request object"),  # no content type: undecoded
+        ({"arguments": {}}, "not a pidbox request object"),
+        ({"method": "ping", "destination": 5}, "destination is not a list"),
+        ({"method": "ping", "pattern": "*", "matcher": "nosuch"}, "is not usable"),
+        ({"method": "ping", "pattern": "(", "matcher": "pcre"}, "not a regular expression"),
+        ({"method": "ping", "reply_to": "x", "ticket": "t"}, "reply_to malformed"),
+        (
+            {"method": "ping", "reply_to": {"exchange": "amq.direct", "routing_key": "r"}},
+            "is not ours",
+        ),
+        ({"method": "ping", "destination": ["a@b"], "arguments": {}}, ""),
+        ({"method": "nosuch", "pattern": "w*", "matcher": "glob", "whatever": 1}, ""),
+    ],
+)
+def test_control_requests_kombu_cannot_dispatch_are_rejected(body: Any, reason: str) -> None:
+    """[PIDBOX-21]: what a hardened worker's pidbox hands to Celery."""
+    from wkctl.protocol.node import Log, Node
+
+    admitted, actions = Node().admit_request(body, time.time())
+    logged = " ".join(a.message for a in actions if isinstance(a, Log))
+    assert admitted is (reason == "")
+    assert reason in logged if reason else not logged
+
+
 # -- real workers -----------------------------------------------------------------
 
 

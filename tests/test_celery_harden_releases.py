@@ -12,6 +12,9 @@ order:
   ways (stock -> hardened when the hardened one starts, hardened -> stock
   when a second stock one starts), and the synced id stops the task on the
   hardened worker;
+* ``control``: control requests kombu cannot dispatch (a JSON array, a body
+  with no content type: DEFECT-27) are rejected, the hardened worker still
+  answers ``ping``; the table notes how many stock workers went silent;
 * ``heartbeat``: the malformed heartbeat (DEFECT-6): the hardened worker
   lives, rejects it, answers ``ping`` and runs a task;
 * ``election``: a lone hardened worker (exchanges of its own) survives
@@ -48,6 +51,7 @@ from support.hardened import (
     runs_a_task,
     wait_until,
 )
+from support.hostile import Hostile, send_hostile
 from support.releases import (
     HARDENED_RESULTS,
     HARDENED_SECONDS,
@@ -195,6 +199,24 @@ def test_hardened_release(
             assert records(record_dir, rkey) == [], "the revoked task ran"
             return "both ways"
 
+        def control() -> str:
+            hardened = cell["hardened"]
+            stock_names = [w.hostname for w in started if w.hostname.startswith("s")]
+            send_hostile(
+                url,
+                [
+                    Hostile("pidbox", "", b'["not", "a", "request"]', "application/json", {}),
+                    Hostile("pidbox", "", b'{"method": "ping"}', None, {}),
+                ],
+            )
+            assert wait_until(lambda: "rejected control request" in hardened.log_text(), 10), (
+                "no rejection logged"
+            )
+            time.sleep(1.0)
+            assert hardened.hostname in pings(url, [hardened.hostname]), "no ping reply"
+            silent = set(stock_names) - pings(url, stock_names)
+            return f"stock silenced: {len(silent)}/{len(stock_names)}"
+
         def heartbeat() -> str:
             hardened = cell["hardened"]
             malformed_heartbeat(url)
@@ -218,6 +240,7 @@ def test_hardened_release(
         for name, body in (
             ("steps", steps),
             ("revoked", revoked),
+            ("control", control),
             ("heartbeat", heartbeat),
             ("election", election),
         ):

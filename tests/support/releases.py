@@ -170,7 +170,7 @@ def render_matrix(results: dict[tuple[str, str], dict[str, str]]) -> list[str]:
 
 #: hardened workers (``wkctl.celery.install``) per release: the steps of a
 #: cell of tests/test_celery_harden_releases.py, in the order it runs them
-HARDENED_STEPS: tuple[str, ...] = ("steps", "revoked", "heartbeat", "election")
+HARDENED_STEPS: tuple[str, ...] = ("steps", "revoked", "control", "heartbeat", "election")
 #: (release, broker) -> step -> "ok ..." | "FAIL ..." | "not run: ..."
 HARDENED_RESULTS: dict[tuple[str, str], dict[str, str]] = {}
 #: (release, broker) -> seconds the cell took
@@ -196,7 +196,7 @@ def render_hardened(results: dict[tuple[str, str], dict[str, str]]) -> list[str]
             text = cells.get(step, "not run: (the cell stopped before)")
             mark = "ok" if text.startswith("ok") else ("-" if text.startswith("not run") else "RED")
             marks.append(f"{mark:<{width}}")
-            if mark != "ok" or step == "heartbeat":
+            if mark != "ok" or step in ("control", "heartbeat"):
                 notes.append(f"{version} {broker} {step}: {text}")
         took = HARDENED_SECONDS.get((version, broker))
         lines.append(
