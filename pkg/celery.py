@@ -88,7 +88,10 @@ __all__ = [
 
 logger = logging.getLogger("wkctl.celery")
 
-#: Celery releases ``install`` supports: [lowest, first unsupported).
+#: Celery releases ``install`` supports: [lowest, first unsupported).  Each
+#: release of the range runs the hardened steps on both brokers with the kombu
+#: it was published with: 5.0.5, 5.1.2, 5.2.7, 5.3.6, 5.4.0, 5.5.3, 5.6.3, 5.7.0
+#: (tests/test_celery_harden_releases.py, ``--release-matrix``).
 SUPPORTED_CELERY = ((5, 0), (5, 8))
 SUPPORTED_TEXT = "Celery 5.0 to 5.7"
 
