@@ -701,19 +701,8 @@ class Node:
         if not self._admit(body, now, out):
             return
         method: str = body["method"]
-        arguments = body.get("arguments")
+        arguments: dict[str, Any] = body.get("arguments") or {}  # an object: _admit
         sender = _request_sender(body)
-        if arguments is None:
-            arguments = {}
-        if not isinstance(arguments, dict):
-            self._reject(
-                sender,
-                f"control request {_safe(method, 50)}",
-                "arguments is not an object",
-                now,
-                out,
-            )
-            return
         # [MSG-5]: every request is checked, known methods against their own
         # schema, any other against the generic request schema (which is
         # also what lets an unknown method get its error reply).

@@ -297,13 +297,19 @@ def request_problem(body: object, reply_exchange: str) -> str:
     These are the requests kombu's ``Node.handle_message`` raises on outside
     the command handler (which Celery answers by resetting its control
     channel: DEFECT-27): a body that is not an object ([PIDBOX-1]), no
-    ``method`` string, a ``destination`` that is not a list, a
+    ``method`` string, ``arguments`` that are not an object (kombu formats
+    them for its debug line before anything else), a field ``self`` (kombu
+    calls ``dispatch(**body)``), a ``destination`` that is not a list, a
     ``pattern``/``matcher`` kombu cannot match with ([PIDBOX-18]), a
-    ``reply_to`` that is not an object naming the ``reply_exchange``
-    ([PIDBOX-5]: replying to any exchange a peer names would declare, and on
+    ``reply_to`` that is not an object naming the ``reply_exchange``, with a
+    string ``ticket`` ([PIDBOX-5]: replying to any exchange a peer names would declare, and on
     RabbitMQ clash with, arbitrary exchanges)."""
     if not isinstance(body, dict) or not isinstance(body.get("method"), str):
         return "not a pidbox request object"
+    if "self" in body:  # kombu calls dispatch(**body): a second "self"
+        return "field 'self' is not a request field"
+    if body.get("arguments") is not None and not isinstance(body["arguments"], dict):
+        return "arguments is not an object"
     destination = body.get("destination")
     if destination and not isinstance(destination, list):
         return "destination is not a list"
@@ -320,6 +326,8 @@ def request_problem(body: object, reply_exchange: str) -> str:
     if reply_to:
         if not isinstance(reply_to, dict) or not isinstance(reply_to.get("routing_key"), str):
             return "reply_to malformed"
+        if not isinstance(body.get("ticket"), str):
+            return "reply_to/ticket malformed"
         if reply_to.get("exchange") != reply_exchange:
             return f"reply_to exchange {str(reply_to.get('exchange'))[:100]!r} is not ours"
     return ""

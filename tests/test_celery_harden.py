@@ -205,12 +205,26 @@ def test_the_app_clock_is_bounded() -> None:
         (["not", "a", "request"], "not a pidbox request object"),
         (b'{"method": "ping"}', "not a pidbox request object"),  # no content type: undecoded
         ({"arguments": {}}, "not a pidbox request object"),
+        ({"method": "ping", "arguments": ["x"]}, "arguments is not an object"),
+        ({"method": "ping", "self": 1}, "field 'self'"),
+        (
+            {
+                "method": "ping",
+                "reply_to": {"exchange": "reply.celery.pidbox", "routing_key": "r"},
+                "ticket": 5,
+            },
+            "reply_to/ticket malformed",
+        ),
         ({"method": "ping", "destination": 5}, "destination is not a list"),
         ({"method": "ping", "pattern": "*", "matcher": "nosuch"}, "is not usable"),
         ({"method": "ping", "pattern": "(", "matcher": "pcre"}, "not a regular expression"),
         ({"method": "ping", "reply_to": "x", "ticket": "t"}, "reply_to malformed"),
         (
-            {"method": "ping", "reply_to": {"exchange": "amq.direct", "routing_key": "r"}},
+            {
+                "method": "ping",
+                "reply_to": {"exchange": "amq.direct", "routing_key": "r"},
+                "ticket": "t",
+            },
             "is not ours",
         ),
         ({"method": "ping", "destination": ["a@b"], "arguments": {}}, ""),
@@ -478,6 +492,7 @@ def _survive_the_security_suite(
     record_dir: Path,
     folder: Path,
     cases: int,
+    seed: int = 3,
 ) -> list[str]:
     """Every group of the security suite's hostile messages
     (``support.hostile.hostile_groups``) at the hardened ``workers``; after
@@ -494,7 +509,7 @@ def _survive_the_security_suite(
 
     lines = []
     try:
-        for group, messages in hostile_groups(folder, cases).items():
+        for group, messages in hostile_groups(folder, cases, seed).items():
             before = clocks()
             begun = time.monotonic()
             send_hostile(url, messages)
@@ -573,7 +588,8 @@ def test_hardened_workers_survive_the_long_security_suite(
     broker_url: str, worker_pool: WorkerPool, overlay: Path, tmp_path: Path
 ) -> None:
     """Every hostile message of the security suite with 400 mutated messages
-    (``WKCTL_FUZZ_BROKER_CASES``) at hardened 5.4 and 5.7 workers."""
+    (``WKCTL_FUZZ_BROKER_CASES``, seed ``WKCTL_FUZZ_SEED``) at hardened 5.4
+    and 5.7 workers."""
     for version in VERSIONS:
         require_celery(version)
     tag = uuid.uuid4().hex[:6]
@@ -586,8 +602,9 @@ def test_hardened_workers_survive_the_long_security_suite(
         for worker in workers.values():
             worker.wait_ready()
         cases = int(os.environ.get("WKCTL_FUZZ_BROKER_CASES", "400"))
+        seed = int(os.environ.get("WKCTL_FUZZ_SEED", "3"))
         lines = _survive_the_security_suite(
-            broker_url, workers, queues, worker_pool.record_dir, tmp_path, cases
+            broker_url, workers, queues, worker_pool.record_dir, tmp_path, cases, seed
         )
         print("\n" + "\n".join(lines))
     finally:
