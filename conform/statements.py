@@ -247,6 +247,13 @@ STATEMENTS: dict[str, Statement] = {
         text='The `task` election topic applies `app.signature(action).apply_async()`: an action in the short dict form `{"task": name, "args": [...]}` (no `options`) raises `TypeError: apply_async() argument after ** must be a mapping, not NoneType`, logged as "Could not call task", and the elected worker runs nothing.',
         testable=False,
     ),
+    "DEFECT-27": Statement(
+        id="DEFECT-27",
+        level="DEFECT",
+        section="13. Known defects of Celery's implementation",
+        text="Any control request kombu's `Node.handle_message` raises on outside the command handler makes Celery's `Pidbox.on_message` reset the control channel: a body that is not an object (a JSON array, or a body with no content type or `application/data`, which kombu hands over undecoded), no `method`, `arguments` that are not an object (kombu 5.3 formats them for a debug line first), a field `self` (`dispatch(**body)`), a `destination` that is not a container, a `reply_to` that is not an object. On Redis with kombu 5.2-5.6 that reset silences the worker as in DEFECT-15 (no `ping`, `inspect` or Mingle `hello` answered until a restart), and the request is a broadcast, so one message from anyone with broker access silences every affected worker; on RabbitMQ the channel comes back. Measured (two stock workers per release, each release with the kombu it was published with, one JSON array and one body with no content type on the control exchange): on Redis both workers of 5.2.7, 5.3.6, 5.4.0, 5.5.3 and 5.6.3 stopped answering `ping`; those of 5.0.5, 5.1.2 and 5.7.0 kept answering, and on RabbitMQ every release did.",
+        testable=False,
+    ),
     "ELECT-1": Statement(
         id="ELECT-1",
         level="MUST",
@@ -647,6 +654,12 @@ STATEMENTS: dict[str, Statement] = {
         section="4. Pidbox: requests and replies",
         text="A requester MUST compare a reply's `expires` header with the wall-clock time (Unix time, the clock the header is written in), never with a monotonic or process clock, and drop the reply once that time has passed.",
         testable=False,
+    ),
+    "PIDBOX-21": Statement(
+        id="PIDBOX-21",
+        level="MUST",
+        section="4. Pidbox: requests and replies",
+        text="A node MUST reject, without running or answering it, a request whose body is not an object with a string `method`, whose `arguments` are neither null nor an object, that has a field `self`, whose non-empty `destination` is not an array, whose `pattern`/`matcher` it cannot match with ([PIDBOX-18]), or whose `reply_to` is not an object with a string `routing_key` naming its own reply exchange together with a string `ticket`; and it MUST go on serving other requests. (Celery resets its control channel instead, and on Redis with kombu 5.2-5.6 stops serving: DEFECT-27.)",
     ),
     "REVOKED-1": Statement(
         id="REVOKED-1",
