@@ -67,6 +67,7 @@ from .wire import (
     pidbox_request,
     pidbox_request_headers,
     printable,
+    request_problem,
 )
 
 __all__ = [
@@ -697,25 +698,11 @@ class Node:
         body = self._decode(msg, "pidbox client", "control request", now, out)
         if body is _INVALID:
             return
-        if not isinstance(body, dict) or not isinstance(body.get("method"), str):
-            self._reject(
-                "pidbox client", "control request", "not a pidbox request object", now, out
-            )
+        if not self._admit(body, now, out):
             return
         method: str = body["method"]
-        arguments = body.get("arguments")
+        arguments: dict[str, Any] = body.get("arguments") or {}  # an object: _admit
         sender = _request_sender(body)
-        if arguments is None:
-            arguments = {}
-        if not isinstance(arguments, dict):
-            self._reject(
-                sender,
-                f"control request {_safe(method, 50)}",
-                "arguments is not an object",
-                now,
-                out,
-            )
-            return
         # [MSG-5]: every request is checked, known methods against their own
         # schema, any other against the generic request schema (which is
         # also what lets an unknown method get its error reply).
@@ -756,6 +743,20 @@ class Node:
                 out.append(Log(ERROR, f"control command {method} failed: {exc!r}"))
                 reply = {"error": repr(exc)}
         self._maybe_reply(body, reply, sender, now, out)
+
+    def admit_request(self, body: Any, now: float) -> tuple[bool, list[Action]]:
+        """Whether a control request already decoded by a Celery worker's
+        own pidbox may be handed to Celery ([PIDBOX-21]); a rejected one is
+        logged like any rejection (rate-limited per sender)."""
+        out: list[Action] = []
+        return self._admit(body, now, out), out
+
+    def _admit(self, body: Any, now: float, out: list[Action]) -> bool:
+        problem = request_problem(body, self.config.names.reply_exchange)
+        if problem:
+            sender = _request_sender(body) if isinstance(body, dict) else "pidbox client"
+            self._reject(sender, "control request", problem, now, out)
+        return not problem
 
     def _log_once(self, method: str, level: int, text: str, out: list[Action]) -> None:
         """Log about ``method`` only the first time ([CONTROL-7]): monitors

@@ -64,10 +64,11 @@ from support.releases import (
     SECONDS,
     NotAvailable,
     Release,
+    interpreter,
+    kombu_of,
     release,
-    venv_python,
 )
-from support.workers import HERE, REPO, CeleryWorker, WorkerPool, celery_python
+from support.workers import HERE, REPO, CeleryWorker, WorkerPool
 from wkctl.conform.hazards import PeerSoftware, matcher_outage
 from wkctl.protocol.election import SAFE_FROM_THREE
 
@@ -89,39 +90,6 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "matrix_cell" in metafunc.fixturenames:
         cells = _selected(metafunc.config)
         metafunc.parametrize("matrix_cell", cells, ids=[f"{v}-{b}" for v, b in cells])
-
-
-def _kombu_of(python: str) -> str:
-    done = subprocess.run(
-        [python, "-c", "import kombu, celery; print(kombu.__version__, celery.__version__)"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    if done.returncode != 0:
-        raise NotAvailable(f"{python} cannot import kombu/celery: {done.stderr.strip()[-300:]}")
-    return done.stdout.strip()
-
-
-def interpreter(rel: Release, full: bool) -> str:
-    """The release's interpreter: its cached venv under --release-matrix, else
-    the suite's own side venvs (which must pair the release with its kombu)."""
-    if full:
-        python = venv_python(rel)
-    else:
-        python = celery_python("5.7" if rel.version == "5.7.0" else rel.version[:3]) or ""
-        if not python:
-            raise NotAvailable(
-                f"no interpreter with Celery {rel.version} (see README's test command)"
-            )
-    kombu, celery = _kombu_of(python).split()
-    if celery != rel.version:
-        raise AssertionError(f"{python} has Celery {celery}, not {rel.version}")
-    if rel.version != "5.7.0" and kombu != rel.kombu:
-        raise AssertionError(
-            f"{python} pairs Celery {celery} with kombu {kombu}, not its own {rel.kombu}"
-        )
-    return python
 
 
 def wkctl(url: str, *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
@@ -405,7 +373,7 @@ def _operations(
     def defect15() -> str:
         # Last: on an affected release it silences the whole cell.  The
         # rule conform uses must predict exactly what the workers do.
-        kombu = _kombu_of(cell.python).split()[0]
+        kombu = kombu_of(cell.python).split()[0]
         alive = [w.hostname for w in cell.workers if w.alive()]
         peers = {n: PeerSoftware(n, "celery", cell.rel.version, kombu) for n in alive}
         predicted = set(matcher_outage(cell.broker, peers))

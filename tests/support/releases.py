@@ -21,11 +21,14 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from .workers import REPO
+from .workers import REPO, celery_python
 
 __all__ = [
     "CI_SKIPS",
     "CI_SUBSET",
+    "HARDENED_RESULTS",
+    "HARDENED_SECONDS",
+    "HARDENED_STEPS",
     "OPERATIONS",
     "RELEASES",
     "RESULTS",
@@ -34,6 +37,7 @@ __all__ = [
     "Release",
     "python310",
     "release",
+    "render_hardened",
     "render_matrix",
     "venv_python",
 ]
@@ -164,6 +168,45 @@ def render_matrix(results: dict[tuple[str, str], dict[str, str]]) -> list[str]:
     return lines + notes
 
 
+#: hardened workers (``wkctl.celery.install``) per release: the steps of a
+#: cell of tests/integration/test_celery_harden_releases.py, in the order it runs them
+HARDENED_STEPS: tuple[str, ...] = ("steps", "revoked", "control", "heartbeat", "election")
+#: (release, broker) -> step -> "ok ..." | "FAIL ..." | "not run: ..."
+HARDENED_RESULTS: dict[tuple[str, str], dict[str, str]] = {}
+#: (release, broker) -> seconds the cell took
+HARDENED_SECONDS: dict[tuple[str, str], float] = {}
+
+
+def render_hardened(results: dict[tuple[str, str], dict[str, str]]) -> list[str]:
+    """The hardened-worker table: one row per release and broker, then every
+    step that is not green with its reason."""
+    width = max(len(step) for step in HARDENED_STEPS)
+    lines = [
+        f"{'release':<8} {'broker':<6} "
+        + " ".join(f"{step:<{width}}" for step in HARDENED_STEPS)
+        + "  seconds"
+    ]
+    notes: list[str] = []
+    order = {r.version: i for i, r in enumerate(RELEASES)}
+    for (version, broker), cells in sorted(
+        results.items(), key=lambda kv: (order.get(kv[0][0], 99), kv[0][1])
+    ):
+        marks = []
+        for step in HARDENED_STEPS:
+            text = cells.get(step, "not run: (the cell stopped before)")
+            mark = "ok" if text.startswith("ok") else ("-" if text.startswith("not run") else "RED")
+            marks.append(f"{mark:<{width}}")
+            if mark != "ok" or step in ("control", "heartbeat"):
+                notes.append(f"{version} {broker} {step}: {text}")
+        took = HARDENED_SECONDS.get((version, broker))
+        lines.append(
+            f"{version:<8} {broker:<6} "
+            + " ".join(marks)
+            + (f"  {took:.0f}" if took is not None else "")
+        )
+    return lines + notes
+
+
 def release(version: str) -> Release:
     for item in RELEASES:
         if item.version == version:
@@ -248,6 +291,40 @@ def venv_python(rel: Release) -> str:
         )
     stamp.write_text(wanted)
     return str(python)
+
+
+def kombu_of(python: str) -> str:
+    """ "<kombu version> <celery version>" of an interpreter."""
+    done = subprocess.run(
+        [python, "-c", "import kombu, celery; print(kombu.__version__, celery.__version__)"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    if done.returncode != 0:
+        raise NotAvailable(f"{python} cannot import kombu/celery: {done.stderr.strip()[-300:]}")
+    return done.stdout.strip()
+
+
+def interpreter(rel: Release, full: bool) -> str:
+    """The release's interpreter: its cached venv under --release-matrix, else
+    the suite's own side venvs (which must pair the release with its kombu)."""
+    if full:
+        python = venv_python(rel)
+    else:
+        python = celery_python("5.7" if rel.version == "5.7.0" else rel.version[:3]) or ""
+        if not python:
+            raise NotAvailable(
+                f"no interpreter with Celery {rel.version} (see README's test command)"
+            )
+    kombu, celery = kombu_of(python).split()
+    if celery != rel.version:
+        raise AssertionError(f"{python} has Celery {celery}, not {rel.version}")
+    if rel.version != "5.7.0" and kombu != rel.kombu:
+        raise AssertionError(
+            f"{python} pairs Celery {celery} with kombu {kombu}, not its own {rel.kombu}"
+        )
+    return python
 
 
 if __name__ == "__main__":  # build every venv: PYTHONPATH=.:tests python -m support.releases
