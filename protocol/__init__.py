@@ -58,6 +58,13 @@ _EXPORTS: dict[str, str] = {
     "Synced": "node",
     "Elected": "node",
     "MemberChanged": "node",
+    "ShutdownRequested": "actions",
+    "Action": "actions",
+    "Environment": "config",
+    "LifecycleError": "lifecycle",
+    "NodeState": "lifecycle",
+    "SharedClock": "host",
+    "local_environment": "host",
     "State": "state",
     "Worker": "state",
     "Task": "state",
@@ -94,13 +101,17 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
+    from .actions import Action, ShutdownRequested
     from .binding import Binding, BrokerUnavailable, NodeHandle, NodeNameInUse, run_node
     from .bootsteps import Gossip, Mingle
     from .broker import BrokerSettings, embedded_settings, mask_url
     from .client import Client, ElectionWatch, EventStream
     from .clock import LamportClock
+    from .config import Environment
     from .election import Decision, Elections, ElectRequest, pick_winner
     from .gossip import Membership, WorkerInfo
+    from .host import SharedClock, local_environment
+    from .lifecycle import LifecycleError, NodeState
     from .mingle import MingleSession, SyncResult
     from .node import Elected, Inbound, Log, MemberChanged, Node, NodeConfig, Publish, Synced
     from .revoked import RevokedSet

@@ -50,6 +50,7 @@ from .election import (
     order_key,
     pick_winner,
 )
+from .host import SharedClock
 from .mingle import DEFAULT_MINGLE_SETTLE
 from .vocab import (
     CELERY_SW_IDENT,
@@ -247,7 +248,7 @@ class ReplyCollector:
         settle: float | None = None,
         known: Iterable[str] = (),
     ) -> None:
-        self.clock = clock or LamportClock()
+        self.clock = clock or SharedClock()
         self.limits = limits or Limits()
         self.settle = settle
         self.known = frozenset(known)
@@ -712,7 +713,7 @@ class Client:
         self.connection = connection
         self.names = names or Names()
         self.limits = limits or Limits()
-        self.clock = clock or LamportClock(max_jump=self.limits.max_clock_jump)
+        self.clock = clock or SharedClock(max_jump=self.limits.max_clock_jump)
         self._exchange = pidbox_exchange(self.names)
         self._reply_exchange = reply_exchange(self.names)
         self._channel: Any = None
@@ -756,7 +757,7 @@ class Client:
             exchange=self._exchange.name,
             routing_key="",
             declare=[self._exchange],
-            headers=pidbox_request_headers(self.clock.forward(), timeout),
+            headers=pidbox_request_headers(self.clock.forward(), timeout, time.time()),
             serializer="json",
             retry=True,
         )

@@ -18,9 +18,7 @@ decoded events and ``now`` and return the membership changes.
 
 from __future__ import annotations
 
-import os
-import platform
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,7 +33,6 @@ __all__ = [
     "Membership",
     "WorkerInfo",
     "heartbeat_fields",
-    "load_average",
 ]
 
 DEFAULT_HEARTBEAT = 2.0
@@ -49,28 +46,21 @@ MAX_WORKERS = 10_000
 MIN_FREQ, MAX_FREQ = 0.1, 3600.0
 
 
-def load_average() -> list[float]:
-    """The load average triple as Celery reports it (rounded to 2 places)."""
-    try:
-        return [round(x, 2) for x in os.getloadavg()]
-    except (AttributeError, OSError):  # pragma: no cover - platforms without it
-        return [0.0, 0.0, 0.0]
-
-
 def heartbeat_fields(
-    freq: float, sw_ver: str, loadavg: list[float] | None = None
+    freq: float, sw_ver: str, loadavg: Sequence[float], sw_sys: str
 ) -> dict[str, Any]:
     """The fields Celery's ``Heart`` adds to worker-online/heartbeat/offline
     (``hostname``, ``pid``, ``clock``, ``timestamp``, ``utcoffset`` and
-    ``type`` are added by :func:`wkctl.protocol.wire.event`)."""
+    ``type`` are added by :func:`wkctl.protocol.wire.event`).  ``loadavg``
+    and ``sw_sys`` (``platform.system()``) are the host's: inputs."""
     return {
         "freq": float(freq),
         "active": 0,
         "processed": 0,
-        "loadavg": load_average() if loadavg is None else loadavg,
+        "loadavg": list(loadavg),
         "sw_ident": SW_IDENT,
         "sw_ver": sw_ver,
-        "sw_sys": platform.system(),
+        "sw_sys": sw_sys,
     }
 
 
