@@ -60,6 +60,12 @@ def wkctl_side(max_tasks: int, validate: bool = True) -> tuple[Any, Any, Any]:
 
     metrics = ClusterMetrics(MetricsConfig(buckets=Histogram.DEFAULT_BUCKETS))
     ingest = Ingest(metrics=metrics, validate=validate, max_tasks=max_tasks)
+    if validate:
+        # The schema check is generated and compiled at its first use: a
+        # start-up cost (like the other side's imports), not ingest.
+        from wkctl.protocol.validation import is_valid
+
+        is_valid({}, "event")
     registry = CollectorRegistry(auto_describe=False)
     import contextlib
 

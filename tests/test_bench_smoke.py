@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-BENCHES = ("hello", "elect", "state", "validate", "tail", "scale")
+BENCHES = ("hello", "elect", "state", "validate", "tail", "scale", "exporter")
 
 
 @pytest.fixture(scope="module")

@@ -373,6 +373,16 @@ def _elections(
     keys: list[str] = []
     winners: list[str] = []
     with Capture(cluster_url) as cap:
+        # Redis fanout is PUB/SUB: nothing published before the capture's
+        # subscription is live reaches it; a heartbeat of everyone proves it is.
+        names = {w.hostname for w in everyone if w.alive()}
+        assert cap.wait_for(
+            lambda rs: (
+                names
+                <= {r["body"]["hostname"] for r in rs if r["kind"] == "event:worker-heartbeat"}
+            ),
+            10,
+        )
         for _ in range(count):
             election, key = str(uuid.uuid4()), f"elect-{uuid.uuid4().hex[:8]}"
             # A whole signature: stock winners apply it too (Celery's
@@ -384,8 +394,16 @@ def _elections(
                 assert _wait(lambda w=worker, ds=decided: any(d in w.log_text() for d in ds), 15), (
                     worker.log_text()[-2000:]
                 )
-            alive = sum(1 for w in everyone if w.alive())
-            assert cap.wait_for(lambda rs, e=election, n=alive: len(_requests(rs, e)) >= n, 10)
+            # Every worker still alive stood (a stock one may die of it, DEFECT-2).
+            assert cap.wait_for(
+                lambda rs, e=election: (
+                    len(_requests(rs, e)) >= sum(1 for w in everyone if w.alive())
+                ),
+                10,
+            ), (
+                sorted(b["hostname"] for b in _requests(cap.snapshot(), election)),
+                sorted(w.hostname for w in everyone if w.alive()),
+            )
             winner = _spec_winner(cap.snapshot(), election)
             for worker in hardened:
                 assert worker.alive(), worker.log_text()[-2000:]
