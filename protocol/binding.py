@@ -49,7 +49,7 @@ from kombu import Connection, Consumer, Exchange, Producer, Queue
 from .broker import BrokerSettings, event_exchange, pidbox_exchange, reply_exchange
 from .control import ProcessInfo
 from .election import Decision
-from .gossip import Callbacks, Change, WorkerInfo
+from .gossip import Callbacks, Change, ChangeKind, WorkerInfo
 from .host import local_environment
 from .mingle import SyncResult
 from .node import (
@@ -696,7 +696,9 @@ class Binding:
                 "%s: election handler for topic %r failed: %r", handle.name, decision.topic, exc
             )
 
-    def _run_member_handlers(self, handle: NodeHandle, kind: str, worker: WorkerInfo) -> None:
+    def _run_member_handlers(
+        self, handle: NodeHandle, kind: ChangeKind, worker: WorkerInfo
+    ) -> None:
         for handler in list(handle.on.for_kind(kind)):
             try:
                 with self.lock:  # as the loop holds it while it runs the node

@@ -20,12 +20,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from .vocab import HEARTBEAT_TYPES
 from .wire import SW_IDENT
 
 __all__ = [
+    "ChangeKind",
     "DEFAULT_HEARTBEAT",
     "DEFAULT_SWEEP_INTERVAL",
     "EXPIRE_WINDOW",
@@ -34,6 +35,10 @@ __all__ = [
     "WorkerInfo",
     "heartbeat_fields",
 ]
+
+#: A membership change: a peer joined, left cleanly (``worker-offline``) or
+#: was lost (its heartbeats expired).
+ChangeKind = Literal["join", "leave", "lost"]
 
 DEFAULT_HEARTBEAT = 2.0
 DEFAULT_SWEEP_INTERVAL = 5.0
@@ -92,7 +97,7 @@ class WorkerInfo:
 class Change:
     """One membership change: ``kind`` is ``join``, ``leave`` or ``lost``."""
 
-    kind: str
+    kind: ChangeKind
     worker: WorkerInfo
 
 
@@ -210,5 +215,5 @@ class Callbacks:
         self.node_leave: set[Callable[[WorkerInfo], Any]] = set()
         self.node_lost: set[Callable[[WorkerInfo], Any]] = set()
 
-    def for_kind(self, kind: str) -> set[Callable[[WorkerInfo], Any]]:
+    def for_kind(self, kind: ChangeKind) -> set[Callable[[WorkerInfo], Any]]:
         return {"join": self.node_join, "leave": self.node_leave, "lost": self.node_lost}[kind]
