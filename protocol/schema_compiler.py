@@ -23,12 +23,10 @@ __all__ = ["compile_check", "generated_source"]
 _ANNOTATIONS = frozenset(
     {"$schema", "$id", "$defs", "$comment", "title", "description", "examples", "default"}
 )
-_HANDLED = frozenset(
+#: The keywords of each group the compiler emits, and so every keyword it
+#: supports (any other makes it refuse the schema).
+_OBJECT_KEYWORDS = frozenset(
     {
-        "$ref",
-        "type",
-        "enum",
-        "const",
         "properties",
         "required",
         "additionalProperties",
@@ -36,25 +34,16 @@ _HANDLED = frozenset(
         "minProperties",
         "maxProperties",
         "dependentRequired",
-        "items",
-        "prefixItems",
-        "minItems",
-        "maxItems",
-        "minimum",
-        "maximum",
-        "exclusiveMinimum",
-        "exclusiveMaximum",
-        "minLength",
-        "maxLength",
-        "pattern",
-        "allOf",
-        "anyOf",
-        "oneOf",
-        "not",
-        "if",
-        "then",
-        "else",
     }
+)
+_ARRAY_KEYWORDS = frozenset({"items", "prefixItems", "minItems", "maxItems"})
+_HANDLED = (
+    frozenset({"$ref", "type", "enum", "const"})
+    | _OBJECT_KEYWORDS
+    | _ARRAY_KEYWORDS
+    | frozenset({"minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"})
+    | frozenset({"minLength", "maxLength", "pattern"})
+    | frozenset({"allOf", "anyOf", "oneOf", "not", "if", "then", "else"})
 )
 
 # Type tests with jsonschema's draft 2020-12 semantics: bool is not a number,
@@ -251,16 +240,7 @@ class _Compiler:
     def _emit_object(
         self, node: dict[str, Any], base: str, v: str, depth: int, out: list[str], known: bool
     ) -> None:
-        keys = {
-            "properties",
-            "required",
-            "additionalProperties",
-            "propertyNames",
-            "minProperties",
-            "maxProperties",
-            "dependentRequired",
-        }
-        if not keys & set(node):
+        if not _OBJECT_KEYWORDS & set(node):
             return
         pad = "    " * depth
         body: list[str] = []
@@ -307,7 +287,7 @@ class _Compiler:
     def _emit_array(
         self, node: dict[str, Any], base: str, v: str, depth: int, out: list[str], known: bool
     ) -> None:
-        if not {"items", "prefixItems", "minItems", "maxItems"} & set(node):
+        if not _ARRAY_KEYWORDS & set(node):
             return
         pad = "    " * depth
         if known:
