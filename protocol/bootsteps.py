@@ -57,6 +57,7 @@ from kombu import Connection, Consumer, Queue
 from .binding import inbound_from_message
 from .broker import BrokerSettings, event_exchange, transport_of
 from .gossip import Callbacks, WorkerInfo
+from .host import SharedClock
 from .mingle import SyncResult
 from .node import Action, Inbound, Log, Node, Publish
 from .vocab import CELERY_GOSSIP_DRIVERS, CELERY_MINGLE_DRIVERS, WKCTL_EXTENSION_DRIVERS
@@ -472,6 +473,10 @@ class Gossip:
         self.on = Callbacks()
         self.interval = float(interval)
         self.heartbeat_interval = float(heartbeat_interval)
+        # Celery code reads and forwards gossip.clock from any thread, while
+        # the loop uses the same clock: from here on it is the locked one.
+        with c.binding.lock:
+            node.clock = SharedClock.adopt(node.clock)
         self.clock = node.clock
         self.timer: threading.Thread | None = None
         self._timer_stop: threading.Event | None = None

@@ -116,6 +116,16 @@ class SharedClock(LamportClock):
         super().__init__(*args, **kwargs)
         self._mutex = threading.RLock()
 
+    @classmethod
+    def adopt(cls, clock: LamportClock) -> SharedClock:
+        """``clock`` itself if it is shared already, else a shared clock in
+        the same state (value, bound, sync flags), to put in its place."""
+        if isinstance(clock, SharedClock):
+            return clock
+        shared = cls(clock.value, max_jump=clock.max_jump, synced=clock.synced)
+        shared.bounded = clock.bounded
+        return shared
+
     def forward(self) -> int:
         with self._mutex:
             return super().forward()
