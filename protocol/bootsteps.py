@@ -132,10 +132,11 @@ def _node(c: NodeHandle) -> Node:
     return c.node
 
 
-def _log(c: NodeHandle, level: int, message: str) -> None:
-    """Log as the binding does (``<node>: <message>``) and keep the line in
-    the handle's log history, next to the core's own lines."""
-    logger.log(level, "%s: %s", c.name, message)
+def _log(c: NodeHandle, level: int, message: str, exc: BaseException | None = None) -> None:
+    """Log as the binding does (``<node>: <message>``, with ``exc``'s
+    traceback when given) and keep the line in the handle's log history,
+    next to the core's own lines."""
+    logger.log(level, "%s: %s", c.name, message, exc_info=exc)
     logs = getattr(c, "logs", None)
     if logs is not None:
         logs.append((level, message))
@@ -662,8 +663,8 @@ class Gossip:
             while not stop.wait(self.interval):
                 try:
                     self.periodic()
-                except Exception as exc:  # a timer must survive one bad round
-                    _log(self.c, logging.ERROR, f"gossip: periodic sweep failed: {exc!r}")
+                except Exception as exc:  # wkctl's bug: logged in full; the timer survives
+                    _log(self.c, logging.ERROR, f"gossip: periodic sweep failed: {exc!r}", exc)
 
         self.timer = threading.Thread(
             target=repeat, name=f"wkctl-gossip-{self.hostname}", daemon=True

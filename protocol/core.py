@@ -18,23 +18,24 @@ rate-limited :class:`Log`) and dropped; a call that does not fit the
 lifecycle raises :class:`LifecycleError`; anything else raised here is
 wkctl's own bug and propagates to the host's loop, which logs it with its
 traceback and counts it.  The control commands live in
-:mod:`wkctl.protocol.commands`, the lifecycle in :mod:`wkctl.protocol.lifecycle`.
+:mod:`wkctl.protocol.commands`, the worker events (membership, elections)
+in :mod:`wkctl.protocol.worker_events`, the lifecycle in
+:mod:`wkctl.protocol.lifecycle`.
 """
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 from . import control
-from .actions import Action, Elected, Log, MemberChanged, Publish, Synced
+from .actions import Action, Log, Publish, Synced
 from .clock import LamportClock
 from .commands import ControlCommands
 from .config import Environment, NodeConfig
-from .election import Decision, Elections, ElectRequest
-from .gossip import Change, Membership, WorkerInfo, heartbeat_fields
-from .inbound import INVALID, Decoded, Inbound, RejectLimiter, body_size, schema_problem
+from .election import Elections
+from .gossip import Membership, WorkerInfo, heartbeat_fields
+from .inbound import INVALID, Inbound, RejectLimiter, body_size, schema_problem
 from .lifecycle import LifecycleError, NodeState, check_running, check_transition
 from .mingle import MingleSession, SyncResult, sync_fields
 from .revoked import MergeResult, RevokedSet
@@ -48,6 +49,7 @@ from .wire import (
     pidbox_request_headers,
     printable,
 )
+from .worker_events import WorkerEvents
 
 __all__ = ["LifecycleError", "Node", "NodeState"]
 
@@ -97,6 +99,7 @@ class Node:
         self._sync: SyncResult | None = None
         self.started_at: float | None = None
         self.commands = ControlCommands(self)
+        self.events = WorkerEvents(self)
 
     # -- lifecycle (see wkctl.protocol.lifecycle) --------------------------
 
@@ -244,7 +247,7 @@ class Node:
             self._next_sweep = now + self.config.sweep_interval
             self.revoked.purge(now)
             for change in self.membership.sweep(now):
-                self._member_change(change, out)
+                self.events.member_change(change, out)
         for id_, decision in self.elections.expire(now):
             if decision is None:
                 out.append(Log(WARNING, f"election {id_!r} timed out with no requests; discarded"))
@@ -256,7 +259,7 @@ class Node:
                         f" requests (missing: {', '.join(map(_safe, decision.missing)) or 'none'})",
                     )
                 )
-                self._decided(decision, now, out)
+                self.events.decided(decision, now, out)
         return out
 
     def next_wakeup(self, now: float) -> float:
@@ -420,34 +423,8 @@ class Node:
         out: list[Action] = []
         if not self.config.gossip:
             return out
-        self._event_in(msg, now, out)
+        self.events.from_message(msg, now, out)
         return out
-
-    def _event_in(self, msg: Inbound, now: float, out: list[Action]) -> None:
-        # On fanout event exchanges (Redis) task events reach us too; like
-        # Celery, skip them by routing key before reading them at all.
-        if msg.routing_key.split(".", 1)[0] == "task":
-            return
-        headers = msg.headers if isinstance(msg.headers, Mapping) else {}
-        sender = headers.get("hostname")
-        sender = sender if isinstance(sender, str) else "unknown sender"
-        shared = msg.decoded
-        if shared is not None and (
-            shared.limits is self.config.limits or shared.limits == self.config.limits
-        ):
-            body = shared.body
-            if body is INVALID:
-                self._reject(sender, "event", shared.error, now, out)
-                return
-        else:
-            shared = None
-            body = self._decode(msg, sender, "event", now, out)
-        if body is INVALID or isinstance(body, list):
-            return  # a task.multi batch published with another routing key
-        if not isinstance(body, dict) or not isinstance(body.get("type"), str):
-            self._reject(sender, "event", "not an event object", now, out)
-            return
-        self._worker_event_in(body, sender, now, out, body_size(msg), shared)
 
     def on_event(
         self, event: dict[str, Any], now: float, sender: str | None = None
@@ -463,7 +440,7 @@ class Node:
         else:
             hostname = event.get("hostname")
             who = sender or (hostname if isinstance(hostname, str) else "unknown sender")
-            self._worker_event_in(event, who, now, out)
+            self.events.take(event, who, now, out)
         return out
 
     def on_elect(self, event: dict[str, Any], now: float) -> list[Action]:
@@ -487,89 +464,8 @@ class Node:
         ``Gossip.periodic``; :meth:`tick` also runs it every ``sweep_interval``)."""
         out: list[Action] = []
         for change in self.membership.sweep(now):
-            self._member_change(change, out)
+            self.events.member_change(change, out)
         return out
-
-    def _worker_event_in(
-        self,
-        body: dict[str, Any],
-        sender: str,
-        now: float,
-        out: list[Action],
-        size: int | None = None,
-        shared: Decoded | None = None,
-    ) -> None:
-        type_: str = body["type"]
-        if not type_.startswith("worker-"):
-            return
-        kind = {"worker-elect": "elect", "worker-elect-ack": "elect-ack"}.get(type_, "heartbeat")
-        if kind == "heartbeat" and type_ not in (
-            "worker-online",
-            "worker-heartbeat",
-            "worker-offline",
-        ):
-            return  # custom worker-* events: not membership
-        if shared is not None:
-            problem = shared.schema_problem(kind, size)
-        else:
-            problem = schema_problem(body, kind, size)
-        if problem:
-            self._reject(sender, f"event {_safe(type_, 50)}", problem, now, out)
-            return
-        hostname = body.get("hostname")
-        if not isinstance(hostname, str):
-            self._reject(sender, f"event {_safe(type_, 50)}", "no hostname", now, out)
-            return
-        if hostname == self.name:
-            self.clock.forward()
-        else:
-            self._receive_clock(body.get("clock"), hostname, now, out)
-        if type_ == "worker-elect":
-            if shared is not None and "action" in body:
-                # The action reaches election handlers: each node its own copy.
-                body = {**body, "action": copy.deepcopy(body["action"])}
-            self._on_elect(body, hostname, now, out)
-        elif type_ == "worker-elect-ack":
-            id_ = body.get("id")
-            if isinstance(id_, str):
-                decision = self.elections.on_ack(id_, hostname, now, self.membership.alive(now))
-                if decision is not None:
-                    self._decided(decision, now, out)
-        elif hostname != self.name:
-            for change in self.membership.on_event(body, now):
-                self._member_change(change, out)
-
-    def _on_elect(self, body: dict[str, Any], hostname: str, now: float, out: list[Action]) -> None:
-        request = ElectRequest.from_event(body)
-        if request is None:
-            self._reject(
-                hostname,
-                "event worker-elect",
-                "missing or invalid id/clock/hostname/pid/topic",
-                now,
-                out,
-            )
-            return
-        ack, decision = self.elections.on_request(request, now, self.membership.alive(now))
-        if ack:
-            out.append(self._event("worker-elect-ack", now, id=request.id))
-        if decision is not None:
-            self._decided(decision, now, out)
-
-    def _decided(self, decision: Decision, now: float, out: list[Action]) -> None:
-        out.append(Elected(decision))
-        if not decision.won:
-            out.append(
-                Log(INFO, f"node {_safe(decision.winner.node_id)} elected for {decision.id!r}")
-            )
-            return
-        out.append(Log(INFO, f"I won the election {decision.id!r}"))
-        if decision.topic in self.host_topics:
-            return  # the host runs the action when it performs Elected
-        if decision.topic == "task":
-            out.extend(self.call_task(decision.action))
-            return
-        out.append(Log(ERROR, f"Unknown election topic {_safe(decision.topic, 100)!r}"))
 
     def call_task(self, action: Any) -> list[Action]:
         """The ``task`` topic's action (Celery's ``Gossip.call_task``): the
@@ -582,19 +478,6 @@ class Node:
             message,
             Log(INFO, f"calling task {message.headers['task']} as {message.headers['id']}"),
         ]
-
-    def _member_change(self, change: Change, out: list[Action]) -> None:
-        worker = change.worker
-        text = {
-            "join": f"{_safe(worker.hostname)} joined the party",
-            "leave": f"{_safe(worker.hostname)} left",
-            "lost": f"missed heartbeat from {_safe(worker.hostname)}",
-        }[change.kind]
-        out.append(Log(INFO, text))
-        out.append(MemberChanged(change))
-        if change.kind in ("leave", "lost"):
-            for decision in self.elections.forget(worker.hostname):
-                self._decided(decision, 0.0, out)
 
     # -- outbound helpers -------------------------------------------------
 

@@ -7,6 +7,8 @@ working:
 * :mod:`wkctl.protocol.core`: :class:`Node`, the sans-IO state machine
   (Mingle, Gossip, elections);
 * :mod:`wkctl.protocol.commands`: the pidbox control commands it answers;
+* :mod:`wkctl.protocol.worker_events`: the worker events it takes in
+  (membership, elections);
 * :mod:`wkctl.protocol.lifecycle`: its states and legal transitions;
 * :mod:`wkctl.protocol.actions`: what its calls return;
 * :mod:`wkctl.protocol.inbound`: inbound messages and their checks;

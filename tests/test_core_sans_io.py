@@ -37,6 +37,7 @@ CORE = [
     "validation",
     "vocab",
     "wire",
+    "worker_events",
 ]
 FORBIDDEN = {"time", "os", "socket", "threading", "uuid", "kombu", "random", "secrets"}
 
