@@ -25,6 +25,7 @@ from .errors import CliError, ExitCode
 
 __all__ = [
     "Config",
+    "parse_transport_option",
     "parse_transport_options",
     "find_config_file",
     "load_config",
@@ -184,23 +185,28 @@ def _check_url(url: str, source: str) -> None:
         )
 
 
+def parse_transport_option(text: str) -> tuple[str, Any]:
+    """One ``--broker-transport-option KEY=VALUE``, read as Celery's tools read
+    it (prometheus-exporter-celery): digits are an int, valid JSON is decoded
+    (``true``, ``{"a": 1}``, ``"quoted"``), anything else is the string itself."""
+    key, sep, value = text.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise CliError(
+            f"--broker-transport-option: expected KEY=VALUE (e.g. master_name=mymaster), got {text!r}",
+            ExitCode.USAGE,
+        )
+    if value.isnumeric():
+        return key, int(value)
+    try:
+        return key, json.loads(value)
+    except ValueError:
+        return key, value
+
+
 def parse_transport_options(items: tuple[str, ...] | list[str]) -> dict[str, Any]:
-    """``KEY=VALUE`` pairs of ``--broker-transport-option``; VALUE is JSON
-    when it parses (``5``, ``true``, ``{"a": 1}``), else the string itself."""
-    options: dict[str, Any] = {}
-    for item in items:
-        key, sep, text = item.partition("=")
-        if not sep or not key.strip():
-            raise CliError(
-                f"--broker-transport-option {item!r}: expected KEY=VALUE (e.g. master_name=mymaster)",
-                ExitCode.USAGE,
-            )
-        try:
-            value: Any = json.loads(text)
-        except ValueError:
-            value = text
-        options[key.strip()] = value
-    return options
+    """Every ``--broker-transport-option`` given, the last one of a key winning."""
+    return dict(parse_transport_option(item) for item in items)
 
 
 def resolve_broker(
@@ -234,14 +240,12 @@ def resolve_broker(
         if not url:
             continue
         _check_url(url, source)
-        from_app = app_settings is not None and source == app_settings.source
-        options = (
-            dict(app_settings.transport_options)
-            if from_app
-            else dict(config.broker_transport_options)
+        from_app = (
+            app_settings if app_settings is not None and source == app_settings.source else None
         )
+        options = dict(from_app.transport_options if from_app else config.broker_transport_options)
         options.update(transport_options or {})
-        ssl = app_settings.ssl if from_app else config.broker_use_ssl
+        ssl = from_app.ssl if from_app is not None else config.broker_use_ssl
         return BrokerSettings(
             url=url,
             transport_options=options,

@@ -13,12 +13,17 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from .context import AppContext, broker_error, pass_app
 from .errors import CliError, ExitCode
 from .render import emit_json
+
+if TYPE_CHECKING:
+    from wkctl.conform.registry import Check
+    from wkctl.conform.runner import Run
 
 __all__ = ["LaunchProgress", "conform_cmd"]
 
@@ -131,7 +136,7 @@ def conform_cmd(
     that only watch its events run on what it sends.
     """
     from wkctl.conform import CHECKS, select
-    from wkctl.conform.report import human_lines, json_report, junit_xml, list_lines, result_lines
+    from wkctl.conform.report import result_lines
     from wkctl.conform.runner import LAUNCH_WAIT, run
 
     try:
@@ -143,36 +148,7 @@ def conform_cmd(
             ExitCode.USAGE,
         ) from None
     if list_flag:
-        from wkctl.conform.coverage import NOT_PROBED
-
-        checks = chosen if only else list(CHECKS.values())
-        if json_flag:
-            emit_json(
-                {
-                    "checks": [
-                        {
-                            "id": c.id,
-                            "statement": c.statement,
-                            "also": list(c.also),
-                            "level": c.level,
-                            "section": c.section,
-                            "title": c.title,
-                            "requirement": c.requirement,
-                            "known_deviation": c.deviation,
-                        }
-                        for c in checks
-                    ],
-                    "not_probed": NOT_PROBED,
-                }
-            )
-        else:
-            for line in list_lines(checks):
-                click.echo(line)
-            if not only:
-                click.echo("")
-                click.echo("MUST statements not probed (and why):")
-                for sid, reason in NOT_PROBED.items():
-                    click.echo(f"  [{sid}] {reason}")
+        _print_list(chosen if only else list(CHECKS.values()), full=not only, json_flag=json_flag)
         return
     if not node:
         raise CliError("--node NAME is required (the node to probe)", ExitCode.USAGE)
@@ -208,6 +184,31 @@ def conform_cmd(
     finally:
         if waiting is not None:
             waiting.clear()
+    _report(outcome, json_flag=json_flag, junit_path=junit_path)
+    ctx.exit(ExitCode.OK if outcome.passed else ExitCode.FAILURE)
+
+
+def _print_list(checks: list[Check], *, full: bool, json_flag: bool) -> None:
+    """``--list``: the checks (and, for the full list, what is not probed)."""
+    from wkctl.conform.coverage import NOT_PROBED
+    from wkctl.conform.report import list_lines
+
+    if json_flag:
+        emit_json({"checks": [c.describe() for c in checks], "not_probed": NOT_PROBED})
+        return
+    for line in list_lines(checks):
+        click.echo(line)
+    if full:
+        click.echo("")
+        click.echo("MUST statements not probed (and why):")
+        for sid, reason in NOT_PROBED.items():
+            click.echo(f"  [{sid}] {reason}")
+
+
+def _report(outcome: Run, *, json_flag: bool, junit_path: str | None) -> None:
+    """The run's report: JSON or human lines on stdout, JUnit XML on request."""
+    from wkctl.conform.report import human_lines, json_report, junit_xml
+
     if junit_path:
         try:
             Path(junit_path).write_text(junit_xml(outcome), encoding="utf-8")
@@ -218,4 +219,3 @@ def conform_cmd(
     else:
         for line in human_lines(outcome):
             click.echo(line)
-    ctx.exit(ExitCode.OK if outcome.passed else ExitCode.FAILURE)

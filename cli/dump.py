@@ -17,7 +17,8 @@ from typing import Any
 import click
 
 from wkctl.protocol.client import Client
-from wkctl.protocol.state import State, Worker
+from wkctl.protocol.state_core import ClusterState
+from wkctl.protocol.state_worker import Worker
 
 from .context import AppContext, pass_app
 from .hello import ask, embedded_note, styled_table
@@ -93,7 +94,7 @@ def task_info(task: Any) -> dict[str, Any]:
 
 
 def state_document(
-    state: State, now: float, pinged: Mapping[str, Any] | None = None
+    state: ClusterState, now: float, pinged: Mapping[str, Any] | None = None
 ) -> dict[str, Any]:
     """The ``--json`` / ``--yaml`` document.
 
@@ -170,7 +171,7 @@ def render(doc: dict[str, Any]) -> None:
     workers = doc["workers"]
     click.echo(style(f"Workers ({len(workers)})", bold=True))
     if workers:
-        rows = []
+        rows: list[tuple[Any, ...]] = []
         for name, w in workers.items():
             load = w["loadavg"]
             rows.append(

@@ -1,41 +1,26 @@
 """``wkctl elect``: hold an election, say what every participant decided.
 
-``celery control election`` fires the ``election`` command and returns; the
-outcome is only in the workers' logs.  This command first finds the
-participants (a ``ping`` that ends once the nodes known alive answered, and
-a ``heartbeat`` request: every node answers with a heartbeat within
-milliseconds, which also says what it is: stock Celery, hardened Celery,
-wkctl node), refuses an election that a known Celery defect can
-turn into a crash, sends the very same request, watches the
-``worker-elect`` / ``worker-elect-ack`` events on the event exchange (its
-queue is bound before anything is published, so no event is missed) and
-replays each participant's own rule on them: the spec's for conforming
-nodes, Celery's (decide at the N-1-th ack message on whatever requests are
-in) for stock Celery workers.  It reports the winner as soon as the
-request of every participant is in, then waits until every participant has
-decided (``--wait-acks``: every ack), checks that every participant still
-answers ``ping``, and exits 1 when they disagree or one died.
+Parse, call the library, render: finding the participants, refusing an
+election a known Celery defect can turn into a crash, holding it, watching
+it and checking the participants' liveness afterwards are
+:mod:`wkctl.protocol.elect` (I/O) over :mod:`wkctl.protocol.observers`
+(the rules).  The command adds the known-nodes cache (the survey's ping ends
+once the nodes known alive answered), ``--force``, and the rendering; it
+exits 1 when participants disagree, none won, or one died.
 """
 
 from __future__ import annotations
 
 import json
-import time
 import uuid
 from pathlib import Path
 from typing import Any
 
 import click
 
-from wkctl.protocol.client import (
-    Client,
-    ElectionOutcome,
-    ElectionWatch,
-    EventStream,
-    election_participants,
-)
-from wkctl.protocol.election import election_hazard, mixed_rules_warning
-from wkctl.protocol.vocab import HEARTBEAT_TYPES, peer_kind
+from wkctl.protocol.client import Client, ElectionOutcome, ElectionWatch, EventStream
+from wkctl.protocol.elect import Survey, check_alive, hold, survey
+from wkctl.protocol.observers import election_problems, plan_election
 
 from .context import AppContext, pass_app
 from .errors import CliError, ExitCode
@@ -43,7 +28,7 @@ from .hello import ask, styled_table
 from .render import emit, style
 from .tail import open_stream
 
-__all__ = ["elect_cmd", "KNOWN_TOPICS", "parse_action", "probe_nodes"]
+__all__ = ["elect_cmd", "KNOWN_TOPICS", "find_nodes", "parse_action", "probe_nodes"]
 
 #: Topics the nodes of a cluster act on.  Celery's workers know only
 #: ``task`` (the winner sends the action, a task signature); any other topic
@@ -94,66 +79,27 @@ def parse_action(text: str | None, topic: str) -> Any:
     return action
 
 
+def find_nodes(
+    app: AppContext, client: Client, stream: EventStream, window: float, settle: float = 0.1
+) -> Survey:
+    """:func:`wkctl.protocol.elect.survey` with the known-nodes cache: its
+    ping ends once the nodes known alive answered, and who answered is
+    remembered (:func:`wkctl.cli.hello.ask`)."""
+    found: list[Survey] = []
+
+    def request(own: Client, known: frozenset[str]) -> Any:
+        found.append(survey(own, stream, window, settle=settle, known=known))
+        return found[0].pinged
+
+    ask(app, request, client)
+    return found[0]
+
+
 def probe_nodes(
     app: AppContext, client: Client, stream: EventStream, window: float, settle: float = 0.1
 ) -> dict[str, dict[str, Any]]:
-    """Find the live nodes and what they are, in milliseconds.
-
-    Asks every node for a heartbeat (it says what the node is) and pings
-    them (the ping ends as soon as the nodes known alive answered, else
-    when replies settle: :func:`wkctl.cli.hello.ask`).  Returns
-    ``{hostname: its heartbeat}``; a node that answered the ping but whose
-    heartbeat did not come within ``window`` is returned with no fields
-    (kind "other").  Listening for heartbeats ends 20 ms after every ping
-    replier sent one (the ping already waited for the nodes that answer),
-    ``settle`` seconds after the last one when nobody answered the ping, or
-    after ``window``.
-    """
-    client.heartbeat()
-    start = time.monotonic()
-    pinged = ask(app, lambda c, known: c.call("ping", {}, timeout=window, known=known), client)
-    nodes: dict[str, dict[str, Any]] = {}
-    last_new = start
-    while True:
-        now = time.monotonic()
-        end = start + window
-        if pinged.replies and pinged.replies.keys() <= nodes.keys():
-            end = min(end, last_new + 0.02)  # every node that answered the ping is in
-        elif not pinged.replies and nodes:
-            end = min(end, last_new + settle)
-        if now >= end:
-            break
-        for event in stream.poll(end - now, start + window):
-            if not isinstance(event, dict) or not isinstance(event.get("hostname"), str):
-                continue
-            type_ = event.get("type")
-            if type_ == "worker-offline":
-                nodes.pop(event["hostname"], None)
-            elif type_ in HEARTBEAT_TYPES:
-                if event["hostname"] not in nodes:
-                    last_new = time.monotonic()
-                nodes[event["hostname"]] = event
-    for host in pinged.replies:
-        nodes.setdefault(host, {"hostname": host})
-    return nodes
-
-
-def check_alive(client: Client, hostnames: list[str], budget: float) -> list[str]:
-    """The participants that did not answer ``ping`` within ``budget`` seconds.
-
-    Asked again (1 s per round) until all answered or the budget is spent: a
-    node still busy with the election's N x N events on a loaded machine
-    answers late, a dead one never does (only that case waits it out).
-    """
-    missing = sorted(hostnames)
-    end = time.monotonic() + budget
-    while missing:
-        left = end - time.monotonic()
-        if left <= 0:
-            break
-        replies = client.call("ping", {}, timeout=min(1.0, left), destination=missing)
-        missing = sorted(set(missing) - replies.replies.keys())
-    return missing
+    """``{hostname: its heartbeat}`` of the live nodes (:func:`find_nodes`)."""
+    return find_nodes(app, client, stream, window, settle).nodes
 
 
 @click.command("elect")
@@ -250,43 +196,26 @@ def elect_cmd(
         assert stream.connection is not None
         client = Client(stream.connection, settings.names, limits=app.config.limits)
         try:
-            found_at = time.perf_counter()
-            nodes = probe_nodes(app, client, stream, probe) if probe > 0 else {}
-            found_ms = (time.perf_counter() - found_at) * 1000
-            kinds = election_participants(nodes, settings.transport)
-            counts: dict[str, int] = {}
-            for hb in nodes.values():
-                counts[peer_kind(hb)] = counts.get(peer_kind(hb), 0) + 1
-            app.log(
-                f"elect: found {len(nodes)} node(s) in {found_ms:.0f} ms ("
-                + ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
-                + f"); {len(kinds)} will stand"
-            )
-            hazard = election_hazard(kinds)
-            if hazard is not None:
+            found = find_nodes(app, client, stream, probe) if probe > 0 else None
+            nodes = found.nodes if found is not None else {}
+            plan = plan_election(nodes, settings.transport)
+            app.log("elect: " + plan.describe(len(nodes), found.elapsed if found else 0.0))
+            if plan.hazard is not None:
                 if not force:
                     raise CliError(
-                        f"refusing to hold an election: {hazard}; start another worker or node, "
-                        "or pass --force to hold it anyway",
+                        f"refusing to hold an election: {plan.hazard}; start another worker or "
+                        "node, harden the Celery workers (wkctl.celery.install), or pass "
+                        "--force to hold it anyway",
                         ExitCode.FAILURE,
                     )
-                click.echo(f"wkctl: warning: --force: {hazard}", err=True)
-            mixed = mixed_rules_warning(kinds)
-            if mixed is not None:
-                click.echo(f"wkctl: warning: {mixed}", err=True)
+                click.echo(f"wkctl: warning: --force: {plan.hazard}", err=True)
+            if plan.mixed is not None:
+                click.echo(f"wkctl: warning: {plan.mixed}", err=True)
             if not nodes:
                 app.log("elect: no node answered the heartbeat request; electing anyway")
-            watch = ElectionWatch(election_id, participants=kinds, alive=nodes)
-            watch.started_at = time.perf_counter()
-            client.election(election_id, topic, action)
-            deadline = time.monotonic() + timeout
-            while not (watch.completed_at if wait_acks else watch.settled):
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    break
-                for event in stream.poll(min(remaining, 0.5), deadline):
-                    watch.feed(event, time.perf_counter())
-            dead = check_alive(client, sorted(kinds), max(2.0, timeout))
+            watch = ElectionWatch(election_id, participants=plan.participants, alive=nodes)
+            hold(client, stream, watch, topic, action, timeout=timeout, wait_acks=wait_acks)
+            dead = check_alive(client, plan.participants, max(2.0, timeout))
         finally:
             client.close()
     finally:
@@ -308,40 +237,7 @@ def elect_cmd(
             f"{', '.join(outcome.absent)}",
             err=True,
         )
-    problems = []
-    if dead:
-        problems.append(
-            f"participant(s) no longer answer ping after the election: {', '.join(dead)}"
-            + (" (crashed deciding, spec DEFECT-1)" if "crashed" in outcome.sides else "")
-        )
-    sides = outcome.sides
-    if len(sides) > 1:
-        runners = outcome.runners
-        problems.append(
-            "participants disagree: "
-            + "; ".join(f"{', '.join(hosts)} picked {who}" for who, hosts in sorted(sides.items()))
-            + (
-                f" (the action runs on {len(runners)} node(s): {', '.join(runners)})"
-                if runners
-                else " (no participant picked itself: the action runs nowhere)"
-            )
-        )
-    if outcome.winner is None and not problems:
-        if not outcome.candidates:
-            problems.append(
-                f"no node stood in election {election_id!r} within {timeout:g} s "
-                "(no worker-elect event: are the workers running with gossip, on amqp or redis?)"
-            )
-        elif outcome.undecided:
-            problems.append(
-                f"no winner for election {election_id!r} within {timeout:g} s: "
-                f"participant(s) that did not decide: {', '.join(outcome.undecided)}"
-            )
-        else:
-            problems.append(
-                f"no winner for election {election_id!r} within {timeout:g} s: candidate(s) "
-                f"that did not acknowledge every request: {', '.join(outcome.not_acked)}"
-            )
+    problems = election_problems(outcome, dead, election_id, timeout)
     if problems:
         raise CliError("; ".join(problems), ExitCode.FAILURE)
 

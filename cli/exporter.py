@@ -12,7 +12,6 @@ families at scrape time (the exposition format is prometheus-client's).
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -32,10 +31,16 @@ from prometheus_client.core import (
 from prometheus_client.utils import floatToGoString
 
 from wkctl.protocol.client import Client, hello_table
-from wkctl.protocol.metrics import TASK_COUNTERS, ClusterMetrics, MetricsConfig
-from wkctl.protocol.state import State
+from wkctl.protocol.metrics import (
+    QUEUE_WAIT_BUCKETS,
+    TASK_COUNTERS,
+    ClusterMetrics,
+    MetricsConfig,
+)
+from wkctl.protocol.state_core import ClusterState
 from wkctl.protocol.vocab import CELERY_SW_IDENT, REDIS_TRANSPORTS
 
+from .config import parse_transport_option as transport_option
 from .context import AppContext, pass_app
 from .errors import CliError, ExitCode
 from .monitor import Monitor
@@ -72,20 +77,12 @@ def parse_listen(value: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def transport_option(text: str) -> tuple[str, Any]:
-    """``KEY=VALUE`` as prometheus-exporter-celery reads ``--broker-transport-option``:
-    digits are an int, valid JSON is decoded, anything else is a string."""
-    key, sep, value = text.partition("=")
-    if not sep or not key:
-        raise CliError(
-            f"--broker-transport-option: expected KEY=VALUE, got {text!r}", ExitCode.USAGE
-        )
-    if value.isnumeric():
-        return key, int(value)
+def _parse_buckets(option: str, text: str) -> list[float]:
+    """Histogram upper bounds from ``A,B,C`` (sorted)."""
     try:
-        return key, json.loads(value)
+        return sorted(float(b) for b in text.split(",") if b.strip())
     except ValueError:
-        return key, value
+        raise CliError(f"{option}: not a list of numbers: {text!r}", ExitCode.USAGE) from None
 
 
 def _hist_buckets(counts: list[int], bounds: list[float]) -> list[tuple[str, float]]:
@@ -103,7 +100,7 @@ class MetricsCollector:
     objects per label set), under the monitor's lock.
     """
 
-    def __init__(self, state: State, metrics: ClusterMetrics, lock: Any) -> None:
+    def __init__(self, state: ClusterState, metrics: ClusterMetrics, lock: Any) -> None:
         self.state = state
         self.metrics = metrics
         self.lock = lock
@@ -118,7 +115,7 @@ class MetricsCollector:
         self.scrapes += 1
         return iter(families)
 
-    def _families(self, state: State, now: float) -> list[Metric]:
+    def _families(self, state: ClusterState, now: float) -> list[Metric]:
         m = self.metrics
         m.tick(state, now)
         out: list[Metric] = []
@@ -140,6 +137,15 @@ class MetricsCollector:
         for key, hist in m.runtime.items():
             runtime.add_metric(list(key), _hist_buckets(hist.counts, m.bounds), hist.total)
         out.append(runtime)
+        wait = HistogramMetricFamily(
+            "celery_task_queue_wait_time",
+            "Histogram of the time tasks spend waiting in the queue before being executed, "
+            "excluding deliberate ETA/countdown delay.",
+            labels=_TASK_LABELS,
+        )
+        for key, hist in m.queue_waits.items():
+            wait.add_metric(list(key), _hist_buckets(hist.counts, m.wait_bounds), hist.total)
+        out.append(wait)
         workers = m.workers(state, now)
         up = GaugeMetricFamily(
             "celery_worker_up",
@@ -159,7 +165,7 @@ class MetricsCollector:
             active.add_metric([label], row["active"])
             clock.add_metric([label], row["clock"])
         out += [up, active, clock]
-        for key, name, help_ in (
+        for field, name, help_ in (
             ("length", "celery_queue_length", "The number of message in broker queue."),
             (
                 "consumers",
@@ -177,15 +183,15 @@ class MetricsCollector:
                 "The number of active processes in broker queue.",
             ),
         ):
-            family = GaugeMetricFamily(name, help_, labels=["queue_name"])
+            queue_family = GaugeMetricFamily(name, help_, labels=["queue_name"])
             for queue, values in m.queues.items():
-                if key in values:
-                    family.add_metric([queue], values[key])
-            out.append(family)
+                if field in values:
+                    queue_family.add_metric([queue], values[field])
+            out.append(queue_family)
         out += self._wkctl(state, now)
         return out
 
-    def _wkctl(self, state: State, now: float) -> list[Metric]:
+    def _wkctl(self, state: ClusterState, now: float) -> list[Metric]:
         m = self.metrics
         out: list[Metric] = []
 
@@ -257,8 +263,8 @@ class MetricsCollector:
             "Local receive time minus the worker's event timestamp (latest heartbeat).",
             labels=["hostname"],
         )
-        for key, value in m.drift.items():
-            drift.add_metric([key], value)
+        for host, seconds in m.drift.items():
+            drift.add_metric([host], seconds)
         out.append(drift)
         counter(
             "wkctl_clock_drift_warnings",
@@ -539,6 +545,13 @@ class Pollers:
     help="Upper bounds of the celery_task_runtime histogram buckets.",
 )
 @click.option(
+    "--queue-wait-buckets",
+    default=",".join(str(b) for b in QUEUE_WAIT_BUCKETS),
+    show_default=True,
+    help="Upper bounds of the celery_task_queue_wait_time histogram buckets (observed only "
+    "for tasks whose producer sends task-sent events: task_send_sent_event).",
+)
+@click.option(
     "--hostname-label",
     type=click.Choice(["host", "node"]),
     default="host",
@@ -619,6 +632,7 @@ def exporter_cmd(
     transport_options: tuple[str, ...],
     queues: str,
     buckets: str,
+    queue_wait_buckets: str,
     hostname_label: str,
     generic_hostname_task_sent_metric: bool,
     max_label_values: int,
@@ -633,21 +647,20 @@ def exporter_cmd(
     """Serve Prometheus metrics of the cluster on /metrics (and /health).
 
     Drop-in for prometheus-exporter-celery: the same celery_* metric names,
-    types and labels, plus wkctl_* metrics (elections, clocks, drift,
+    types and labels (and its later celery_task_queue_wait_time), plus wkctl_* metrics (elections, clocks, drift,
     rejected events, lost workers, revoked sets, ingest lag, broker
     connection). Counts come from the event stream, as `wkctl dump` reads
     it; queue figures from the broker and the workers every
     --queue-interval seconds.
     """
     host, port = parse_listen(listen)
-    try:
-        bounds = sorted(float(b) for b in buckets.split(",") if b.strip())
-    except ValueError:
-        raise CliError(f"--buckets: not a list of numbers: {buckets!r}", ExitCode.USAGE) from None
+    bounds = _parse_buckets("--buckets", buckets)
+    wait_bounds = _parse_buckets("--queue-wait-buckets", queue_wait_buckets)
     if transport_options:
         app.add_transport_options(dict(transport_option(text) for text in transport_options))
     config = MetricsConfig(
         buckets=bounds,
+        queue_wait_buckets=wait_bounds,
         max_label_values=max_label_values,
         whole_hostname=hostname_label == "node",
         generic_sent_hostname=generic_hostname_task_sent_metric,
@@ -663,7 +676,7 @@ def exporter_cmd(
     assert monitor.stream.connection is not None
     app.log(
         "broker transport options (names only): "
-        + (", ".join(sorted(monitor.stream.connection.transport_options)) or "none"),
+        + (", ".join(sorted(monitor.stream.connection.transport_options or {})) or "none"),
         2,
     )
     registry = CollectorRegistry(auto_describe=False)

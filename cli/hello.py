@@ -295,6 +295,6 @@ def styled_table(headers: list[str], rows: list[tuple[Any, ...]]) -> None:
             widths[i] = max(widths[i], len(cell))
     head = "  ".join(h.upper().ljust(widths[i]) for i, h in enumerate(headers)).rstrip()
     click.echo(style(head, bold=True))
-    for row, prow in zip(rows, plain, strict=True):
-        cells = [str(cell) + " " * (widths[i] - len(prow[i])) for i, cell in enumerate(row)]
+    for styled, prow in zip(rows, plain, strict=True):
+        cells = [str(cell) + " " * (widths[i] - len(prow[i])) for i, cell in enumerate(styled)]
         click.echo("  ".join(cells).rstrip())

@@ -1,10 +1,14 @@
 """The one event consumer behind ``dump``, ``top`` and ``exporter``.
 
 It opens the event stream ``tail`` uses, stamps each event as Celery's
-receiver does, feeds it to one :class:`~wkctl.protocol.state.State` and,
+receiver does, feeds it to one :class:`~wkctl.protocol.state_core.ClusterState`
+(the lock-free, clock-free core of the Celery-compatible State) and,
 when given, to :class:`~wkctl.protocol.metrics.ClusterMetrics` (after
 State, which the metrics read).  Commands differ only in what they do
 between two :meth:`Monitor.step` calls: wait, draw, or serve scrapes.
+
+Threads meet here, not in the State: :class:`Monitor` applies a batch
+under its ``lock``, which the exporter's HTTP threads take to read.
 """
 
 from __future__ import annotations
@@ -17,7 +21,8 @@ from typing import Any
 from wkctl.protocol.client import Client, EventStream, StreamNotice, prepare_event
 from wkctl.protocol.clock import LamportClock
 from wkctl.protocol.metrics import ClusterMetrics
-from wkctl.protocol.state import State
+from wkctl.protocol.state import log_drift
+from wkctl.protocol.state_core import ClusterState
 
 from .context import AppContext
 from .tail import open_stream
@@ -26,7 +31,9 @@ __all__ = ["Ingest", "Monitor"]
 
 
 class Ingest:
-    """Applies decoded events to one State and, when given, the metrics (no I/O).
+    """Applies decoded events to one State and, when given, the metrics.
+
+    No I/O but logging the clock-drift warnings the State queued.
 
     The per-event work shared by every monitoring command: stamp the event
     as Celery's receiver does, let State take it, check it against the
@@ -41,7 +48,7 @@ class Ingest:
         max_tasks: int = 10000,
         max_workers: int = 5000,
     ) -> None:
-        self.state = State(max_tasks_in_memory=max_tasks, max_workers_in_memory=max_workers)
+        self.state = ClusterState(max_tasks_in_memory=max_tasks, max_workers_in_memory=max_workers)
         self.clock = LamportClock()
         self.metrics = metrics
         self.is_valid: Callable[[Any, str], bool] | None = None
@@ -59,6 +66,8 @@ class Ingest:
                 if check is not None and not check(event, "event"):
                     metrics.invalid(event, now)
                 metrics.observe(event, state, now)
+        if state.drift.pending:
+            log_drift(state.drift.take())
 
 
 class Monitor:

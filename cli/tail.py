@@ -15,13 +15,14 @@ import json
 import re
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
 import click
 
 from wkctl.protocol.client import EventStream, StreamNotice
+from wkctl.protocol.observers import EventValidator
 from wkctl.protocol.vocab import EVENT_TYPES
 
 from .context import AppContext, pass_app
@@ -36,7 +37,7 @@ encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, default=str
 
 #: Invalid events of one batch explained in detail (and reported on stderr
 #: with --json); the rest are counted.
-DETAILED_PER_BATCH = 100
+DETAILED_PER_BATCH = EventValidator.DETAILED_PER_BATCH
 
 _PATTERN_OK = re.compile(r"^[A-Za-z0-9_.*?!\[\]-]+$")
 
@@ -246,113 +247,151 @@ def tail_cmd(
     wanted = type_filter(types)
     for warning in unknown_type_warnings(types):
         click.echo(f"wkctl: warning: {warning}", err=True)
-    json_out = app.output_format(json_flag) == "json"
-    check: Callable[[Any], list[Any]] | None = None
-    if validate:
-        from wkctl.protocol.validation import is_valid
-        from wkctl.protocol.validation import validate as validate_body
-
-        budget = [DETAILED_PER_BATCH]
-
-        def check(body: Any) -> list[Any]:
-            # The fast path says valid or not for every event; the detailed
-            # (slow) pass explains only the first invalid ones of each batch,
-            # so one hostile message of millions of invalid items cannot
-            # stall the stream.
-            if is_valid(body, "event"):
-                return []
-            if budget[0] <= 0:
-                return ["invalid (details skipped: too many invalid events at once)"]
-            budget[0] -= 1
-            return validate_body(body, "event") or ["invalid"]
-
+    view = _TailView(
+        json_out=app.output_format(json_flag) == "json",
+        validator=EventValidator(DETAILED_PER_BATCH) if validate else None,
+        wanted=wanted if types else None,
+        count=count,
+    )
     stream = open_stream(app)
-    shown = invalid = 0
-    refused_seen = 0
-    out = sys.stdout
-    deadline = None if duration is None else time.monotonic() + duration
     interrupted = False
     try:
-        while True:
-            if deadline is not None:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    break
-                batch = stream.poll(min(0.5, remaining), deadline)
-            else:
-                batch = stream.poll(0.5)
-            while refused_seen < len(stream.rejected):
-                reason, detail = stream.rejected[refused_seen]
-                refused_seen += 1
-                if validate or app.verbose:
-                    click.echo(f"wkctl: refused message: {reason}: {detail}", err=True)
-            lines: list[str] = []
-            if validate:
-                budget[0] = DETAILED_PER_BATCH
-            reported = batch_invalid = 0
-            for event in batch:
-                type_ = event.get("type") if isinstance(event, dict) else None
-                if types and not (isinstance(type_, str) and wanted(type_)):
-                    continue
-                issues = check(event) if check is not None else []
-                if issues:
-                    invalid += 1
-                    batch_invalid += 1
-                if json_out:
-                    lines.append(encode(event))
-                    if issues and reported < DETAILED_PER_BATCH:
-                        reported += 1
-                        click.echo(
-                            f"wkctl: invalid event #{shown + 1} ({type_ or '?'} from "
-                            f"{event.get('hostname', '?') if isinstance(event, dict) else '?'}): "
-                            f"{issues[0]}",
-                            err=True,
-                        )
-                else:
-                    line = format_event(event)
-                    if issues:
-                        line += "  " + style(f"INVALID {issues[0]}", fg="red", bold=True)
-                    lines.append(line)
-                shown += 1
-                if count is not None and shown >= count:
-                    break
-            if json_out and batch_invalid > reported:
-                click.echo(
-                    f"wkctl: {batch_invalid - reported} more invalid event(s) in this batch",
-                    err=True,
-                )
-            if lines:
-                chunk = "\n".join(lines) + "\n"
-                try:
-                    chunk.encode("utf-8")
-                except UnicodeEncodeError:
-                    # A lone surrogate from a peer (valid in JSON): write its
-                    # escape, which is also what JSON would have carried.
-                    chunk = chunk.encode("utf-8", "backslashreplace").decode("utf-8")
-                if json_out:
-                    out.write(chunk)
-                    out.flush()
-                else:
-                    click.echo(chunk, nl=False)
-            if count is not None and shown >= count:
+        for batch in _batches(stream, duration):
+            view.report_refused(stream.rejected, bool(validate or app.verbose))
+            view.write(view.take(batch))
+            if view.done:
                 break
     except KeyboardInterrupt:
         interrupted = True
     finally:
         stream.close()
-    refused = len(stream.rejected)
     if validate or app.verbose or interrupted:
-        summary = f"wkctl: tail: {shown} event(s)"
-        if validate:
-            summary += f", {invalid} invalid"
-        if refused:
-            summary += f", {refused} message(s) refused (not JSON or over limits)"
-        if stream.reconnects:
-            summary += f", {stream.reconnects} reconnect(s)"
-        click.echo(summary, err=True)
+        click.echo(view.summary(stream), err=True)
     if interrupted:
         raise KeyboardInterrupt
-    if validate and (invalid or refused):
+    refused = len(stream.rejected)
+    if validate and (view.invalid or refused):
         raise CliError(
-            f"{invalid} invalid event(s) and {refused} refused message(s) seen", ExitCode.FAILURE
+            f"{view.invalid} invalid event(s) and {refused} refused message(s) seen",
+            ExitCode.FAILURE,
         )
+
+
+def _batches(stream: EventStream, duration: float | None) -> Iterator[list[Any]]:
+    """The stream's batches (possibly empty), for ``duration`` seconds or forever."""
+    deadline = None if duration is None else time.monotonic() + duration
+    while True:
+        if deadline is None:
+            yield stream.poll(0.5)
+            continue
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return
+        yield stream.poll(min(0.5, remaining), deadline)
+
+
+class _TailView:
+    """What ``tail`` prints: filtering, validation marks, counts, output."""
+
+    def __init__(
+        self,
+        *,
+        json_out: bool,
+        validator: EventValidator | None,
+        wanted: Callable[[str], bool] | None,
+        count: int | None,
+    ) -> None:
+        self.json_out = json_out
+        self.validator = validator
+        self.wanted = wanted
+        self.count = count
+        self.shown = 0
+        self.invalid = 0
+        self.refused_seen = 0
+
+    @property
+    def done(self) -> bool:
+        return self.count is not None and self.shown >= self.count
+
+    def report_refused(self, rejected: list[tuple[str, str]], say: bool) -> None:
+        """Name every newly refused message (with --validate or -v)."""
+        for reason, detail in rejected[self.refused_seen :]:
+            if say:
+                click.echo(f"wkctl: refused message: {reason}: {detail}", err=True)
+        self.refused_seen = len(rejected)
+
+    def _selected(self, event: Any) -> bool:
+        if self.wanted is None:
+            return True
+        type_ = event.get("type") if isinstance(event, dict) else None
+        return isinstance(type_, str) and self.wanted(type_)
+
+    def take(self, batch: list[Any]) -> list[str]:
+        """The output lines of one batch (up to ``--count``)."""
+        if self.validator is not None:
+            self.validator.new_batch()
+        lines: list[str] = []
+        reported = batch_invalid = 0
+        for event in batch:
+            if not self._selected(event):
+                continue
+            issues = self.validator.issues(event) if self.validator is not None else []
+            if issues:
+                self.invalid += 1
+                batch_invalid += 1
+            if not self.json_out:
+                lines.append(_human_line(event, issues))
+            else:
+                lines.append(encode(event))
+                if issues and reported < DETAILED_PER_BATCH:
+                    reported += 1
+                    click.echo(_invalid_note(self.shown + 1, event, issues[0]), err=True)
+            self.shown += 1
+            if self.done:
+                break
+        if self.json_out and batch_invalid > reported:
+            click.echo(
+                f"wkctl: {batch_invalid - reported} more invalid event(s) in this batch", err=True
+            )
+        return lines
+
+    def write(self, lines: list[str]) -> None:
+        if not lines:
+            return
+        chunk = "\n".join(lines) + "\n"
+        try:
+            chunk.encode("utf-8")
+        except UnicodeEncodeError:
+            # A lone surrogate from a peer (valid in JSON): write its
+            # escape, which is also what JSON would have carried.
+            chunk = chunk.encode("utf-8", "backslashreplace").decode("utf-8")
+        if self.json_out:
+            sys.stdout.write(chunk)
+            sys.stdout.flush()
+        else:
+            click.echo(chunk, nl=False)
+
+    def summary(self, stream: EventStream) -> str:
+        summary = f"wkctl: tail: {self.shown} event(s)"
+        if self.validator is not None:
+            summary += f", {self.invalid} invalid"
+        if stream.rejected:
+            summary += f", {len(stream.rejected)} message(s) refused (not JSON or over limits)"
+        if stream.reconnects:
+            summary += f", {stream.reconnects} reconnect(s)"
+        return summary
+
+
+def _human_line(event: Any, issues: list[str]) -> str:
+    line = format_event(event)
+    if issues:
+        line += "  " + style(f"INVALID {issues[0]}", fg="red", bold=True)
+    return line
+
+
+def _invalid_note(number: int, event: Any, issue: str) -> str:
+    if isinstance(event, dict):
+        type_, host = event.get("type") or "?", event.get("hostname", "?")
+    else:
+        type_, host = "?", "?"
+    return f"wkctl: invalid event #{number} ({type_} from {host}): {issue}"

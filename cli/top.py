@@ -29,7 +29,7 @@ from rich.table import Table
 from rich.text import Text
 
 from wkctl.protocol.metrics import ClusterMetrics, MetricsConfig
-from wkctl.protocol.state import State
+from wkctl.protocol.state_core import ClusterState
 
 from .context import AppContext, pass_app
 from .monitor import Monitor
@@ -130,7 +130,7 @@ def _sort_key(sort: str, row: dict[str, Any]) -> Any:
     return (-(value if isinstance(value, (int, float)) else -1), row["name"])
 
 
-def _worker_rows(state: State, now: float, view: View) -> list[dict[str, Any]]:
+def _worker_rows(state: ClusterState, now: float, view: View) -> list[dict[str, Any]]:
     rows = []
     for name, worker in state.workers.data.items():
         if view.worker_filter and view.worker_filter not in name:
@@ -155,13 +155,49 @@ def _worker_rows(state: State, now: float, view: View) -> list[dict[str, Any]]:
 
 
 def render(
-    state: State, metrics: ClusterMetrics, view: View, now: float, broker: str
+    state: ClusterState, metrics: ClusterMetrics, view: View, now: float, broker: str
 ) -> RenderableType:
     """The whole screen (also the plain-text fallback) as one rich renderable."""
     rows = _worker_rows(state, now, view)
-    alive = sum(1 for r in rows if r["alive"])
     invalid = sum(metrics.rejected.values())
-    header = Text.assemble(
+    header = _header(state, metrics, rows, invalid, now, broker)
+    workers = _workers_table(rows, view)
+    rates = _rates_table(metrics, now)
+    failures = _failures_table(metrics, view)
+    elections = _elections_table(metrics, now)
+    invalid_table = _invalid_table(metrics, invalid)
+    if view.editing is not None:
+        what = "worker" if view.editing == "w" else "task name"
+        footer = Text(f"filter {what}: {view.buffer}▏ (Enter to apply, Esc to cancel)", "bold")
+    else:
+        footer = Text(HELP, style="dim")
+    return Group(
+        header,
+        Text(""),
+        workers,
+        Text(""),
+        rates,
+        Text(""),
+        failures,
+        Text(""),
+        elections,
+        Text(""),
+        invalid_table,
+        Text(""),
+        footer,
+    )
+
+
+def _header(
+    state: ClusterState,
+    metrics: ClusterMetrics,
+    rows: list[dict[str, Any]],
+    invalid: int,
+    now: float,
+    broker: str,
+) -> Text:
+    alive = sum(1 for r in rows if r["alive"])
+    return Text.assemble(
         ("wkctl top", "bold"),
         f"  {broker}  {datetime.fromtimestamp(now).strftime('%H:%M:%S')}  ",
         ("workers ", "dim"),
@@ -175,6 +211,9 @@ def render(
         ("  broker ", "dim"),
         ("connected", "green") if metrics.broker_connected else ("DOWN", "bold red"),
     )
+
+
+def _workers_table(rows: list[dict[str, Any]], view: View) -> Table:
     workers = Table(
         title=f"Workers (sort: {view.sort}"
         + (f", filter: {view.worker_filter!r}" if view.worker_filter else "")
@@ -210,6 +249,10 @@ def render(
         )
     if not rows:
         workers.add_row(Text("(no worker seen yet)" if not view.worker_filter else "(none match)"))
+    return workers
+
+
+def _rates_table(metrics: ClusterMetrics, now: float) -> Table:
     rates = Table(title="Tasks, last minute", title_justify="left", box=None, header_style="bold")
     rates.add_column("state")
     rates.add_column("total", justify="right")
@@ -223,6 +266,10 @@ def render(
             str(sum(series)),
             Text(sparkline(series), style=colour),
         )
+    return rates
+
+
+def _failures_table(metrics: ClusterMetrics, view: View) -> Table:
     failures = Table(
         title="Latest failures" + (f" (filter: {view.task_filter!r})" if view.task_filter else ""),
         title_justify="left",
@@ -244,6 +291,10 @@ def render(
         )
     if not shown:
         failures.add_row("-", "(none)", "", "")
+    return failures
+
+
+def _elections_table(metrics: ClusterMetrics, now: float) -> Table:
     elections = Table(title="Elections", title_justify="left", box=None, header_style="bold")
     for column in ("id", "topic", "state", "candidates", "winner", "seconds"):
         elections.add_column(column, overflow="ellipsis", no_wrap=True, max_width=40)
@@ -270,6 +321,10 @@ def render(
         elections.title = f"Elections ({timed_out} timed out)"
     if not metrics.elections and not metrics.recent_decided:
         elections.add_row("-", "(none)", "", "", "", "")
+    return elections
+
+
+def _invalid_table(metrics: ClusterMetrics, invalid: int) -> Table:
     invalid_table = Table(
         title=f"Invalid events ({invalid})",
         title_justify="left",
@@ -282,26 +337,7 @@ def render(
         invalid_table.add_row(kind, reason, str(count))
     if not metrics.rejected:
         invalid_table.add_row("-", "(none)", "")
-    if view.editing is not None:
-        what = "worker" if view.editing == "w" else "task name"
-        footer = Text(f"filter {what}: {view.buffer}▏ (Enter to apply, Esc to cancel)", "bold")
-    else:
-        footer = Text(HELP, style="dim")
-    return Group(
-        header,
-        Text(""),
-        workers,
-        Text(""),
-        rates,
-        Text(""),
-        failures,
-        Text(""),
-        elections,
-        Text(""),
-        invalid_table,
-        Text(""),
-        footer,
-    )
+    return invalid_table
 
 
 @contextlib.contextmanager

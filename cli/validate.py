@@ -185,7 +185,7 @@ def iter_messages(path: str, capture: bool = False) -> Iterator[Message]:
     Problems reading or parsing become messages with ``read_error`` set.
     """
     if path == "-":
-        yield from _iter_ndjson(click.get_binary_stream("stdin"), "<stdin>", capture)
+        yield from _iter_ndjson(sys.stdin.buffer, "<stdin>", capture)
         return
     suffix = Path(path).suffix.lower()
     try:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from wkctl.protocol.vocab import METHOD_ALIASES, reply_kind
 
-from .checks import _fresh, _schema, _short, _still_serving
+from .checks_common import _fresh, _schema, _short, _still_serving
 from .registry import Failed, check
 
 if TYPE_CHECKING:

@@ -403,7 +403,7 @@ class Probe:
 
     def _on_reply(self, message: Any) -> None:
         routing_key = (message.delivery_info or {}).get("routing_key")
-        target = self._inbox.get(routing_key)
+        target = self._inbox.get(routing_key) if isinstance(routing_key, str) else None
         if target is None:
             return  # a late reply to an earlier call
         result, start = target

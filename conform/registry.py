@@ -20,7 +20,7 @@ from .statements import STATEMENTS
 if TYPE_CHECKING:
     from .runner import Context
 
-__all__ = ["CHECKS", "Check", "Failed", "NotRun", "Skipped", "check", "select"]
+__all__ = ["CHECKS", "Check", "Failed", "NotRun", "Skipped", "check", "select", "with_needs"]
 
 
 class Failed(Exception):
@@ -57,6 +57,9 @@ class Check:
     deviation: str | None = None
     #: run after a launched node was stopped (``--launch`` only)
     after_stop: bool = False
+    #: checks whose effect on the node (or whose :class:`~.facts.Facts`) this
+    #: one builds on: they run first, also under ``--only`` (unreported)
+    needs: tuple[str, ...] = ()
 
     @property
     def section(self) -> str:
@@ -84,6 +87,19 @@ class Check:
     def requirement(self) -> str:
         return self.spec.text
 
+    def describe(self) -> dict[str, Any]:
+        """The check as ``wkctl conform --list --json`` lists it."""
+        return {
+            "id": self.id,
+            "statement": self.statement,
+            "also": list(self.also),
+            "level": self.level,
+            "section": self.section,
+            "title": self.title,
+            "requirement": self.requirement,
+            "known_deviation": self.deviation,
+        }
+
 
 #: Every check, in run order (the order of registration).
 CHECKS: dict[str, Check] = {}
@@ -97,8 +113,10 @@ def check(
     also: tuple[str, ...] = (),
     deviation: str | None = None,
     after_stop: bool = False,
+    needs: tuple[str, ...] = (),
 ) -> Callable[[Callable[[Context], str | None]], Callable[[Context], str | None]]:
-    """Register a check; every statement it cites must exist in the spec."""
+    """Register a check; every statement it cites must exist in the spec, and
+    every check it ``needs`` must be registered before it (it runs earlier)."""
 
     def register(func: Callable[[Context], str | None]) -> Callable[[Context], str | None]:
         if id in CHECKS:
@@ -108,7 +126,12 @@ def check(
                 raise ValueError(f"check {id} cites unknown statement {ref}")
         if deviation is not None and STATEMENTS[deviation].level != "DEFECT":
             raise ValueError(f"check {id}: {deviation} is not a known defect")
-        CHECKS[id] = Check(id, statement, title, func, tuple(also), deviation, after_stop)
+        for need in needs:
+            if need not in CHECKS:
+                raise ValueError(f"check {id} needs {need}, which is not registered before it")
+        CHECKS[id] = Check(
+            id, statement, title, func, tuple(also), deviation, after_stop, tuple(needs)
+        )
         return func
 
     return register
@@ -139,3 +162,15 @@ def select(only: Iterable[str] = (), *, strict: bool = False) -> list[Check]:
                 picked.append(c)
     # An explicit selection runs SHOULD checks too: the user asked for them.
     return [c for c in CHECKS.values() if c in picked]
+
+
+def with_needs(checks: Iterable[Check]) -> list[Check]:
+    """``checks`` and every check they need (transitively), in run order."""
+    wanted = {c.id for c in checks}
+    todo = list(wanted)
+    while todo:
+        for need in CHECKS[todo.pop()].needs:
+            if need not in wanted:
+                wanted.add(need)
+                todo.append(need)
+    return [c for c in CHECKS.values() if c.id in wanted]

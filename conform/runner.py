@@ -29,8 +29,9 @@ from typing import Any
 from wkctl.protocol.broker import BrokerSettings
 from wkctl.protocol.vocab import CELERY_SW_IDENT, HARDENED_FIELD, peer_kind
 
+from .facts import Facts
 from .probe import CallResult, EventRecorder, Probe, RecordedEvent
-from .registry import Check, Failed, NotRun, Skipped
+from .registry import Check, Failed, NotRun, Skipped, with_needs
 from .statements import STATEMENTS
 
 __all__ = ["Context", "NOT_RUN", "Result", "Run", "run"]
@@ -178,7 +179,8 @@ class Context:
         self.recorder = recorder
         self.node = probe.node
         self.timeout = timeout
-        self.facts: dict[str, Any] = {}
+        #: what the run learned (typed; see :mod:`.facts`)
+        self.facts = Facts()
         self.silent: str | None = None
         self.started = time.monotonic()
         #: the node process, when the kit launched it
@@ -250,11 +252,11 @@ class Context:
             if ev.hostname == self.node and isinstance(ev.body, dict):
                 ident = ev.body.get("sw_ident")
                 if isinstance(ident, str):
-                    self.facts["sw_ident"] = ident
-                    self.facts["peer_kind"] = peer_kind(ev.body)
-                    for key in ("sw_ver", "freq", HARDENED_FIELD):
-                        if key in ev.body:
-                            self.facts[key] = ev.body[key]
+                    self.facts.sw_ident = ident
+                    self.facts.peer_kind = peer_kind(ev.body)
+                    self.facts.sw_ver = ev.body.get("sw_ver", self.facts.sw_ver)
+                    self.facts.freq = ev.body.get("freq", self.facts.freq)
+                    self.facts.wkctl_ver = ev.body.get(HARDENED_FIELD, self.facts.wkctl_ver)
                     return ident
         return None
 
@@ -263,9 +265,9 @@ class Context:
         wkctl's steps: ``sw_ident`` py-celery with ``wkctl_ver``) or
         ``"other"`` from the node's heartbeats, waiting a little for the
         first one; ``None`` when it sent none."""
-        ident = self.facts.get("sw_ident")
+        ident = self.facts.sw_ident
         if ident is None:
-            asked = self.facts.get("heartbeat_asked", self.started)
+            asked = self.facts.heartbeat_asked or self.started
             budget = max(self.timeout, 1.0) if wait is None else wait
             remaining = budget - (time.monotonic() - asked)
             found, events = self.recorder.wait_for(
@@ -274,7 +276,7 @@ class Context:
             ident = found or self._learn_identity(events)
         if ident is None:
             return None
-        kind = self.facts.get("peer_kind")
+        kind = self.facts.peer_kind
         if kind in ("celery", "hardened"):
             return str(kind)
         return "celery" if ident == CELERY_SW_IDENT else "other"
@@ -377,8 +379,13 @@ def run(
             outcome.results.append(reachable)
             if on_result is not None:
                 on_result(reachable)
-        running = [c for c in checks if not c.after_stop]
-        stopped = [c for c in checks if c.after_stop]
+        # A check that builds on another's effect declares it (``needs``):
+        # those run too, in run order, so that ``--only X`` gives X the
+        # result it has in a full run; they are not reported.
+        reported = {c.id for c in checks}
+        planned = with_needs(checks)
+        running = [c for c in planned if not c.after_stop]
+        stopped = [c for c in planned if c.after_stop]
         for phase in (running, stopped):
             if phase is stopped and ctx.process is not None:
                 _stop_launched(ctx)
@@ -389,13 +396,13 @@ def run(
                 else:
                     result = _run_one(ctx, chk)
                 result.duration = time.monotonic() - t0
+                if chk.id not in reported:
+                    continue
                 outcome.results.append(result)
                 if on_result is not None:
                     on_result(result)
         ctx.identity(wait=0.0)
-        outcome.identity = {
-            k: ctx.facts[k] for k in ("sw_ident", "sw_ver", "freq") if k in ctx.facts
-        }
+        outcome.identity = ctx.facts.identity()
         _farewell(ctx)
     finally:
         if ctx.process is not None:
@@ -462,7 +469,7 @@ def _launch(
 ) -> str:
     """Start the node, answer its hello, wait until it answers ping; '' or why not."""
     ctx.probe.answer_hellos(_sync_replies(ctx))
-    ctx.facts["launched_at"] = time.monotonic()
+    ctx.facts.launched_at = time.monotonic()
     try:
         ctx.process = subprocess.Popen(
             argv,
@@ -500,9 +507,9 @@ def _has_fileno(stream: Any) -> bool:
 def _stop_launched(ctx: Context) -> None:
     """SIGTERM, then wait for the process and for its worker-offline."""
     process = ctx.process
-    if process is None or "stopped_at" in ctx.facts:
+    if process is None or ctx.facts.stopped_at is not None:
         return
-    ctx.facts["stopped_at"] = time.monotonic()
+    ctx.facts.stopped_at = time.monotonic()
     if process.poll() is None:
         try:
             os.killpg(process.pid, signal.SIGTERM)
@@ -516,8 +523,8 @@ def _stop_launched(ctx: Context) -> None:
             except (ProcessLookupError, PermissionError):
                 process.kill()
             process.wait(5)
-            ctx.facts["killed"] = True
-    ctx.facts["exit_code"] = process.returncode
+            ctx.facts.killed = True
+    ctx.facts.exit_code = process.returncode
     ctx.recorder.wait_for(
         lambda evs: [e for e in evs if e.hostname == ctx.node and e.type == "worker-offline"],
         max(ctx.timeout, 1.0),
@@ -557,7 +564,7 @@ def _opening(ctx: Context) -> str:
         result = probe.call("ping", {})
     except Exception as exc:
         return f"cannot send requests: {type(exc).__name__}: {exc}"
-    ctx.facts["opening_ping"] = result
+    ctx.facts.opening_ping = result
     if result.reply_from(ctx.node) is None:
         if result.replies:
             return (
@@ -571,14 +578,14 @@ def _opening(ctx: Context) -> str:
     # Heartbeats start arriving while the pidbox checks run.  Every node is
     # asked (as monitors do), so that Celery workers sharing the broker are
     # known before a probe they would also receive is sent.
-    ctx.facts["heartbeat_asked"] = time.monotonic()
+    ctx.facts.heartbeat_asked = time.monotonic()
     probe.cast("heartbeat", {}, destination=None)
     return ""
 
 
 def _farewell(ctx: Context) -> None:
     """Take the synthetic peer out of the node's view of the cluster."""
-    if ctx.facts.get("peer_announced"):
+    if ctx.facts.peer_announced:
         try:
             ctx.probe.peer_event(
                 "worker-offline",

@@ -64,14 +64,15 @@ from .node import (
     ShutdownRequested,
     Synced,
 )
+from .reconnect import BACKOFF, Backoff
 from .vocab import PER_NODE_PIDBOX_TRANSPORTS
 
 __all__ = ["Binding", "BrokerUnavailable", "NodeHandle", "NodeNameInUse", "run_node"]
 
 logger = logging.getLogger("wkctl.node")
 
-BACKOFF_START = 0.1
-BACKOFF_MAX = 5.0
+BACKOFF_START = BACKOFF.start
+BACKOFF_MAX = BACKOFF.max
 #: Longest the loop sleeps between two looks at its timers and its inbox.
 DEFAULT_TICK = 0.05
 #: Notifications each handle keeps for observers (tests, ``wkctl demo``).
@@ -437,7 +438,7 @@ class Binding:
                 self._setup()
             except Exception as again:
                 self._close_connection()
-                delay = min(delay * 2, self.backoff_max)
+                delay = Backoff(self.backoff_start, self.backoff_max).next(delay)
                 self.log.warning(
                     "reconnect to %s failed: %s; retrying in %.1f s",
                     self.settings.masked_url,

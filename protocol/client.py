@@ -29,7 +29,7 @@ import socket
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from kombu import Connection, Consumer, Producer, Queue
@@ -41,37 +41,36 @@ from .broker import (
     reply_exchange,
 )
 from .clock import LamportClock
-from .election import (
-    Arrival,
-    CeleryRule,
-    ElectRequest,
-    Replayed,
-    SpecRule,
-    order_key,
-    pick_winner,
-)
 from .host import SharedClock
-from .mingle import DEFAULT_MINGLE_SETTLE
-from .vocab import (
-    CELERY_SW_IDENT,
-    ELECT_ACK_EVENT,
-    ELECT_EVENT,
-    FANOUT_EVENT_TRANSPORTS,
-    GOSSIP_TRANSPORTS,
-    HEARTBEAT_TYPES,
-    PeerKind,
-    peer_kind,
+from .observers import (
+    ElectionOutcome,
+    ElectionWatch,
+    decode_events,
+    election_participants,
+    prepare_event,
 )
+from .reconnect import BACKOFF, Backoff
+from .replies import (
+    DEFAULT_SETTLE,
+    KNOWN_GRACE,
+    Collected,
+    ReplyCollector,
+    asker_name,
+    hello_table,
+    normalize_clock,
+    normalize_revoked,
+)
+from .vocab import CELERY_SW_IDENT, FANOUT_EVENT_TRANSPORTS
 from .wire import (
     Limits,
     Names,
     Rejected,
-    decode_body,
-    expand_batch,
     pidbox_request,
     pidbox_request_headers,
 )
 
+# The sans-IO observers live in :mod:`.replies` and :mod:`.observers`; they
+# are re-exported here, where they always were importable from.
 __all__ = [
     "Client",
     "CELERY_SW_IDENT",
@@ -101,592 +100,11 @@ logger = logging.getLogger(__name__)
 #: counted as rejected and the stream goes on.
 TRANSPORT_DECODE_ERROR = "unreadable transport envelope"
 
-#: Default settle window of a request without ``expect``: the same quiet
-#: time after the last reply that ends a node's Mingle round ([MINGLE-2]).
-DEFAULT_SETTLE = DEFAULT_MINGLE_SETTLE
-#: Once every node known to be alive replied, collection goes on only this
-#: long, for a node that joined since (local replies arrive within it).
-KNOWN_GRACE = 0.02
-
 
 def default_node_name() -> str:
-    """A name no worker has: Celery workers answer ``null`` to a ``hello``
-    from their own name, so the asker must never borrow one."""
-    return f"wkctl.{uuid.uuid4().hex[:8]}@{socket.gethostname()}"
-
-
-# -- sans-IO -----------------------------------------------------------------
-
-
-def normalize_revoked(value: Any) -> list[str]:
-    """Revoked ids of a ``hello`` reply as a list, whatever the wire form.
-
-    Celery 5.7 sends a list of ids; 4.2 to 5.6 send the ``LimitedSet`` data,
-    a mapping ``id -> [monotonic_timestamp, id]`` (or ``id -> timestamp``).
-    Ids are arbitrary strings; anything else is dropped.  Order is kept
-    (oldest first in both forms) and duplicates removed.
-    """
-    if value is None:
-        return []
-    if isinstance(value, Mapping):
-        items: Iterable[Any] = value.keys()
-    elif isinstance(value, (list, tuple)):
-        items = value
-    else:
-        return []
-    seen: dict[str, None] = {}
-    for item in items:
-        if isinstance(item, str):
-            seen.setdefault(item, None)
-    return list(seen)
-
-
-def normalize_clock(value: Any) -> int | None:
-    """A clock value from a reply: ``{"clock": N}`` (the ``clock`` command) or N."""
-    if isinstance(value, Mapping):
-        value = value.get("clock")
-    if isinstance(value, bool) or not isinstance(value, int):
-        return None
-    return value
-
-
-def hello_table(replies: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
-    """``{node: {"clock": int, "revoked": [ids]}}`` from ``hello`` reply values.
-
-    A ``null`` value (a worker asked by its own name) and malformed values
-    are left out: they carry no state.
-    """
-    table: dict[str, dict[str, Any]] = {}
-    for node, value in replies.items():
-        if not isinstance(value, Mapping):
-            continue
-        table[node] = {
-            "clock": normalize_clock(value.get("clock")),
-            "revoked": normalize_revoked(value.get("revoked")),
-        }
-    return table
-
-
-@dataclass
-class Collected:
-    """The outcome of one broadcast."""
-
-    method: str
-    ticket: str | None
-    #: node name -> reply value, first reply of each node wins
-    replies: dict[str, Any] = field(default_factory=dict)
-    #: every accepted reply body exactly as decoded, in arrival order
-    raw: list[Any] = field(default_factory=list)
-    #: messages refused (wrong ticket excluded): (reason, detail)
-    rejected: list[tuple[str, str]] = field(default_factory=list)
-    expect: int | None = None
-    timeout: float = 0.0
-    #: seconds from publishing the request to the last accepted reply
-    elapsed: float | None = None
-    #: seconds from publishing to the end of collection
-    waited: float = 0.0
-    published_at: float = 0.0
-    #: why collection ended: ``expect`` (N nodes answered), ``known`` (every
-    #: node known alive answered), ``settled`` (no reply for the settle
-    #: window) or ``timeout``
-    ended: str = "timeout"
-
-    @property
-    def complete(self) -> bool:
-        return self.expect is not None and len(self.replies) >= self.expect
-
-    @property
-    def elapsed_ms(self) -> float | None:
-        return None if self.elapsed is None else round(self.elapsed * 1000.0, 3)
-
-    def meta(self) -> dict[str, Any]:
-        return {
-            "method": self.method,
-            "replied": len(self.replies),
-            "expect": self.expect,
-            "timeout": self.timeout,
-            "elapsed_ms": self.elapsed_ms,
-            "waited_ms": round(self.waited * 1000.0, 3),
-            "rejected": len(self.rejected),
-            "ended": self.ended,
-        }
-
-
-class ReplyCollector:
-    """Collects the replies to one request (kombu ``Mailbox._collect`` rules).
-
-    Feed it every message arriving on the reply queue; it adjusts the clock
-    from the ``clock`` header, drops replies whose ``expires`` header has
-    passed and replies to another ticket, and says when collection is over
-    (:meth:`end_at`, :meth:`over`).  Time is passed in explicitly, and it is
-    **wall-clock time** (``time.time()``): ``expires`` headers are Unix
-    times, so any other clock would make expiry never (or always) fire.
-
-    When it is over ([PIDBOX-19], the fix of DEFECT-9):
-
-    * with ``expect`` N: once N distinct nodes replied (or at the timeout);
-    * otherwise, with a ``settle`` window: once every node of ``known`` (the
-      nodes known to be alive) replied, plus :data:`KNOWN_GRACE`; or once no
-      reply arrived for ``max(settle, latency of the first reply)`` after the
-      last one: replies to a broadcast come in one burst, so a quiet window
-      as long as the first round trip means the cluster has answered;
-    * without ``settle`` (``None``): at the timeout, as Celery does.
-
-    ``timeout`` after publishing is always the upper bound.
-    """
-
-    def __init__(
-        self,
-        method: str,
-        ticket: str | None,
-        *,
-        expect: int | None = None,
-        clock: LamportClock | None = None,
-        limits: Limits | None = None,
-        published_at: float = 0.0,
-        timeout: float = 1.0,
-        settle: float | None = None,
-        known: Iterable[str] = (),
-    ) -> None:
-        self.clock = clock or SharedClock()
-        self.limits = limits or Limits()
-        self.settle = settle
-        self.known = frozenset(known)
-        self.first_reply: float | None = None
-        self.last_reply: float | None = None
-        self.result = Collected(
-            method=method, ticket=ticket, expect=expect, timeout=timeout, published_at=published_at
-        )
-
-    @property
-    def done(self) -> bool:
-        """True once ``expect`` distinct nodes replied (the time-free end)."""
-        return self.result.complete
-
-    def end_at(self) -> float:
-        """When collection is over if nothing else arrives (wall-clock time)."""
-        result = self.result
-        hard = result.published_at + result.timeout
-        if (
-            result.expect is not None
-            or self.settle is None
-            or self.first_reply is None
-            or self.last_reply is None
-        ):
-            return hard
-        window = max(self.settle, self.first_reply - result.published_at)
-        if self.known and self.known <= result.replies.keys():
-            window = min(window, KNOWN_GRACE)
-        return min(hard, self.last_reply + window)
-
-    def over(self, now: float) -> bool:
-        """Whether collection is over at ``now``; records why in ``result.ended``."""
-        if self.done:
-            self.result.ended = "expect"
-            return True
-        end = self.end_at()
-        if now < end:
-            return False
-        hard = self.result.published_at + self.result.timeout
-        if end >= hard:
-            self.result.ended = "timeout"
-        elif self.known and self.known <= self.result.replies.keys():
-            self.result.ended = "known"
-        else:
-            self.result.ended = "settled"
-        return True
-
-    def feed_message(
-        self,
-        body: bytes | str | None,
-        content_type: str | None,
-        content_encoding: str | None,
-        headers: Mapping[str, Any] | None,
-        now: float,
-    ) -> bool:
-        """Decode (JSON only) and feed one raw message; False when refused."""
-        try:
-            decoded = decode_body(body, content_type, content_encoding, self.limits)
-        except Rejected as exc:
-            self.result.rejected.append((exc.reason, exc.detail))
-            return False
-        return self.feed(decoded, headers or {}, now)
-
-    def feed(self, body: Any, headers: Mapping[str, Any], now: float) -> bool:
-        if "clock" in headers:
-            self.clock.receive(headers.get("clock"))
-        expires = headers.get("expires")
-        if isinstance(expires, (int, float)) and expires and now > expires:
-            self.result.rejected.append(("expired", f"expired at {expires}"))
-            return False
-        ticket = headers.get("ticket", self.result.ticket)
-        if ticket != self.result.ticket:
-            return False  # another request's reply: not ours, not an error
-        if not isinstance(body, dict) or not body:
-            self.result.rejected.append(("not a reply", f"body is {type(body).__name__}"))
-            return False
-        accepted = False
-        for node, value in body.items():
-            if not isinstance(node, str) or len(node) > self.limits.max_nodename_length:
-                self.result.rejected.append(("bad node name", repr(node)[:80]))
-                continue
-            if node not in self.result.replies:
-                self.result.replies[node] = value
-            accepted = True
-        if accepted:
-            self.result.raw.append(body)
-            self.result.elapsed = max(0.0, now - self.result.published_at)
-            if self.first_reply is None:
-                self.first_reply = now
-            self.last_reply = now
-        return accepted
-
-
-def decode_events(
-    body: bytes | str | None,
-    content_type: str | None,
-    content_encoding: str | None = "utf-8",
-    limits: Limits | None = None,
-) -> list[Any]:
-    """The events of one message on the event exchange (JSON only).
-
-    Raises :class:`Rejected` for a body that is not bounded JSON; batches
-    (``task.multi`` lists) come back as their individual events.  Items are
-    returned as decoded (not necessarily dicts): judging them is the
-    caller's business (``tail --validate``, State).
-    """
-    return expand_batch(decode_body(body, content_type, content_encoding, limits or Limits()))
-
-
-def prepare_event(event: Any, clock: LamportClock, now: float) -> Any:
-    """Stamp one decoded event as Celery's ``EventReceiver`` does before State.
-
-    ``local_received`` is the local receive time (liveness is judged on it);
-    a ``task-sent`` event gets the receiver's clock minus one (clients never
-    sync their clocks), any other event's ``clock`` is merged into the local
-    clock (bounded, see :class:`~wkctl.protocol.clock.LamportClock`) or, when
-    missing, filled with the next local value.  Non-dict items pass unchanged.
-    """
-    if not isinstance(event, dict):
-        return event
-    if event.get("type") == "task-sent":
-        value = (clock.value or 1) - 1
-        event["clock"] = value
-        clock.receive(value)
-    elif "clock" in event:
-        clock.receive(event["clock"])
-    else:
-        event["clock"] = clock.forward()
-    event["local_received"] = now
-    return event
-
-
-def _ms(seconds: float | None) -> float | None:
-    return None if seconds is None else round(seconds * 1000.0, 3)
-
-
-@dataclass
-class ElectionOutcome:
-    """What an observer concluded about one election."""
-
-    id: str
-    topic: str | None
-    #: the winner every participant picked (``None`` when they disagree or
-    #: when nobody decided)
-    winner: ElectRequest | None
-    candidates: list[ElectRequest]
-    acks: int
-    #: candidates that did not acknowledge every request (empty when complete)
-    not_acked: list[str]
-    #: participants expected to stand (seen alive before) that never sent worker-elect
-    absent: list[str]
-    #: every ``worker-elect-ack`` of every candidate arrived (N^2 acks)
-    complete: bool
-    #: seconds from the ``election`` command to the moment the spec's rule
-    #: fixed the winner (the request of every expected participant in; with
-    #: none expected: every ack in)
-    elapsed: float | None
-    #: seconds to the last ack, when ``complete``
-    completed: float | None = None
-    #: seconds until every participant had decided (replayed)
-    settled: float | None = None
-    #: per participant: what it decided, replayed by its own rule
-    decisions: dict[str, Replayed] = field(default_factory=dict)
-    #: participant -> peer kind (``wkctl.protocol.vocab.peer_kind``)
-    kinds: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def sides(self) -> dict[str, list[str]]:
-        """Winner id -> the participants that picked it (``"crashed"`` for
-        Celery workers whose decision raised)."""
-        out: dict[str, list[str]] = {}
-        for host, d in sorted(self.decisions.items()):
-            if d.crashed:
-                out.setdefault("crashed", []).append(host)
-            elif d.winner is not None:
-                out.setdefault(d.winner.node_id, []).append(host)
-        return out
-
-    @property
-    def agreed(self) -> bool:
-        """Every participant that decided picked the same winner, none crashed."""
-        sides = self.sides
-        return len(sides) <= 1 and "crashed" not in sides
-
-    @property
-    def runners(self) -> list[str]:
-        """The participants that picked themselves: they run the action
-        ([ELECT-8]); more than one, or none, when participants disagree."""
-        return sorted(
-            h for h, d in self.decisions.items() if d.winner is not None and d.winner.hostname == h
-        )
-
-    @property
-    def undecided(self) -> list[str]:
-        return sorted(h for h, d in self.decisions.items() if not d.decided)
-
-    def as_dict(self) -> dict[str, Any]:
-        """The ``wkctl elect --json`` document."""
-        return {
-            "id": self.id,
-            "topic": self.topic,
-            "winner": self.winner.hostname if self.winner else None,
-            "winner_id": self.winner.node_id if self.winner else None,
-            "agreed": self.agreed,
-            "candidates": [
-                {"hostname": c.hostname, "id": c.node_id, "pid": c.pid, "clock": c.clock}
-                for c in self.candidates
-            ],
-            "decisions": {
-                host: {
-                    "kind": self.kinds.get(host, "other"),
-                    "rule": d.rule,
-                    "winner": d.winner.node_id if d.winner else None,
-                    "crashed": d.crashed,
-                    "requests_counted": d.counted,
-                }
-                for host, d in sorted(self.decisions.items())
-            },
-            "runs_action": self.runners,
-            "acks": self.acks,
-            "complete": self.complete,
-            "elapsed_ms": _ms(self.elapsed),
-            "decided_ms": _ms(self.settled),
-            "completed_ms": _ms(self.completed),
-        }
-
-
-class ElectionWatch:
-    """An election seen from outside, through its events (sans-IO).
-
-    ``participants`` maps each node seen alive before the election (its
-    fixed participant set, [ELECT-4]) to its peer kind.  The watch keeps
-    the order in which ``worker-elect`` and ``worker-elect-ack`` events
-    reached its queue and replays, for every participant, the rule it
-    follows: Celery's own (:func:`~wkctl.protocol.election.replay_celery`,
-    DEFECT-1/2) for stock Celery workers, the spec's
-    (:func:`~wkctl.protocol.election.replay_spec`) for every other kind.
-    Every consumer of the event exchange receives one sender's events in
-    the order it sent them, and the election's events are all caused by
-    the one ``election`` command, so the watch's order is the order each
-    participant processed ([ELECT-11]).
-
-    The winner is *fixed* once the request of every participant is in: no
-    later request can come from the fixed set, and the spec's rule picks
-    the lowest of them (``fixed_at``).  ``settled`` says every participant
-    has decided (what the report needs); ``complete`` that every candidate
-    acknowledged every request.
-    """
-
-    def __init__(
-        self,
-        id: str,
-        *,
-        participants: Mapping[str, str] | None = None,
-        expected: Iterable[str] = (),
-        alive: Iterable[str] = (),
-        started_at: float = 0.0,
-        max_candidates: int = 10_000,
-    ) -> None:
-        self.id = id
-        self.kinds: dict[str, str] = dict(participants or {})
-        for host in expected:
-            self.kinds.setdefault(host, "other")
-        self.expected = frozenset(self.kinds)
-        #: the nodes a Celery participant counts alive (itself included):
-        #: every node that sent a heartbeat, participant or not
-        self.alive = set(alive) | self.expected
-        self.started_at = started_at
-        self.max_candidates = max_candidates
-        self.requests: dict[str, ElectRequest] = {}
-        self.arrivals: list[Arrival] = []
-        self.times: list[float] = []
-        self.acks_by: dict[str, int] = {}
-        self.acks = 0
-        self.ignored = 0
-        self.rules: dict[str, CeleryRule | SpecRule] = {}
-        for host in self.expected:
-            self._rule(host)
-        self.undecided = set(self.expected)
-        self.fixed_at: float | None = None
-        self.decided_at: float | None = None
-        self.completed_at: float | None = None
-
-    def _seen_alive(self, host: Any) -> None:
-        """A node not seen before is alive: Celery participants count it
-        among their peers, so their replays start over with it."""
-        if not isinstance(host, str) or not host or host in self.alive:
-            return
-        self.alive.add(host)
-        for name, rule in list(self.rules.items()):
-            if isinstance(rule, CeleryRule):
-                del self.rules[name]
-                if self._rule(name).result is None:
-                    self.undecided.add(name)
-                else:
-                    self.undecided.discard(name)
-
-    def _rule(self, host: str) -> CeleryRule | SpecRule:
-        rule = self.rules.get(host)
-        if rule is None:
-            if self.kinds.get(host) == "celery":
-                rule = CeleryRule(host, len(self.alive - {host}))
-            else:
-                rule = SpecRule(host, self.expected)
-            for arrival in self.arrivals:  # a node that stood unexpectedly
-                rule.feed(arrival)
-            self.rules[host] = rule
-        return rule
-
-    def feed(self, event: Any, now: float) -> bool:
-        """Take one decoded event; True when it completed the election."""
-        if not isinstance(event, dict):
-            return False
-        type_ = event.get("type")
-        if type_ in HEARTBEAT_TYPES:
-            if type_ != "worker-offline":
-                self._seen_alive(event.get("hostname"))
-            return False
-        if event.get("id") != self.id:
-            return False
-        if type_ == ELECT_EVENT:
-            request = ElectRequest.from_event(event)
-            if request is None:
-                self.ignored += 1
-                return False
-            if request.hostname not in self.requests:
-                if len(self.requests) >= self.max_candidates:
-                    self.ignored += 1
-                    return False
-                self.requests[request.hostname] = request
-                self._seen_alive(request.hostname)
-                if self.expected and request.hostname not in self.rules:
-                    self._rule(request.hostname)  # stood unexpectedly: its rule, from the start
-                    self.undecided.add(request.hostname)
-            arrival = Arrival(request.hostname, request)
-        elif type_ == ELECT_ACK_EVENT:
-            hostname = event.get("hostname")
-            if not isinstance(hostname, str) or not hostname:
-                self.ignored += 1
-                return False
-            if len(self.arrivals) >= self.max_candidates * (self.max_candidates + 1):
-                self.ignored += 1
-                return False
-            self.acks += 1
-            self.acks_by[hostname] = self.acks_by.get(hostname, 0) + 1
-            arrival = Arrival(hostname)
-        else:
-            return False
-        self.arrivals.append(arrival)
-        self.times.append(now)
-        for host, rule in self.rules.items():
-            if rule.feed(arrival) is not None:
-                self.undecided.discard(host)
-        if self.fixed_at is None and self.expected and self.expected <= self.requests.keys():
-            self.fixed_at = now
-        if self.decided_at is None and self.settled:
-            self.decided_at = now
-        if self.completed_at is None and self.complete:
-            self.completed_at = now
-            return True
-        return False
-
-    def _not_acked(self) -> list[str]:
-        need = len(self.requests)
-        return sorted(h for h in self.requests if self.acks_by.get(h, 0) < need)
-
-    @property
-    def acks_complete(self) -> bool:
-        return bool(self.requests) and not self._not_acked()
-
-    @property
-    def complete(self) -> bool:
-        return self.acks_complete and self.expected <= self.requests.keys()
-
-    def decisions(self) -> dict[str, Replayed]:
-        """Each participant's decision, replayed on the arrivals so far (every
-        node that stood, and every expected one)."""
-        out: dict[str, Replayed] = {}
-        for host, rule in sorted(self.rules.items()):
-            out[host] = rule.result or Replayed(host, rule.rule)
-        return out
-
-    @property
-    def settled(self) -> bool:
-        """Every participant has decided (or crashed deciding), and the
-        winner is fixed."""
-        if not self.expected:  # nobody known before: the spec's rule once every ack is in
-            return self.acks_complete
-        if not self.requests or self.undecided:
-            return False
-        return self.expected <= self.requests.keys()
-
-    def outcome(self) -> ElectionOutcome:
-        """The result now."""
-        candidates = sorted(self.requests.values(), key=order_key)
-        decisions = self.decisions()
-        picked = {d.winner for d in decisions.values() if d.winner is not None}
-        crashed = any(d.crashed for d in decisions.values())
-        winner: ElectRequest | None = None
-        if len(picked) == 1 and not crashed:
-            winner = next(iter(picked))
-        elif not self.expected and self.acks_complete:
-            winner = pick_winner(candidates)  # nobody known before: the spec's rule
-        topic = winner.topic if winner else (candidates[0].topic if candidates else None)
-        fixed = self.fixed_at if self.fixed_at is not None else self.decided_at
-        return ElectionOutcome(
-            id=self.id,
-            topic=topic,
-            winner=winner,
-            candidates=candidates,
-            acks=self.acks,
-            not_acked=self._not_acked(),
-            absent=sorted(self.expected - self.requests.keys()),
-            complete=self.complete,
-            elapsed=None if fixed is None or winner is None else fixed - self.started_at,
-            completed=None if self.completed_at is None else self.completed_at - self.started_at,
-            settled=None if self.decided_at is None else self.decided_at - self.started_at,
-            decisions=decisions,
-            kinds=dict(self.kinds),
-        )
-
-
-def election_participants(
-    heartbeats: Mapping[str, Mapping[str, Any]], transport: str
-) -> dict[str, PeerKind]:
-    """Hostname -> peer kind of every node that stands in an election.
-
-    Celery workers run Gossip (and so elections) only on amqp and redis;
-    elsewhere they ignore elections, and only the other kinds stand.
-    """
-    gossip = transport in GOSSIP_TRANSPORTS
-    out: dict[str, PeerKind] = {}
-    for host, hb in heartbeats.items():
-        kind = peer_kind(hb)
-        if kind in ("celery", "hardened") and not gossip:
-            continue
-        out[host] = kind
-    return out
+    """A fresh asker name (:func:`~wkctl.protocol.replies.asker_name`) for
+    this host: a name no worker has."""
+    return asker_name(socket.gethostname(), uuid.uuid4().hex[:8])
 
 
 # -- kombu binding -----------------------------------------------------------
@@ -713,6 +131,7 @@ class Client:
         self.connection = connection
         self.names = names or Names()
         self.limits = limits or Limits()
+        # shared with the caller's threads (and the collector): the locked clock
         self.clock = clock or SharedClock(max_jump=self.limits.max_clock_jump)
         self._exchange = pidbox_exchange(self.names)
         self._reply_exchange = reply_exchange(self.names)
@@ -1025,8 +444,9 @@ class EventStream:
         routing_key: str = "#",
         limits: Limits | None = None,
         on_notice: Callable[[StreamNotice], None] | None = None,
-        backoff_start: float = 0.2,
-        backoff_max: float = 5.0,
+        backoff: Backoff = BACKOFF,
+        backoff_start: float | None = None,
+        backoff_max: float | None = None,
         connection: Connection | None = None,
         max_batch: int = 1000,
     ) -> None:
@@ -1036,8 +456,15 @@ class EventStream:
         self.max_batch = max_batch
         self.limits = limits or Limits()
         self.on_notice = on_notice
-        self.backoff_start = backoff_start
-        self.backoff_max = backoff_max
+        if backoff_start is not None or backoff_max is not None:
+            backoff = Backoff(
+                start=backoff.start if backoff_start is None else backoff_start,
+                max=backoff.max if backoff_max is None else backoff_max,
+                factor=backoff.factor,
+            )
+        #: the reconnect policy (the one :data:`~wkctl.protocol.reconnect.BACKOFF`
+        #: unless overridden by ``backoff``, ``backoff_start`` or ``backoff_max``)
+        self.backoff = backoff
         self.connection: Connection | None = connection
         self.node_id = str(uuid.uuid4())
         self.messages = 0
@@ -1047,7 +474,7 @@ class EventStream:
         self._pending: list[Any] = []
         self._down = False
         self._lost_at = 0.0
-        self._interval = backoff_start
+        self._interval = backoff.start
         self._consumer: Consumer | None = None
         self._channel: Any = None
 
@@ -1112,13 +539,14 @@ class EventStream:
         return self
 
     def close(self) -> None:
-        for closer in (
-            (lambda: self._consumer.cancel()) if self._consumer else None,
-            (lambda: self._channel.close()) if self._channel else None,
-            (lambda: self.connection.release()) if self.connection else None,
-        ):
-            if closer is None:
-                continue
+        closers: list[Callable[[], object]] = []
+        if self._consumer is not None:
+            closers.append(self._consumer.cancel)
+        if self._channel is not None:
+            closers.append(self._channel.close)
+        if self.connection is not None:
+            closers.append(self.connection.release)
+        for closer in closers:
             try:
                 closer()
             except Exception:  # best effort: the connection may be gone already
@@ -1151,7 +579,7 @@ class EventStream:
         if not self._down:
             self._down = True
             self._lost_at = time.monotonic()
-            self._interval = self.backoff_start
+            self._interval = self.backoff.start
             reason = (str(exc).strip() or type(exc).__name__) if exc else "unknown reason"
             if self.settings.url in reason:
                 reason = reason.replace(self.settings.url, self.settings.masked_url)
@@ -1180,7 +608,7 @@ class EventStream:
                 self._attach()
             except Exception as again:  # still down: back off and try again
                 self._release()
-                self._interval = min(self._interval * 2, self.backoff_max)
+                self._interval = self.backoff.next(self._interval)
                 logger.debug("reconnect failed (%r); next attempt in %.1f s", again, self._interval)
                 continue
             self._down = False

@@ -427,20 +427,41 @@ def replay_spec(me: str, expected: Iterable[str], order: Iterable[Arrival]) -> R
     return rule.result or Replayed(me, rule.rule, counted=len(rule.requests))
 
 
-def election_hazard(kinds: Mapping[str, str]) -> str | None:
+#: The oldest stock Celery release measured safe in elections of three or
+#: more participants (5.4 and 5.7: 0 crashes in 160 elections of 3 and 5
+#: workers); a 5.1.2 worker died in 1 of 12 three-worker elections (spec
+#: DEFECT-1), and the releases between were not measured enough to tell.
+SAFE_FROM_THREE = (5, 4)
+
+
+def _release(version: str | None) -> tuple[int, ...] | None:
+    """``"5.1.2"`` -> ``(5, 1, 2)``; ``None`` for anything else."""
+    if not isinstance(version, str):
+        return None
+    parts = version.split(".")[:3]
+    try:
+        return tuple(int(part) for part in parts)
+    except ValueError:
+        return None
+
+
+def election_hazard(
+    kinds: Mapping[str, str], releases: Mapping[str, str | None] | None = None
+) -> str | None:
     """Why an election among these participants can kill a Celery worker,
     or ``None`` when no known defect can.
 
     ``kinds`` maps each participant to its peer kind
-    (:func:`wkctl.protocol.vocab.peer_kind`).  A stock Celery worker decides
-    at its ``N-1``-th ack message whatever its heap holds, and dies when the
-    heap holds fewer than two requests (DEFECT-1): certain when it is alone,
-    frequent with two participants (spec DEFECT-1 has the measured rates).
-    From three participants on, two acks would have to reach it before a
-    second request; in the measurements (clusters of 3 and 5 stock workers
-    of 5.7 and 5.4, and one stock worker beside two wkctl nodes, 20
-    elections each on both brokers) that never happened.  Hardened workers
-    and wkctl nodes follow the spec and cannot crash this way.
+    (:func:`wkctl.protocol.vocab.peer_kind`), ``releases`` a participant to
+    the Celery release it announces (``sw_ver``), when known.  A stock
+    Celery worker decides at its ``N-1``-th ack message whatever its heap
+    holds, and dies when the heap holds fewer than two requests (DEFECT-1):
+    certain when it is alone, frequent with two participants (spec DEFECT-1
+    has the measured rates).  From three participants on, acks must reach it
+    before a second request: never seen with 5.4 and 5.7 in 160 elections,
+    seen with 5.1.2, so a stock worker older than :data:`SAFE_FROM_THREE`
+    is a hazard at any size.  Hardened workers and wkctl nodes follow the
+    spec and cannot crash this way.
     """
     stock = sorted(h for h, k in kinds.items() if k == "celery")
     if not stock:
@@ -458,6 +479,18 @@ def election_hazard(kinds: Mapping[str, str]) -> str | None:
             f"({names}) dies whenever the first ack reaches it before the other request "
             "(IndexError in LamportClock.sort_heap; measured: in up to 1 election in 4, often "
             "killing both; spec DEFECT-1)"
+        )
+    old = sorted(
+        f"{h} ({(releases or {}).get(h)})"
+        for h in stock
+        if (release := _release((releases or {}).get(h))) is not None and release < SAFE_FROM_THREE
+    )
+    if old:
+        return (
+            f"stock Celery workers older than 5.4 stand in it ({', '.join(old)}), and such a "
+            "worker can die even among three participants when acks reach it before a second "
+            "request (IndexError in LamportClock.sort_heap; measured: a 5.1.2 worker in 1 of 12 "
+            "three-worker elections; spec DEFECT-1)"
         )
     return None
 

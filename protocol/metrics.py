@@ -13,7 +13,8 @@ Two families of figures:
   its celery-mixin dashboards query), with the same label sets and the same
   label values: task counters per ``name`` / ``hostname`` / ``queue_name``
   (and ``exception`` on failures), made visible at zero for every counter
-  as soon as a task of that label set is seen, the runtime histogram,
+  as soon as a task of that label set is seen, the runtime histogram, the
+  queue-wait histogram its later releases added (:func:`queue_wait`),
   worker up / active per ``hostname`` (the part of the node name after
   ``@``, or the whole node name), queue gauges;
 * ``wkctl_*`` figures none of them has: elections, Lamport clocks, clock
@@ -30,18 +31,22 @@ dropped (and its label slot freed).
 from __future__ import annotations
 
 import bisect
+import math
 import re
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import Any, get_args
 
 from .client import ElectionWatch, election_participants
-from .state import HEARTBEAT_DRIFT_MAX, State
+from .state_core import ClusterState
+from .state_drift import HEARTBEAT_DRIFT_MAX
 from .vocab import ELECT_ACK_EVENT, ELECT_EVENT, HEARTBEAT_TYPES, TaskEventType
 
 __all__ = [
     "TASK_COUNTERS",
+    "QUEUE_WAIT_BUCKETS",
     "OTHER",
     "LabelCap",
     "MetricsConfig",
@@ -50,6 +55,8 @@ __all__ = [
     "Decided",
     "hostname_label",
     "exception_class",
+    "eta_timestamp",
+    "queue_wait",
 ]
 
 #: Task event types counted (one ``celery_task_<subject>_total`` counter
@@ -66,6 +73,26 @@ OTHER = "other"
 #: The ``hostname`` label of task-sent series with ``generic_sent_hostname``.
 GENERIC = "generic"
 
+#: Default buckets of ``celery_task_queue_wait_time``, as the exporter that
+#: defines it (prometheus-exporter-celery after 0.11.2): a backlog's waits
+#: reach minutes, so the buckets span 50 ms to 30 min instead of runtime's.
+QUEUE_WAIT_BUCKETS: tuple[float, ...] = (
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+    120.0,
+    300.0,
+    600.0,
+    1800.0,
+)
+
 _EXCEPTION_CLASS = re.compile(r"^(\w+)\(")
 
 
@@ -78,6 +105,52 @@ def exception_class(exception: Any) -> str:
         if match:
             return match.group(1)
     return "UnknownException"
+
+
+def _seconds(value: Any) -> float | None:
+    """A finite number of seconds, or ``None`` (bools and NaN are not times)."""
+    if value.__class__ is float or value.__class__ is int:
+        return float(value) if math.isfinite(value) else None
+    return None
+
+
+def eta_timestamp(eta: Any) -> float | None:
+    """Epoch seconds of a task's ``eta`` field (ISO 8601, as Celery sends it),
+    ``None`` when absent or unreadable.
+
+    Event timestamps stay as their senders stamped them (``time.time()``,
+    UTC-based: the stream does not shift them by ``utcoffset`` as Celery's
+    receiver does), so an ETA with an offset is compared as the instant it
+    names, whatever the sender's or this host's time zone; a naive one is
+    read as UTC, as a Celery worker of the default ``timezone`` reads it.
+    """
+    if eta.__class__ is not str or not 0 < len(eta) <= 64:
+        return None
+    try:
+        when = datetime.fromisoformat(eta)
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=timezone.utc)
+        return when.timestamp()
+    except (ValueError, OverflowError, OSError):
+        return None
+
+
+def queue_wait(sent: Any, started: Any, eta: Any = None) -> float | None:
+    """Seconds a task waited in its queue before a worker started it.
+
+    Measured from the later of its ``task-sent`` time and its ETA, so a
+    deliberate delay (``countdown``, ``eta``, a retry's backoff, all
+    delivered as an ETA) is not counted as waiting, and a past ETA changes
+    nothing; clamped at 0 (producer and worker clocks may disagree).
+    ``None`` without a sent or start time (the producer does not send
+    ``task-sent`` events without ``task_send_sent_event``): nothing to observe.
+    """
+    sent_at, started_at = _seconds(sent), _seconds(started)
+    if sent_at is None or started_at is None:
+        return None
+    due = eta_timestamp(eta)
+    baseline = sent_at if due is None else max(sent_at, due)
+    return max(0.0, started_at - baseline)
 
 
 def hostname_label(nodename: Any, whole: bool = False) -> str:
@@ -119,6 +192,8 @@ class MetricsConfig:
 
     #: histogram buckets of ``celery_task_runtime`` (upper bounds, ascending)
     buckets: Sequence[float]
+    #: buckets of ``celery_task_queue_wait_time``
+    queue_wait_buckets: Sequence[float] = QUEUE_WAIT_BUCKETS
     #: buckets of ``wkctl_election_decision_seconds``
     election_buckets: Sequence[float] = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
     max_label_values: int = 1000
@@ -200,6 +275,8 @@ class ClusterMetrics:
     #: (name, hostname, queue) label sets seen by a non-sent event -> first seen
     series: dict[tuple[str, str, str], float] = field(default_factory=dict)
     runtime: dict[tuple[str, str, str], _Histogram] = field(default_factory=dict)
+    #: seconds from sent (or a later ETA) to started, per (name, hostname, queue)
+    queue_waits: dict[tuple[str, str, str], _Histogram] = field(default_factory=dict)
     #: queue name -> {"length", "consumers", "workers", "processes"} (set by the adapter)
     queues: dict[str, dict[str, float]] = field(default_factory=dict)
 
@@ -239,6 +316,7 @@ class ClusterMetrics:
         self.cap_type = LabelCap(cap)
         self.cap_topic = LabelCap(cap)
         self.bounds = [float(b) for b in self.config.buckets if b != float("inf")]
+        self.wait_bounds = [float(b) for b in self.config.queue_wait_buckets if b != float("inf")]
         self.election_bounds = [float(b) for b in self.config.election_buckets]
         self.election_seconds = _Histogram([0] * (len(self.election_bounds) + 1))
         for type_ in TASK_COUNTERS:
@@ -249,6 +327,10 @@ class ClusterMetrics:
         self.rates = deque(maxlen=self.config.rate_window)
         self._finished: dict[str, None] = {}
         self._labels: dict[tuple[Any, Any, Any], tuple[str, str, str]] = {}
+        #: task id -> (sent, started) times of its latest measured wait
+        self._waited: OrderedDict[str, tuple[Any, Any]] = OrderedDict()
+        #: task id -> label set of a start whose task-sent has not come yet
+        self._wait_pending: OrderedDict[str, tuple[str, str, str]] = OrderedDict()
         self._second = -1
         self._tally: dict[str, int] = {}
 
@@ -273,7 +355,7 @@ class ClusterMetrics:
         host = event.get("hostname") if isinstance(event, dict) else None
         self.recent_invalid.append((now, kind[:60], str(host)[:60]))
 
-    def observe(self, event: Any, state: State, now: float) -> None:
+    def observe(self, event: Any, state: ClusterState, now: float) -> None:
         """Count one event, after ``state.event(event)`` took it."""
         if event.__class__ is not dict and not isinstance(event, dict):
             self.refused("item", "not an object")
@@ -297,7 +379,7 @@ class ClusterMetrics:
         elif type_.startswith("worker-"):
             self._worker(type_, event, state, now)
 
-    def _task(self, type_: str, event: dict[str, Any], state: State, now: float) -> None:
+    def _task(self, type_: str, event: dict[str, Any], state: ClusterState, now: float) -> None:
         uuid = event.get("uuid")
         task = state.tasks.data.get(uuid) if uuid.__class__ is str else None
         if task is None:
@@ -348,6 +430,11 @@ class ClusterMetrics:
                 if hist is None:
                     hist = self.runtime[key] = _Histogram([0] * (len(self.bounds) + 1))
                 hist.observe(self.bounds, runtime)
+        elif type_ == "task-started":
+            self._started(uuid, task, key, state.max_tasks_in_memory)
+        elif type_ == "task-sent" and uuid in self._wait_pending:
+            pending = self._wait_pending.pop(uuid)
+            self._wait(uuid, task, pending, state.max_tasks_in_memory, task.sent)
         second = int(now)
         if second != self._second:
             self._second = second
@@ -356,7 +443,52 @@ class ClusterMetrics:
         tally = self._tally
         tally[type_] = tally.get(type_, 0) + 1
 
-    def _worker(self, type_: str, event: dict[str, Any], state: State, now: float) -> None:
+    def _started(self, uuid: str, task: Any, key: tuple[str, str, str], limit: int) -> None:
+        """A start: its queue wait is observed now, or once its ``task-sent`` comes.
+
+        The producer's ``task-sent`` and the worker's events travel on
+        different connections, so a task picked up at once may start before
+        its ``task-sent`` arrives: it is awaited.  A start after one already
+        measured from the same sent time is a new delivery without a
+        ``task-sent`` of its own (a retry republished by a worker that does
+        not send them, a redelivery): measured from its ``task-retried``
+        when later (the retry republishes it then), else from that sent
+        time.  The same start seen twice counts once.  Both tables hold at
+        most as many tasks as State (``limit``): an evicted task is gone.
+        """
+        sent, started = task.sent, task.started
+        if sent is None:
+            pending = self._wait_pending
+            pending[uuid] = key
+            if len(pending) > limit:
+                pending.popitem(last=False)
+            return
+        since = sent
+        measured = self._waited.get(uuid)
+        if measured is not None and measured[0] == sent:
+            if measured[1] == started:
+                return
+            retried, sent_at = _seconds(task.retried), _seconds(sent)
+            if retried is not None and sent_at is not None and retried > sent_at:
+                since = retried
+        self._wait(uuid, task, key, limit, since)
+
+    def _wait(
+        self, uuid: str, task: Any, key: tuple[str, str, str], limit: int, since: Any
+    ) -> None:
+        wait = queue_wait(since, task.started, task.eta)
+        if wait is None:
+            return
+        waited = self._waited
+        waited[uuid] = (task.sent, task.started)
+        if len(waited) > limit:
+            waited.popitem(last=False)
+        hist = self.queue_waits.get(key)
+        if hist is None:
+            hist = self.queue_waits[key] = _Histogram([0] * (len(self.wait_bounds) + 1))
+        hist.observe(self.wait_bounds, wait)
+
+    def _worker(self, type_: str, event: dict[str, Any], state: ClusterState, now: float) -> None:
         hostname = event.get("hostname")
         if not isinstance(hostname, str):
             return
@@ -396,7 +528,7 @@ class ClusterMetrics:
             if abs(drift) > HEARTBEAT_DRIFT_MAX:
                 self.drift_warnings[node.label] = self.drift_warnings.get(node.label, 0) + 1
 
-    def _election(self, type_: str, event: dict[str, Any], state: State, now: float) -> None:
+    def _election(self, type_: str, event: dict[str, Any], state: ClusterState, now: float) -> None:
         id_ = event.get("id")
         if not isinstance(id_, str) or id_ in self._finished:
             return
@@ -441,7 +573,7 @@ class ClusterMetrics:
 
     # -- time ---------------------------------------------------------------------
 
-    def tick(self, state: State, now: float) -> None:
+    def tick(self, state: ClusterState, now: float) -> None:
         """Judge what only time tells: nodes lost, elections timed out, purges."""
         workers = state.workers.data
         purge_after = self.config.purge_after
@@ -474,11 +606,14 @@ class ClusterMetrics:
                 del bucket[key]
         for key in [k for k in self.series if k[1] == label]:
             del self.series[key]
-        for key in [k for k in self.runtime if k[1] == label]:
-            del self.runtime[key]
+        for histograms in (self.runtime, self.queue_waits):
+            for key in [k for k in histograms if k[1] == label]:
+                del histograms[key]
         for table in (self.drift, self.drift_warnings, self.lost, self.rejoined, self.revoked):
             table.pop(label, None)
         self._labels = {raw: key for raw, key in self._labels.items() if key[1] != label}
+        for uuid in [u for u, k in self._wait_pending.items() if k[1] == label]:
+            del self._wait_pending[uuid]
         if label != OTHER:
             self.cap_host.release(label)
 
@@ -496,7 +631,7 @@ class ClusterMetrics:
 
     # -- views ---------------------------------------------------------------
 
-    def workers(self, state: State, now: float) -> dict[str, dict[str, float]]:
+    def workers(self, state: ClusterState, now: float) -> dict[str, dict[str, float]]:
         """Per hostname label: ``up`` (any node of it alive), ``active``
         (sum), ``clock`` (highest); nodes followed only."""
         out: dict[str, dict[str, float]] = {}
@@ -517,7 +652,7 @@ class ClusterMetrics:
                 row["clock"] = max(row["clock"], clock)
         return out
 
-    def clock_spread(self, state: State, now: float) -> int:
+    def clock_spread(self, state: ClusterState, now: float) -> int:
         """Highest minus lowest Lamport clock of the nodes alive now."""
         clocks = [
             w.clock

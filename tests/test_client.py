@@ -299,6 +299,72 @@ def test_election_watch_sees_two_celery_workers_crash() -> None:
     assert w.settled and out.sides == {"crashed": ["a@h", "b@h"]} and out.winner is None
 
 
+def test_standing_hazard_is_the_one_lone_worker_rule() -> None:
+    from wkctl.protocol.observers import standing_hazard
+
+    assert standing_hazard({"w@h": "celery"}) is not None  # alone: always dies (DEFECT-1)
+    assert "two participants" in (standing_hazard({"w@h": "celery", "n@h": "wkctl"}) or "")
+    assert standing_hazard({"a@h": "celery", "b@h": "celery", "c@h": "celery"}) is None
+    # ... unless a stock worker is older than 5.4: a 5.1.2 worker died among three
+    three = {"a@h": "celery", "b@h": "celery", "c@h": "celery"}
+    old = standing_hazard(three, releases={"a@h": "5.7.0", "b@h": "5.1.2", "c@h": "5.4.0"})
+    assert old is not None and "b@h (5.1.2)" in old and "a@h" not in old
+    assert standing_hazard(three, releases={"a@h": "5.7.0", "b@h": "5.4.0", "c@h": "5.5.3"}) is None
+    # a release that is not a version number is not held against the worker
+    assert standing_hazard(three, releases={"a@h": "banana"}) is None
+    assert (
+        standing_hazard({"w@h": "hardened"}) is None and standing_hazard({"n@h": "wkctl"}) is None
+    )
+    # a worker that already holds the other participant's request cannot hit it
+    assert standing_hazard({"w@h": "celery", "p@h": "wkctl"}, holding=["w@h"]) is None
+    # an unknown kind is assumed to be stock Celery
+    assert standing_hazard({"w@h": None, "p@h": "wkctl"}) is not None
+
+
+def test_plan_and_survey_of_an_election() -> None:
+    from wkctl.protocol.observers import NodeSurvey, plan_election
+
+    survey = NodeSurvey(started=0.0, window=1.0, settle=0.1)
+    survey.pinged = frozenset({"a@h", "b@h"})
+    assert survey.end_at() == 1.0
+    survey.feed({"type": "worker-heartbeat", "hostname": "a@h", "sw_ident": "py-celery"}, 0.1)
+    survey.feed({"type": "worker-heartbeat", "hostname": "x@h", "sw_ident": "wkctl"}, 0.2)
+    survey.feed({"type": "worker-offline", "hostname": "x@h"}, 0.25)
+    assert survey.end_at() == 1.0  # b@h answered the ping, its heartbeat is not in yet
+    survey.feed({"type": "worker-online", "hostname": "b@h", "sw_ident": "wkctl"}, 0.3)
+    assert survey.end_at() == pytest.approx(0.3 + NodeSurvey.GRACE)
+    nodes = survey.result()
+    assert sorted(nodes) == ["a@h", "b@h"]
+    plan = plan_election(nodes, "amqp")
+    assert plan.participants == {"a@h": "celery", "b@h": "wkctl"}
+    assert plan.hazard is not None and plan.mixed is not None
+    assert plan.counts == {"celery": 1, "wkctl": 1}
+    assert plan_election(nodes, "filesystem").participants == {"b@h": "wkctl"}
+
+
+def test_election_problems_name_each_failure() -> None:
+    from wkctl.protocol.observers import election_problems
+
+    watch = ElectionWatch("E", participants={"a@h": "wkctl"}, started_at=0.0)
+    (nobody,) = election_problems(watch.outcome(), [], "E", 2.0)
+    assert "no node stood in election 'E' within 2 s" in nobody
+    dead = election_problems(watch.outcome(), ["a@h"], "E", 2.0)
+    assert dead == ["participant(s) no longer answer ping after the election: a@h"]
+
+
+def test_event_validator_explains_only_the_first_invalid_events_of_a_batch() -> None:
+    from wkctl.protocol.observers import EventValidator
+
+    validator = EventValidator(detailed=2)
+    assert validator.issues({"type": "worker-heartbeat"}) != []
+    bad = {"type": "task-received"}
+    first = validator.issues(bad)
+    assert first and first != [EventValidator.SKIPPED]
+    assert validator.issues(bad) == [EventValidator.SKIPPED]
+    validator.new_batch()
+    assert validator.issues(bad) == first
+
+
 # -- against wkctl nodes on the embedded broker ----------------------------
 
 

@@ -280,8 +280,20 @@ def test_wkctl_node_passes_every_check_strict(node_url: str, tmp_path: Path) -> 
         assert skipped <= LAUNCH_ONLY | {"transport.pidbox-queue", "sec.no-credentials"}
         assert set(checks) == {c.id for c in select(strict=True)}
         assert doc["identity"]["sw_ident"] == "wkctl"
+        # --only X gives X the result of the full run: checks that build on
+        # another's effect declare it (``needs``) and it runs first, unreported.
+        for only in ONLY_AS_IN_FULL_RUN:
+            code, output = conform(node_url, "--node", node.name, "--only", only, "--json")
+            alone = by_id(json.loads(output))
+            assert set(alone) == {only}, alone
+            assert alone[only]["result"] == checks[only]["result"], (only, alone[only]["detail"])
     finally:
         node.stop()
+
+
+#: Checks run alone against the reference node (test above): the two that
+#: build on earlier election checks, and two that use cached observations.
+ONLY_AS_IN_FULL_RUN = ("election.elect", "election.ack-own", "events.freq", "pidbox.one-reply")
 
 
 def test_launched_wkctl_node_passes_every_check(node_url: str) -> None:

@@ -663,10 +663,6 @@ def test_validate_cli_on_mutated_files(tmp_path: Path) -> None:
 
 
 def test_state_drift_warning_does_not_inject_log_lines(caplog: pytest.LogCaptureFixture) -> None:
-    from wkctl.protocol import state as state_module
-
-    # the warning is rate-limited per process: start from a fresh window
-    state_module._drift_window[:] = [0.0, 0]
     state = State()
     name = f"w-{uuid.uuid4().hex[:6]}@h\nINFO forged line\x1b[2J"
     event = {

@@ -4,6 +4,7 @@ events in, counters out, time passed in."""
 from __future__ import annotations
 
 import io
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -12,10 +13,13 @@ from wkctl.cli.exporter import parse_listen, transport_option
 from wkctl.cli.monitor import Ingest
 from wkctl.protocol.metrics import (
     OTHER,
+    QUEUE_WAIT_BUCKETS,
     ClusterMetrics,
     MetricsConfig,
+    eta_timestamp,
     exception_class,
     hostname_label,
+    queue_wait,
 )
 
 T0 = 1_800_000_000.0
@@ -83,6 +87,122 @@ def test_task_counters_and_zero_series() -> None:
     hist = m.runtime[key]
     assert hist.counts == [0, 1, 0, 0] and hist.total == 0.5
     assert m.recent_failures[-1].exception == "KeyError('k')"
+
+
+def iso(ts: float, hours_east: float = 0.0) -> str:
+    """An ETA as Celery sends it: ISO 8601 with the producer's UTC offset."""
+    return datetime.fromtimestamp(ts, timezone(timedelta(hours=hours_east))).isoformat()
+
+
+def sent(uuid: str, ts: float, eta: str | None = None, **extra: Any) -> dict[str, Any]:
+    return task("task-sent", uuid, "client@web", ts, name="tasks.add", queue="q1", eta=eta, **extra)
+
+
+WAIT_KEY = ("tasks.add", "h", "q1")
+
+
+@pytest.mark.parametrize(
+    ("eta", "started_after", "waited"),
+    [
+        pytest.param(None, 5.0, 5.0, id="plain-task"),
+        pytest.param(iso(T0 + 120), 123.0, 3.0, id="future-eta-not-waiting"),
+        pytest.param(iso(T0 - 60), 5.0, 5.0, id="past-eta-changes-nothing"),
+        pytest.param(None, -2.0, 0.0, id="clock-skew-clamped-to-zero"),
+        # the producer's and the worker's time zone (utcoffset) play no part:
+        # timestamps are not shifted by it, the ETA names an instant
+        pytest.param(iso(T0 + 120, hours_east=5.5), 123.0, 3.0, id="eta-with-an-offset"),
+        # a naive ETA is UTC, as a Celery worker of the default timezone reads it
+        pytest.param(iso(T0 + 120).replace("+00:00", ""), 123.0, 3.0, id="naive-eta-is-utc"),
+        pytest.param("tomorrow", 5.0, 5.0, id="unreadable-eta-ignored"),
+    ],
+)
+def test_queue_wait_time(eta: str | None, started_after: float, waited: float) -> None:
+    """celery_task_queue_wait_time (prometheus-exporter-celery after 0.11.2):
+    observed at task-started, from the later of task-sent and the ETA."""
+    ingest, m = make()
+    offsets = {"utcoffset": -5.5} if eta and "+05:30" in eta else {}
+    ingest.apply(
+        [
+            sent("u1", T0, eta=eta, **offsets),
+            task("task-received", "u1", "w1@h", T0 + 0.1, **offsets),
+            task("task-started", "u1", "w1@h", T0 + started_after, **offsets),
+        ],
+        T0 + 200,
+    )
+    hist = m.queue_waits[WAIT_KEY]
+    assert sum(hist.counts) == 1
+    assert hist.total == pytest.approx(waited)
+    assert queue_wait(T0, T0 + started_after, eta) == pytest.approx(waited)
+
+
+def test_queue_wait_time_retry_backoff_and_missing_sent() -> None:
+    ingest, m = make(queue_wait_buckets=(1.0, 5.0))
+    ingest.apply(
+        [
+            # first delivery waits 1 s, then a retry republishes it with a
+            # 30 s backoff (an ETA): the second delivery waits 3 s past it
+            sent("u1", T0),
+            task("task-started", "u1", "w1@h", T0 + 1),
+            task("task-retried", "u1", "w1@h", T0 + 2, exception="E()"),
+            sent("u1", T0 + 2, eta=iso(T0 + 32), retries=1),
+            task("task-started", "u1", "w1@h", T0 + 35),
+            # started without a task-sent seen (task_send_sent_event off):
+            # nothing to measure from
+            task("task-received", "u2", "w1@h", T0, name="tasks.add", queue="q1"),
+            task("task-started", "u2", "w1@h", T0 + 1),
+        ],
+        T0 + 40,
+    )
+    hist = m.queue_waits[WAIT_KEY]
+    assert hist.counts == [1, 1, 0] and hist.total == pytest.approx(4.0)
+    assert m.wait_bounds == [1.0, 5.0]
+    assert ClusterMetrics(MetricsConfig(buckets=BUCKETS)).wait_bounds == list(QUEUE_WAIT_BUCKETS)
+    assert eta_timestamp(None) is None and eta_timestamp("x" * 100) is None
+    assert queue_wait(None, T0) is None and queue_wait(T0, float("nan")) is None
+    assert queue_wait(True, T0) is None
+
+
+def test_queue_wait_time_when_task_sent_comes_after_the_start() -> None:
+    """The producer's task-sent and the worker's events come over different
+    connections: a task picked up at once may start before its task-sent
+    arrives (seen live).  Its wait is observed when it comes, once per
+    delivery."""
+    ingest, m = make()
+    ingest.apply(
+        [
+            task("task-received", "u1", "w1@h", T0 + 0.2, name="tasks.add", queue="q1"),
+            task("task-started", "u1", "w1@h", T0 + 0.3),
+        ],
+        T0 + 1,
+    )
+    assert WAIT_KEY not in m.queue_waits  # nothing to measure from yet
+    ingest.apply([sent("u1", T0)], T0 + 1)  # the late task-sent
+    hist = m.queue_waits[WAIT_KEY]
+    assert sum(hist.counts) == 1 and hist.total == pytest.approx(0.3)
+    ingest.apply(
+        [
+            task("task-started", "u1", "w1@h", T0 + 0.3),  # a duplicate start: not again
+            # a retry republished without a task-sent of its own (a worker
+            # without task_send_sent_event; seen live): waited from the retry
+            task("task-retried", "u1", "w1@h", T0 + 2, exception="E()"),
+            task("task-received", "u1", "w1@h", T0 + 2.1, retries=1),
+            task("task-started", "u1", "w1@h", T0 + 2.5),
+        ],
+        T0 + 3,
+    )
+    assert sum(hist.counts) == 2 and hist.total == pytest.approx(0.3 + 0.5)
+    # a task-sent of that delivery arriving now adds nothing
+    ingest.apply([sent("u1", T0 + 1.9, retries=1)], T0 + 3)
+    assert sum(hist.counts) == 2
+
+
+def test_queue_wait_time_is_purged_with_its_worker() -> None:
+    ingest, m = make(purge_after=60.0)
+    ingest.apply([heartbeat("w1@h", T0), sent("u1", T0)], T0)
+    ingest.apply([task("task-started", "u1", "w1@h", T0 + 1)], T0 + 1)
+    assert WAIT_KEY in m.queue_waits
+    m.tick(ingest.state, T0 + 100)
+    assert WAIT_KEY not in m.queue_waits
 
 
 def test_label_cap_sends_overflow_to_other_and_memory_stays_flat() -> None:
@@ -230,6 +350,8 @@ def test_memory_stays_flat_under_churn() -> None:
             "series": sum(len(b) for b in m.counts.values()),
             "label sets": len(m.series),
             "histograms": len(m.runtime),
+            "queue waits": len(m.queue_waits),
+            "waits remembered": len(m._waited) + len(m._wait_pending),
             "nodes": len(m.nodes),
             "label cache": len(m._labels),
             "drift": len(m.drift),
@@ -244,7 +366,10 @@ def test_memory_stays_flat_under_churn() -> None:
             ingest.apply(
                 [
                     heartbeat(node, now),
+                    # half the tasks start without their task-sent (awaited)
+                    *([task("task-sent", f"u{i}", "client@web", now - 0.5)] if i % 2 else []),
                     task("task-received", f"u{i}", node, now, name=f"tasks.t{i % 5000}"),
+                    task("task-started", f"u{i}", node, now),
                     task("task-failed", f"u{i}", node, now, exception=f"E{i % 700}('x')"),
                     {"type": f"custom-{i % 300}", "hostname": node, "timestamp": now},
                 ],
@@ -260,6 +385,7 @@ def test_memory_stays_flat_under_churn() -> None:
     for name, value in second.items():
         assert value <= max(first[name], 1) * 1.1 + 60, (name, first[name], value)
     assert len(ingest.state.tasks) <= 2000
+    assert second["queue waits"] > 0  # the histogram was fed (and stayed bounded)
     assert second["series"] <= 8 * 51 * 51 * 51  # names x hosts x exceptions at most
 
 

@@ -706,7 +706,6 @@ def test_drift_warnings_are_rate_limited_over_all_hosts(caplog) -> None:
 
     from wkctl.protocol import state as state_module
 
-    state_module._drift_window[:] = [0.0, 0]
     st = state_module.State()
     with caplog.at_level("WARNING"):
         for i in range(50):

@@ -137,7 +137,9 @@ def test_top_in_a_terminal(worker: tuple[str, CeleryWorker]) -> None:
 
 def test_top_plain_text_when_not_a_terminal(worker: tuple[str, CeleryWorker]) -> None:
     """Not a terminal: the same tables as plain text, one frame per
-    --interval however many events arrive (10,000 published meanwhile)."""
+    --interval however many events arrive (5,000 published meanwhile: enough
+    to redraw per event hundreds of times, few enough for a loaded machine to
+    deliver within --duration)."""
     url, w = worker
     proc = subprocess.Popen(
         [sys.executable, "-m", "wkctl", "-b", url, "top", "--interval", "0.5", "--duration", "7"],
@@ -148,7 +150,7 @@ def test_top_plain_text_when_not_a_terminal(worker: tuple[str, CeleryWorker]) ->
         preexec_fn=_die_with_parent,
     )
     time.sleep(1.5)
-    items = list(realistic_stream(10_000, seed=3, workers=20, batches=True))
+    items = list(realistic_stream(5_000, seed=3, workers=20, batches=True))
     settings = BrokerSettings(url=url)
     with settings.connection() as conn:
         producer = Producer(
@@ -166,4 +168,4 @@ def test_top_plain_text_when_not_a_terminal(worker: tuple[str, CeleryWorker]) ->
     assert "\x1b[" not in out  # plain text: no escape sequences
     last = [f for f in frames if "events" in f][-1]
     events = int(last.split("events", 1)[1].split()[0])
-    assert events >= 10_000, last[:300]
+    assert events >= 5_000, last[:300]
