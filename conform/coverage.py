@@ -32,6 +32,7 @@ NOT_PROBED: dict[str, str] = {
     "EVENT-4": "the probe runs no tasks, so the node sends no task events",
     "CONTROL-9": "destructive: shutdown stops the node under test (wkctl's own tests check it)",
     "ELECT-7": "needs an election left undecided for the election timeout (10 s by default)",
+    "PIDBOX-21": "destructive: one such broadcast silences every Celery 5.2-5.6 worker on Redis (DEFECT-27); tests/test_celery_harden.py checks it",
 }
 
 

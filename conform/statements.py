@@ -125,7 +125,7 @@ STATEMENTS: dict[str, Statement] = {
         id="DEFECT-1",
         level="DEFECT",
         section="13. Known defects of Celery's implementation",
-        text='An election kills a stock Celery worker that decides while its heap holds one request: `LamportClock.sort_heap` reads `h[1]` of a one-element heap (`IndexError`, "Unrecoverable error", the worker exits). A worker decides at its N-1-th ack message (N participants, DEFECT-2): alone (N=1) it always dies; with two participants it dies whenever the first ack reaches it before the other request, and then usually both workers die. Measured, 20 elections of Celery\'s own `app.control.election` per cell (`python -m bench.elect_crash`), elections that killed workers: two 5.7 workers 3/20 on RabbitMQ (6 workers died), 4/20 on Redis (7); two 5.4 workers 5/20 (10) and 9/20 (18); clusters of 3 or 5 workers of 5.7 or of 5.4, 2 x 5.7 + 1 x 5.4, one 5.7 worker beside two wkctl nodes and two beside one: 0/20 on both brokers. Three workers are not always safe: in the release matrix (`pytest tests/test_release_matrix.py --release-matrix`) one of three Celery 5.1.2 workers on Redis died in 1 of 12 three-worker elections, so a requester SHOULD treat stock workers older than 5.4 as a hazard at any size (`wkctl elect` refuses them without `--force`).',
+        text='An election kills a stock Celery worker that decides while its heap holds one request: `LamportClock.sort_heap` reads `h[1]` of a one-element heap (`IndexError`, "Unrecoverable error", the worker exits). A worker decides at its N-1-th ack message (N participants, DEFECT-2): alone (N=1) it always dies; with two participants it dies whenever the first ack reaches it before the other request, and then usually both workers die. Measured, 20 elections of Celery\'s own `app.control.election` per cell (`python -m bench.elect_crash`), elections that killed workers: two 5.7 workers 3/20 on RabbitMQ (6 workers died), 4/20 on Redis (7); two 5.4 workers 5/20 (10) and 9/20 (18); clusters of 3 or 5 workers of 5.7 or of 5.4, 2 x 5.7 + 1 x 5.4, one 5.7 worker beside two wkctl nodes and two beside one: 0/20 on both brokers. Three workers are not always safe: in the release matrix (`pytest tests/test_release_matrix.py --release-matrix`) one of three Celery 5.1.2 workers on Redis died in 1 of 12 three-worker elections, so stock workers older than 5.4 are treated as a hazard at any size (`wkctl elect` refuses them without `--force`).',
         testable=False,
     ),
     "DEFECT-2": Statement(
@@ -245,6 +245,13 @@ STATEMENTS: dict[str, Statement] = {
         level="DEFECT",
         section="13. Known defects of Celery's implementation",
         text='The `task` election topic applies `app.signature(action).apply_async()`: an action in the short dict form `{"task": name, "args": [...]}` (no `options`) raises `TypeError: apply_async() argument after ** must be a mapping, not NoneType`, logged as "Could not call task", and the elected worker runs nothing.',
+        testable=False,
+    ),
+    "DEFECT-27": Statement(
+        id="DEFECT-27",
+        level="DEFECT",
+        section="13. Known defects of Celery's implementation",
+        text="Any control request kombu's `Node.handle_message` raises on outside the command handler makes Celery's `Pidbox.on_message` reset the control channel: a body that is not an object (a JSON array, or a body with no content type or `application/data`, which kombu hands over undecoded), no `method`, `arguments` that are not an object (kombu 5.3 formats them for a debug line first), a field `self` (`dispatch(**body)`), a `destination` that is not a container, a `reply_to` that is not an object. On Redis with kombu 5.2-5.6 that reset silences the worker as in DEFECT-15 (no `ping`, `inspect` or Mingle `hello` answered until a restart), and the request is a broadcast, so one message from anyone with broker access silences every affected worker; on RabbitMQ the channel comes back. Measured (two stock workers per release, each release with the kombu it was published with, one JSON array and one body with no content type on the control exchange): on Redis both workers of 5.2.7, 5.3.6, 5.4.0, 5.5.3 and 5.6.3 stopped answering `ping`; those of 5.0.5, 5.1.2 and 5.7.0 kept answering, and on RabbitMQ every release did.",
         testable=False,
     ),
     "ELECT-1": Statement(
@@ -647,6 +654,12 @@ STATEMENTS: dict[str, Statement] = {
         section="4. Pidbox: requests and replies",
         text="A requester MUST compare a reply's `expires` header with the wall-clock time (Unix time, the clock the header is written in), never with a monotonic or process clock, and drop the reply once that time has passed.",
         testable=False,
+    ),
+    "PIDBOX-21": Statement(
+        id="PIDBOX-21",
+        level="MUST",
+        section="4. Pidbox: requests and replies",
+        text="A node MUST reject, without running or answering it, a request whose body is not an object with a string `method`, whose `arguments` are neither null nor an object, that has a field `self`, whose non-empty `destination` is not an array, whose `pattern`/`matcher` it cannot match with ([PIDBOX-18]), or whose `reply_to` is not an object with a string `routing_key` naming its own reply exchange together with a string `ticket`; and it MUST go on serving other requests. (Celery resets its control channel instead, and on Redis with kombu 5.2-5.6 stops serving: DEFECT-27.)",
     ),
     "REVOKED-1": Statement(
         id="REVOKED-1",

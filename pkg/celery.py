@@ -18,7 +18,10 @@ connection, event dispatcher, timer, ``app.clock`` and
 What stays Celery's: the pidbox (control commands, ``celery inspect``),
 task consumption, task events and the ``Heart`` step (heartbeats keep
 ``sw_ident: "py-celery"`` and gain ``wkctl_ver``).  Only the ``hello``
-control command, Mingle's reply side, is answered by the core.
+control command, Mingle's reply side, is answered by the core, and a
+control request kombu cannot dispatch is rejected before it reaches Celery
+(which would reset, and on Redis with kombu 5.2-5.6 silence, its control
+channel: [PIDBOX-21]).
 
 Why a failure inside these steps never takes the worker down: every entry
 point runs under :meth:`WorkerNode.run`, which logs the first internal error
@@ -86,7 +89,10 @@ __all__ = [
 
 logger = logging.getLogger("wkctl.celery")
 
-#: Celery releases ``install`` supports: [lowest, first unsupported).
+#: Celery releases ``install`` supports: [lowest, first unsupported).  Each
+#: release of the range runs the hardened steps on both brokers with the kombu
+#: it was published with: 5.0.5, 5.1.2, 5.2.7, 5.3.6, 5.4.0, 5.5.3, 5.6.3, 5.7.0
+#: (tests/test_celery_harden_releases.py, ``--release-matrix``).
 SUPPORTED_CELERY = ((5, 0), (5, 8))
 SUPPORTED_TEXT = "Celery 5.0 to 5.7"
 
@@ -683,6 +689,31 @@ class _Bunch:
 
 _OURS: dict[Any, Any] = {CeleryMingle: Mingle, CeleryGossip: Gossip}
 HEART_STEP = "celery.worker.consumer.heart.Heart"
+CONTROL_STEP = "celery.worker.consumer.control.Control"
+
+
+def _admitted_request(
+    host: WorkerNode, celery_on_message: Callable[[Any, Any], None], body: Any, message: Any
+) -> None:
+    """Celery's ``Pidbox.on_message``, for the requests the core admits.
+
+    Celery answers a request kombu cannot even dispatch (a body that is not
+    an object, no ``method``, a ``destination`` that is not a list, an
+    unknown ``matcher``, a ``reply_to`` that is not ours) by resetting its
+    control channel, which on Redis with kombu 5.2-5.6 silences the worker
+    for good (DEFECT-15, DEFECT-27).  Such a request is rejected with the
+    reason instead ([PIDBOX-21]); every other one reaches Celery unchanged.
+    If the check itself fails (a wkctl bug), the step stops and Celery sees
+    every request again, as a stock worker does."""
+    admitted = [True]
+
+    def admit(node: Node, now: float) -> list[Action]:
+        admitted[0], actions = node.admit_request(body, now)
+        return actions
+
+    host.run("Control", admit)
+    if admitted[0]:
+        celery_on_message(body, message)
 
 
 class _Blueprint(CeleryConsumer.Blueprint):  # type: ignore[misc,name-defined]
@@ -736,3 +767,8 @@ class Consumer(CeleryConsumer):  # type: ignore[misc]
                 app.clock = BoundedClock(app.clock.value)
             app.control.mailbox.clock = app.clock
         super().__init__(*args, **kwargs)
+        # Celery's pidbox, behind the core's request check (see
+        # _admitted_request); it binds ``on_message`` when it starts.
+        box = getattr(self.blueprint.steps.get(CONTROL_STEP), "box", None)
+        if box is not None:
+            box.on_message = partial(_admitted_request, WorkerNode.of(self), box.on_message)

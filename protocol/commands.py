@@ -19,7 +19,7 @@ from .actions import Action, Log, Publish, ShutdownRequested
 from .election import ElectRequest
 from .inbound import INVALID, Inbound, body_size, schema_problem
 from .vocab import METHOD_ALIASES, request_kind
-from .wire import pidbox_reply, pidbox_reply_headers, pidbox_request, printable
+from .wire import pidbox_reply, pidbox_reply_headers, pidbox_request, printable, request_problem
 
 if TYPE_CHECKING:
     from .core import Node
@@ -85,25 +85,11 @@ class ControlCommands:
         body = self.node._decode(msg, "pidbox client", "control request", now, out)
         if body is INVALID:
             return
-        if not isinstance(body, dict) or not isinstance(body.get("method"), str):
-            self.node._reject(
-                "pidbox client", "control request", "not a pidbox request object", now, out
-            )
+        if not self.admit(body, now, out):
             return
         method: str = body["method"]
-        arguments = body.get("arguments")
+        arguments: dict[str, Any] = body.get("arguments") or {}  # an object: admit
         sender = _request_sender(body)
-        if arguments is None:
-            arguments = {}
-        if not isinstance(arguments, dict):
-            self.node._reject(
-                sender,
-                f"control request {_safe(method, 50)}",
-                "arguments is not an object",
-                now,
-                out,
-            )
-            return
         # [MSG-5]: every request is checked, known methods against their own
         # schema, any other against the generic request schema (which is
         # also what lets an unknown method get its error reply).
@@ -140,6 +126,16 @@ class ControlCommands:
         else:
             reply = handler(arguments, now, out)
         self._maybe_reply(body, reply, sender, now, out)
+
+    def admit(self, body: Any, now: float, out: list[Action]) -> bool:
+        """Whether a decoded request can be run at all ([PIDBOX-21],
+        :func:`wkctl.protocol.wire.request_problem`); a rejected one is
+        logged like any rejection (rate-limited per sender)."""
+        problem = request_problem(body, self.node.config.names.reply_exchange)
+        if problem:
+            sender = _request_sender(body) if isinstance(body, dict) else "pidbox client"
+            self.node._reject(sender, "control request", problem, now, out)
+        return not problem
 
     def _log_once(self, method: str, level: int, text: str, out: list[Action]) -> None:
         """Log about ``method`` only the first time ([CONTROL-7]): monitors

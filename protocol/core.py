@@ -327,6 +327,13 @@ class Node:
         self._running("receive_pidbox")
         return self.commands.handle(msg, now, process)
 
+    def admit_request(self, body: Any, now: float) -> tuple[bool, list[Action]]:
+        """Whether a control request already decoded by a Celery worker's
+        own pidbox may be handed to Celery ([PIDBOX-21]); a rejected one is
+        logged like any rejection (rate-limited per sender)."""
+        out: list[Action] = []
+        return self.commands.admit(body, now, out), out
+
     def answer_hello(self, from_node: Any, revoked: Any, now: float) -> tuple[Any, list[Action]]:
         """Answer a ``hello`` whose arguments were decoded by the host (a
         Celery worker's pidbox); see :meth:`ControlCommands.answer_hello`."""

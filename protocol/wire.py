@@ -19,10 +19,12 @@ from .vocab import WKCTL_SW_IDENT
 
 __all__ = [
     "JSON_CONTENT_TYPE",
+    "KOMBU_MATCHERS",
     "Limits",
     "Names",
     "Rejected",
     "decode_body",
+    "request_problem",
     "event",
     "event_routing_key",
     "expand_batch",
@@ -278,6 +280,52 @@ def pidbox_request(
         body["ticket"] = ticket
         body["reply_to"] = {"exchange": reply_exchange, "routing_key": reply_routing_key}
     return body
+
+
+#: kombu's matchers ([PIDBOX-4]); any other makes kombu raise (DEFECT-15)
+KOMBU_MATCHERS = ("glob", "pcre")
+
+
+def request_problem(body: object, reply_exchange: str) -> str:
+    """Why a decoded control request cannot be run at all, or ``""`` ([PIDBOX-21]).
+
+    These are the requests kombu's ``Node.handle_message`` raises on outside
+    the command handler (which Celery answers by resetting its control
+    channel: DEFECT-27): a body that is not an object ([PIDBOX-1]), no
+    ``method`` string, ``arguments`` that are not an object (kombu formats
+    them for its debug line before anything else), a field ``self`` (kombu
+    calls ``dispatch(**body)``), a ``destination`` that is not a list, a
+    ``pattern``/``matcher`` kombu cannot match with ([PIDBOX-18]), a
+    ``reply_to`` that is not an object naming the ``reply_exchange``, with a
+    string ``ticket`` ([PIDBOX-5]: replying to any exchange a peer names would declare, and on
+    RabbitMQ clash with, arbitrary exchanges)."""
+    if not isinstance(body, dict) or not isinstance(body.get("method"), str):
+        return "not a pidbox request object"
+    if "self" in body:  # kombu calls dispatch(**body): a second "self"
+        return "field 'self' is not a request field"
+    if body.get("arguments") is not None and not isinstance(body["arguments"], dict):
+        return "arguments is not an object"
+    destination = body.get("destination")
+    if destination and not isinstance(destination, list):
+        return "destination is not a list"
+    pattern, matcher = body.get("pattern"), body.get("matcher")
+    if pattern and matcher:
+        if matcher not in KOMBU_MATCHERS or not isinstance(pattern, str):
+            return f"matcher {str(matcher)[:50]!r} with pattern {str(pattern)[:50]!r} is not usable"
+        if matcher == "pcre":
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                return f"pattern is not a regular expression: {exc}"
+    reply_to = body.get("reply_to")
+    if reply_to:
+        if not isinstance(reply_to, dict) or not isinstance(reply_to.get("routing_key"), str):
+            return "reply_to malformed"
+        if not isinstance(body.get("ticket"), str):
+            return "reply_to/ticket malformed"
+        if reply_to.get("exchange") != reply_exchange:
+            return f"reply_to exchange {str(reply_to.get('exchange'))[:100]!r} is not ours"
+    return ""
 
 
 def pidbox_request_headers(clock: int, timeout: float | None, now: float) -> dict[str, Any]:

@@ -58,11 +58,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
-    from support.releases import RESULTS, render_matrix
+    from support.releases import HARDENED_RESULTS, RESULTS, render_hardened, render_matrix
 
     if RESULTS:
         terminalreporter.section("release matrix")
         for line in render_matrix(RESULTS):
+            terminalreporter.write_line(line)
+    if HARDENED_RESULTS:
+        terminalreporter.section("hardened workers per release")
+        for line in render_hardened(HARDENED_RESULTS):
             terminalreporter.write_line(line)
 
 

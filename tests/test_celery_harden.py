@@ -4,11 +4,13 @@ workers in the same cluster.
 
 Per broker, one module-scoped cluster is shared by the tests (they run in
 file order; the malformed-heartbeat test, which kills the stock workers,
-runs last): a hardened and a stock worker of each release, plus one lone
-hardened worker of each release on exchanges of its own.  The 20-election
-run of the acceptance (3 hardened + 2 stock) is opt-in::
+and then the hostile messages of the security suite run last): a hardened
+and a stock worker of each release, plus one lone hardened worker of each
+release on exchanges of its own.  The 20-election run of the acceptance
+(3 hardened + 2 stock) and the long hostile run are opt-in::
 
     .venv/bin/python -m pytest tests/test_celery_harden.py --run-slow -k many_elections
+    .venv/bin/python -m pytest tests/test_celery_harden.py --run-slow -k long_security_suite
 """
 
 from __future__ import annotations
@@ -25,12 +27,21 @@ from typing import Any
 
 import pytest
 from conftest import require_celery
-from kombu import Connection, Producer
+from kombu import Connection
 
 from support.capture import Capture, exchanges
 from support.celeryapp import client_app
-from support.hardened import build_overlay, hardened_env
-from support.hostile import hostile_payloads, publish_raw
+from support.hardened import (
+    build_overlay,
+    hardened_env,
+    lone_election,
+    malformed_heartbeat,
+    pings,
+    records,
+    runs_a_task,
+    wait_until,
+)
+from support.hostile import hostile_groups, hostile_payloads, publish_raw, send_hostile
 from support.workers import CeleryWorker, WorkerPool
 
 pytestmark = [pytest.mark.broker, pytest.mark.celery]
@@ -117,17 +128,8 @@ def cluster(module_broker_url: str, worker_pool: WorkerPool, overlay: Path) -> I
         worker_pool.stop([w for w in worker_pool.workers if w.broker_url == url])
 
 
-def _records(folder: Path, key: str) -> list[str]:
-    return sorted(p.name.split(".", 1)[1] for p in folder.glob(f"{key}.*"))
-
-
-def _wait(predicate: Any, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.1)
-    return bool(predicate())
+_records = records
+_wait = wait_until
 
 
 # -- in-process: install() and the steps' decisions ----------------------------
@@ -199,6 +201,48 @@ def test_the_app_clock_is_bounded() -> None:
     assert app.clock.adjust(10) == 11  # Celery's rule for a sane value
 
 
+@pytest.mark.parametrize(
+    "body, reason",
+    [
+        (["not", "a", "request"], "not a pidbox request object"),
+        (b'{"method": "ping"}', "not a pidbox request object"),  # no content type: undecoded
+        ({"arguments": {}}, "not a pidbox request object"),
+        ({"method": "ping", "arguments": ["x"]}, "arguments is not an object"),
+        ({"method": "ping", "self": 1}, "field 'self'"),
+        (
+            {
+                "method": "ping",
+                "reply_to": {"exchange": "reply.celery.pidbox", "routing_key": "r"},
+                "ticket": 5,
+            },
+            "reply_to/ticket malformed",
+        ),
+        ({"method": "ping", "destination": 5}, "destination is not a list"),
+        ({"method": "ping", "pattern": "*", "matcher": "nosuch"}, "is not usable"),
+        ({"method": "ping", "pattern": "(", "matcher": "pcre"}, "not a regular expression"),
+        ({"method": "ping", "reply_to": "x", "ticket": "t"}, "reply_to malformed"),
+        (
+            {
+                "method": "ping",
+                "reply_to": {"exchange": "amq.direct", "routing_key": "r"},
+                "ticket": "t",
+            },
+            "is not ours",
+        ),
+        ({"method": "ping", "destination": ["a@b"], "arguments": {}}, ""),
+        ({"method": "nosuch", "pattern": "w*", "matcher": "glob", "whatever": 1}, ""),
+    ],
+)
+def test_control_requests_kombu_cannot_dispatch_are_rejected(body: Any, reason: str) -> None:
+    """[PIDBOX-21]: what a hardened worker's pidbox hands to Celery."""
+    from wkctl.protocol.node import Log, Node
+
+    admitted, actions = Node().admit_request(body, time.time())
+    logged = " ".join(a.message for a in actions if isinstance(a, Log))
+    assert admitted is (reason == "")
+    assert reason in logged if reason else not logged
+
+
 # -- real workers -----------------------------------------------------------------
 
 
@@ -248,14 +292,7 @@ def test_a_lone_hardened_worker_survives_an_election_and_runs_the_action_once(
     cluster: Cluster, version: str
 ) -> None:
     worker, exchange = cluster.lone[version]
-    app = client_app(cluster.url, control_exchange=exchange, event_exchange=exchange)
-    key = f"lone-{uuid.uuid4().hex[:8]}"
-    election = str(uuid.uuid4())
-    app.control.election(election, "task", {"task": "tasks.record", "args": [key]})
-    assert _wait(lambda: _records(cluster.record_dir, key), 10), worker.log_text()[-2000:]
-    time.sleep(1.0)
-    # Exactly once (any worker of the vhost may consume the task message).
-    assert len(_records(cluster.record_dir, key)) == 1
+    election = lone_election(cluster.url, exchange, cluster.record_dir)
     assert worker.alive(), worker.log_text()[-2000:]
     assert f"I won the election {election!r}" in worker.log_text()
 
@@ -450,42 +487,60 @@ def test_hardened_workers_never_deserialize_anything_but_json(
     assert not list(tmp_path.glob("*-ran"))
 
 
+def _survive_the_security_suite(
+    url: str,
+    workers: dict[str, CeleryWorker],
+    queues: dict[str, str],
+    record_dir: Path,
+    folder: Path,
+    cases: int,
+    seed: int = 3,
+) -> list[str]:
+    """Every group of the security suite's hostile messages
+    (``support.hostile.hostile_groups``) at the hardened ``workers``; after
+    each group every one of them is alive, logged no internal error (its wkctl
+    steps still run), answers Celery's ``ping`` (within 20 s) and runs a task
+    from its own queue, and after the bad clocks its clock stayed bounded.
+    Returns one line per group."""
+    names = [w.hostname for w in workers.values()]
+    app = client_app(url)
+
+    def clocks() -> dict[str, int]:
+        got = app.control.inspect(destination=names, timeout=2).clock() or {}
+        return {name: int(reply["clock"]) for name, reply in got.items()}
+
+    lines = []
+    try:
+        for group, messages in hostile_groups(folder, cases, seed).items():
+            before = clocks()
+            begun = time.monotonic()
+            send_hostile(url, messages)
+            for worker in workers.values():
+                log = worker.log_text()
+                assert worker.alive(), (group, log[-2000:])
+                assert "internal error" not in log, (group, log[-3000:])
+            # a worker busy with a 9 MiB body may miss the first ping
+            answered = wait_until(lambda: pings(url, names) == set(names), 20)
+            assert answered, (group, pings(url, names))
+            for version, worker in workers.items():
+                assert runs_a_task(url, queues[version], record_dir), (group, worker.hostname)
+            if group == "bad clocks":
+                after = clocks()
+                for name in names:
+                    assert after[name] < before[name] + 10_000, (name, before, after)
+            lines.append(f"{group}: {len(messages)} sent, {time.monotonic() - begun:.1f} s")
+    finally:
+        app.close()
+    assert not list(folder.glob("*-ran")), "a payload was deserialized"
+    return lines
+
+
 def test_the_malformed_heartbeat_kills_stock_workers_not_hardened_ones(cluster: Cluster) -> None:
     """DEFECT-6 in the same run: ``"timestamp": "now"`` (runs last: it kills
     the stock workers of the shared cluster)."""
     stock_alive = [w for w in cluster.stock.values() if w.alive()]
     hardened = [*cluster.hardened.values(), *(w for w, _ in cluster.lone.values())]
-    body = {
-        "type": "worker-heartbeat",
-        "hostname": "evil@x",
-        "clock": 1,
-        "timestamp": time.time(),
-        "utcoffset": 0,
-        "pid": 1,
-        "freq": 2.0,
-        "sw_ident": "py-celery",
-        "sw_ver": "5.7.0",
-        "sw_sys": "Linux",
-        "active": 0,
-        "processed": 0,
-        "loadavg": [0, 0, 0],
-    }
-    with Connection(cluster.url) as conn:
-        transport = conn.transport.driver_type
-        _, _, events = exchanges(transport)
-        producer = Producer(conn.channel())
-        # A peer first heard of, then its malformed heartbeat (no utcoffset:
-        # Celery 5.4 localizes a timestamp that has one, and that TypeError
-        # is caught; the ValueError of int("now") is not, in 5.4 and 5.7).
-        for fields in ({}, {"timestamp": "now", "clock": 2, "utcoffset": None}):
-            producer.publish(
-                {**body, **fields},
-                exchange=events,
-                routing_key="worker.heartbeat",
-                serializer="json",
-                headers={"hostname": "evil@x"},
-                declare=[events],
-            )
+    malformed_heartbeat(cluster.url)
     # Celery 5.7 dies of it (ValueError); 5.4 localizes the timestamp first
     # and logs the TypeError of that instead.
     victim = cluster.stock["5.7"]
@@ -497,9 +552,21 @@ def test_the_malformed_heartbeat_kills_stock_workers_not_hardened_ones(cluster: 
         assert _wait(
             lambda w=worker: "rejected event worker-heartbeat from evil@x" in w.log_text(), 5
         )
-    app = client_app(cluster.url)
-    replies = app.control.ping(destination=[w.hostname for w in hardened[:2]], timeout=2)
-    assert {next(iter(r)) for r in replies} == {w.hostname for w in hardened[:2]}
+    names = [w.hostname for w in hardened[:2]]
+    assert pings(cluster.url, names) == set(names)
+
+
+def test_hardened_workers_survive_the_security_suites_hostile_messages(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    """The short run (40 mutated messages) on the shared cluster, after the
+    malformed heartbeat (the hostile names keep a stock worker's Gossip busy
+    logging, and that test needs the stock 5.7 worker as it started); the
+    long one is ``test_hardened_workers_survive_the_long_security_suite``."""
+    lines = _survive_the_security_suite(
+        cluster.url, cluster.hardened, cluster.queues, cluster.record_dir, tmp_path, 40
+    )
+    print("\n" + "\n".join(lines))
 
 
 @pytest.mark.slow
@@ -518,3 +585,31 @@ def test_many_elections_three_hardened_two_stock(
         _elections(url, hardened, 20, worker_pool.record_dir, hardened + stock)
     finally:
         worker_pool.stop(hardened + stock)
+
+
+@pytest.mark.slow
+def test_hardened_workers_survive_the_long_security_suite(
+    broker_url: str, worker_pool: WorkerPool, overlay: Path, tmp_path: Path
+) -> None:
+    """Every hostile message of the security suite with 400 mutated messages
+    (``WKCTL_FUZZ_BROKER_CASES``, seed ``WKCTL_FUZZ_SEED``) at hardened 5.4
+    and 5.7 workers."""
+    for version in VERSIONS:
+        require_celery(version)
+    tag = uuid.uuid4().hex[:6]
+    queues = {v: f"hq{v.replace('.', '')}-{tag}" for v in VERSIONS}
+    workers = {
+        v: _start(worker_pool, broker_url, v, overlay, True, "fh", extra_args=("-Q", queues[v]))
+        for v in VERSIONS
+    }
+    try:
+        for worker in workers.values():
+            worker.wait_ready()
+        cases = int(os.environ.get("WKCTL_FUZZ_BROKER_CASES", "400"))
+        seed = int(os.environ.get("WKCTL_FUZZ_SEED", "3"))
+        lines = _survive_the_security_suite(
+            broker_url, workers, queues, worker_pool.record_dir, tmp_path, cases, seed
+        )
+        print("\n" + "\n".join(lines))
+    finally:
+        worker_pool.stop(list(workers.values()))

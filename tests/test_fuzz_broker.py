@@ -23,6 +23,7 @@ import pytest
 from kombu import Connection, Producer
 
 from support.cliproc import wait_for_text, wkctl_popen
+from support.hostile import broker_safe, heartbeat
 from support.mutate import HOSTILE_NAMES, Mutator
 from support.nodes import NodeProcess, unique_name
 from wkctl.protocol.broker import event_exchange, pidbox_exchange, transport_of
@@ -41,24 +42,6 @@ def rss_mib(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return 0.0
-
-
-def heartbeat(hostname: str) -> dict[str, object]:
-    return {
-        "type": "worker-heartbeat",
-        "hostname": hostname,
-        "clock": 3,
-        "timestamp": time.time(),
-        "utcoffset": 0,
-        "freq": 2.0,
-        "pid": 77,
-        "active": 0,
-        "processed": 0,
-        "loadavg": [0.0, 0.0, 0.0],
-        "sw_ident": "py-celery",
-        "sw_ver": "5.7.0",
-        "sw_sys": "Linux",
-    }
 
 
 def test_node_tail_dump_survive_hostile_traffic(broker_url: str, tmp_path: Path) -> None:
@@ -102,14 +85,7 @@ def test_node_tail_dump_survive_hostile_traffic(broker_url: str, tmp_path: Path)
                     huge += 1
                     if huge > 6:  # a few multi-megabyte bodies are enough
                         continue
-                # headers the broker itself accepts (RabbitMQ closes the
-                # connection on NaN or out-of-range numbers in a table)
-                headers = {
-                    k: v
-                    for k, v in msg.headers.items()
-                    if (isinstance(v, str) and len(v) < 2000)
-                    or (isinstance(v, int) and not isinstance(v, bool) and abs(v) < 2**63)
-                }
+                headers = broker_safe(msg.headers)
                 target = pidbox if msg.kind.startswith("pidbox") else events
                 rk = "" if target is pidbox else (msg.routing_key or "worker.heartbeat")
                 host = headers.get("hostname")

@@ -39,6 +39,7 @@ from kombu import Connection
 
 from support.brokerproc import RedisProc, free_port
 from support.cliproc import wait_for_text, wkctl_popen
+from support.hostile import heartbeat as full_heartbeat
 from support.hostile import hostile_payloads
 from support.hostile import publish_raw as _publish_raw
 from support.nodes import NodeProcess, hosted_nodes, unique_name
@@ -177,25 +178,6 @@ def test_only_json_is_accepted_by_every_consumer(broker_url: str, tmp_path: Path
 
 
 # -- clock poisoning ------------------------------------------------------------------
-
-
-def full_heartbeat(hostname: str, clock: Any) -> dict[str, Any]:
-    """A heartbeat valid in every field but, perhaps, its clock."""
-    return {
-        "type": "worker-heartbeat",
-        "hostname": hostname,
-        "clock": clock,
-        "timestamp": time.time(),
-        "utcoffset": 0,
-        "freq": 2.0,
-        "pid": 4242,
-        "active": 0,
-        "processed": 0,
-        "loadavg": [0.0, 0.0, 0.0],
-        "sw_ident": "py-celery",
-        "sw_ver": "5.7.0",
-        "sw_sys": "Linux",
-    }
 
 
 def test_absurd_clock_from_a_peer_does_not_poison_other_nodes(broker_url: str) -> None:

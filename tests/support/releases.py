@@ -26,6 +26,9 @@ from .workers import REPO
 __all__ = [
     "CI_SKIPS",
     "CI_SUBSET",
+    "HARDENED_RESULTS",
+    "HARDENED_SECONDS",
+    "HARDENED_STEPS",
     "OPERATIONS",
     "RELEASES",
     "RESULTS",
@@ -34,6 +37,7 @@ __all__ = [
     "Release",
     "python310",
     "release",
+    "render_hardened",
     "render_matrix",
     "venv_python",
 ]
@@ -161,6 +165,45 @@ def render_matrix(results: dict[tuple[str, str], dict[str, str]]) -> list[str]:
         1 for cells in results.values() for op in OPERATIONS if cells.get(op, "").startswith("ok")
     )
     lines.append(f"{green} of {len(results) * len(OPERATIONS)} cells green")
+    return lines + notes
+
+
+#: hardened workers (``wkctl.celery.install``) per release: the steps of a
+#: cell of tests/test_celery_harden_releases.py, in the order it runs them
+HARDENED_STEPS: tuple[str, ...] = ("steps", "revoked", "control", "heartbeat", "election")
+#: (release, broker) -> step -> "ok ..." | "FAIL ..." | "not run: ..."
+HARDENED_RESULTS: dict[tuple[str, str], dict[str, str]] = {}
+#: (release, broker) -> seconds the cell took
+HARDENED_SECONDS: dict[tuple[str, str], float] = {}
+
+
+def render_hardened(results: dict[tuple[str, str], dict[str, str]]) -> list[str]:
+    """The hardened-worker table: one row per release and broker, then every
+    step that is not green with its reason."""
+    width = max(len(step) for step in HARDENED_STEPS)
+    lines = [
+        f"{'release':<8} {'broker':<6} "
+        + " ".join(f"{step:<{width}}" for step in HARDENED_STEPS)
+        + "  seconds"
+    ]
+    notes: list[str] = []
+    order = {r.version: i for i, r in enumerate(RELEASES)}
+    for (version, broker), cells in sorted(
+        results.items(), key=lambda kv: (order.get(kv[0][0], 99), kv[0][1])
+    ):
+        marks = []
+        for step in HARDENED_STEPS:
+            text = cells.get(step, "not run: (the cell stopped before)")
+            mark = "ok" if text.startswith("ok") else ("-" if text.startswith("not run") else "RED")
+            marks.append(f"{mark:<{width}}")
+            if mark != "ok" or step in ("control", "heartbeat"):
+                notes.append(f"{version} {broker} {step}: {text}")
+        took = HARDENED_SECONDS.get((version, broker))
+        lines.append(
+            f"{version:<8} {broker:<6} "
+            + " ".join(marks)
+            + (f"  {took:.0f}" if took is not None else "")
+        )
     return lines + notes
 
 
