@@ -30,10 +30,10 @@ from kombu import Connection, Consumer, Producer, Queue
 from kombu import Exchange as KombuExchange
 
 from wkctl.protocol.broker import BrokerSettings, event_exchange, pidbox_exchange, reply_exchange
+from wkctl.protocol.host import local_event as event
 from wkctl.protocol.wire import (
     Rejected,
     decode_body,
-    event,
     event_routing_key,
     pidbox_request,
 )

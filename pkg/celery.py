@@ -48,15 +48,16 @@ from wkctl import __version__
 from wkctl.protocol.binding import inbound_from_message
 from wkctl.protocol.bootsteps import driver_type
 from wkctl.protocol.broker import event_exchange, names_from_conf, pidbox_exchange, reply_exchange
-from wkctl.protocol.clock import LamportClock
 from wkctl.protocol.election import Decision
 from wkctl.protocol.gossip import WorkerInfo
+from wkctl.protocol.host import SharedClock, local_environment
 from wkctl.protocol.mingle import SyncResult
 from wkctl.protocol.node import (
     Action,
     Elected,
     Inbound,
     Log,
+    MemberChanged,
     Node,
     NodeConfig,
     Publish,
@@ -140,13 +141,15 @@ def install(app: Any) -> None:
 # -- the clock ----------------------------------------------------------------
 
 
-class BoundedClock(LamportClock):
+class BoundedClock(SharedClock):
     """``app.clock`` with the spec's bounds ([CLOCK-1], [CLOCK-6], [CLOCK-7]).
 
     Celery calls ``adjust`` only with values read from the wire (events,
     hello replies, the state db), so here ``adjust`` is the core's
     ``receive``: a value that is not a clock, or jumps too far, only moves
-    the clock forward by one.  ``value``/``forward`` are kombu's.
+    the clock forward by one.  ``value``/``forward`` are kombu's.  Every
+    thread of the worker uses it, so it is the locked
+    :class:`~wkctl.protocol.host.SharedClock` (the core's clock has no lock).
     """
 
     def adjust(self, other: object) -> int:  # type: ignore[override]
@@ -176,7 +179,8 @@ class WorkerNode:
                 pid=c.pid,
                 announce=False,  # Celery's Heart sends worker-online/heartbeat/offline
                 names=names_from_conf(app.conf),
-            )
+            ),
+            env=local_environment(),
         )
         # One clock per worker process, as in Celery: the core's is app.clock.
         self.node.clock = app.clock
@@ -186,6 +190,9 @@ class WorkerNode:
         self.decisions: deque[Decision] = deque(maxlen=100)
         self.last_sync: SyncResult | None = None
         self.producer: Producer | None = None  # set during a Mingle round
+        #: the steps' callbacks on the core's notifications (the core runs
+        #: no user code: elections won, membership changes reach them here)
+        self.listeners: list[Callable[[Action], None]] = []
         #: the broker's kombu driver type, as Celery's steps compare it
         self.transport = driver_type(app)
         worker_state.SOFTWARE_INFO[HARDENED_FIELD] = __version__
@@ -263,6 +270,8 @@ class WorkerNode:
                 self.decisions.append(action.decision)
             elif isinstance(action, Synced):
                 self.last_sync = action.result
+            for listener in self.listeners:
+                listener(action)
 
     def publish(self, action: Publish) -> None:
         if action.target == "event":
@@ -484,23 +493,16 @@ class Mingle(bootsteps.StartStopStep):  # type: ignore[misc]
         host.run("Mingle", merge)
 
 
-class _TopicHandlers(dict):  # type: ignore[type-arg]
-    """The core's topic handlers ``(action, decision)``, running the step's
-    ``election_handlers`` ``(action)`` (Celery's signature)."""
+class _HostTopics(set):  # type: ignore[type-arg]
+    """``node.host_topics`` of a worker: every topic the step's
+    ``election_handlers`` holds now (users add topics at any time)."""
 
     def __init__(self, handlers: Mapping[str, Callable[[Any], Any]]) -> None:
         super().__init__()
         self.handlers = handlers
 
-    def get(self, topic: str, default: Any = None) -> Any:  # type: ignore[override]
-        handler = self.handlers.get(topic)
-        if handler is None:
-            return default
-
-        def run(action: Any, decision: Decision) -> None:
-            handler(action)
-
-        return run
+    def __contains__(self, topic: object) -> bool:
+        return topic in self.handlers
 
 
 class Gossip(bootsteps.ConsumerStep):  # type: ignore[misc]
@@ -543,10 +545,8 @@ class Gossip(bootsteps.ConsumerStep):  # type: ignore[misc]
         config = host.node.config
         config.gossip = self.enabled
         config.sweep_interval = interval
-        host.node.election_handlers = _TopicHandlers(self.election_handlers)  # type: ignore[assignment]
-        host.node.on.node_join.add(self.on_node_join)
-        host.node.on.node_leave.add(self.on_node_leave)
-        host.node.on.node_lost.add(self.on_node_lost)
+        host.node.host_topics = _HostTopics(self.election_handlers)
+        host.listeners.append(self._on_core_action)
         super().__init__(c, **kwargs)
 
     def compatible_transport(self, app: Any) -> bool:
@@ -587,6 +587,26 @@ class Gossip(bootsteps.ConsumerStep):  # type: ignore[misc]
 
     def on_elect_ack(self, event: Any) -> None:
         self._run(lambda node, now: node.on_elect_ack(event, now))
+
+    def _on_core_action(self, action: Action) -> None:
+        """Run what the core reported: the won election's topic handler
+        ([ELECT-8]) and the membership callbacks."""
+        if isinstance(action, Elected):
+            decision = action.decision
+            handler = self.election_handlers.get(decision.topic)
+            if decision.won and handler is not None:
+                try:
+                    handler(decision.action)
+                except Exception as exc:  # the user's handler, not wkctl's
+                    logger.error("election handler for topic %r failed: %r", decision.topic, exc)
+        elif isinstance(action, MemberChanged):
+            change = action.change
+            callback = {
+                "join": self.on_node_join,
+                "leave": self.on_node_leave,
+                "lost": self.on_node_lost,
+            }[change.kind]
+            callback(change.worker)
 
     # -- membership -------------------------------------------------------
 

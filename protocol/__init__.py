@@ -67,6 +67,13 @@ _EXPORTS: dict[str, str] = {
     "ShutdownRequested": "node",
     "NodeFacts": "control",
     "ProcessInfo": "control",
+    "Action": "actions",
+    "Environment": "config",
+    "Callbacks": "gossip",
+    "LifecycleError": "lifecycle",
+    "NodeState": "lifecycle",
+    "SharedClock": "host",
+    "local_environment": "host",
     "State": "state",
     "ClusterState": "state_core",
     "CoreWorker": "state_worker:Worker",  # the core's worker record (State's Worker wraps it)
@@ -117,14 +124,18 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
+    from .actions import Action
     from .binding import Binding, BrokerUnavailable, NodeHandle, NodeNameInUse, run_node
     from .bootsteps import Gossip, Mingle
     from .broker import BrokerSettings, embedded_settings, mask_url
     from .client import Client, EventStream, StreamNotice
     from .clock import ClockVerdict, LamportClock
+    from .config import Environment
     from .control import NodeFacts, ProcessInfo
     from .election import Decision, Elections, ElectRequest, Replayed, pick_winner
-    from .gossip import Change, Membership, WorkerInfo
+    from .gossip import Callbacks, Change, Membership, WorkerInfo
+    from .host import SharedClock, local_environment
+    from .lifecycle import LifecycleError, NodeState
     from .mingle import MingleSession, SyncResult
     from .node import (
         Decoded,

@@ -40,6 +40,7 @@ import uuid
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -48,7 +49,8 @@ from kombu import Connection, Consumer, Exchange, Producer, Queue
 from .broker import BrokerSettings, event_exchange, pidbox_exchange, reply_exchange
 from .control import ProcessInfo
 from .election import Decision
-from .gossip import Change
+from .gossip import Callbacks, Change, ChangeKind, WorkerInfo
+from .host import local_environment
 from .mingle import SyncResult
 from .node import (
     Action,
@@ -105,6 +107,15 @@ class NodeHandle:
     consumer: Consumer | None = None
     wakeup: float = 0.0
     alive: bool = True
+    #: internal errors (wkctl bugs) raised by this node's core, logged
+    #: with their traceback by the loop
+    internal_errors: int = 0
+    #: membership callbacks (Celery's ``gossip.on``), run by the loop when
+    #: the core reports a change (the core runs no user code)
+    on: Callbacks = field(default_factory=Callbacks)
+    #: ``{topic: handler(action, decision)}`` run by the loop when this
+    #: node wins an election of a topic in ``node.host_topics``
+    election_handlers: dict[str, Callable[[Any, Decision], Any]] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -141,6 +152,14 @@ class NodeHandle:
 
     def log_text(self) -> str:
         return "\n".join(m for _, m in list(self.logs))
+
+    def set_election_handler(self, topic: str, handler: Callable[[Any, Decision], Any]) -> None:
+        """Run ``handler(action, decision)`` in the loop when this node wins
+        an election of ``topic`` ([ELECT-8]); the core then leaves the
+        topic's action to the host (``node.host_topics``)."""
+        with self.binding.lock:
+            self.election_handlers[topic] = handler
+            self.node.host_topics.add(topic)
 
     def submit(self, fn: Callable[[Node, float], Iterable[Action] | None]) -> None:
         """Run ``fn(node, now)`` in the loop thread; its actions are performed."""
@@ -180,6 +199,10 @@ class Binding:
         self.log = log or logger
         self.on_action = on_action
         self.oid = str(uuid.uuid4())
+        #: what the hosted cores read of this process (hostname, pid, ids...)
+        self.env = local_environment()
+        #: internal errors (wkctl bugs) the loop caught, logged and survived
+        self.internal_errors = 0
         self.handles: dict[str, NodeHandle] = {}
         self.lock = threading.RLock()
         self.changed = threading.Condition(self.lock)
@@ -224,7 +247,7 @@ class Binding:
         if not config.broker_info:
             config.broker_info = broker_info(self.settings)
         config.settings_info = {"broker_url": self.settings.masked_url, **config.settings_info}
-        node = Node(config)
+        node = Node(config, env=self.env)
         handle = NodeHandle(node=node, binding=self)
         with self.lock:
             if node.name in self.handles:
@@ -428,7 +451,7 @@ class Binding:
             now = time.time()
             for handle in list(self.handles.values()):
                 if handle.started.is_set() and handle.alive:
-                    self._perform(handle, handle.node.reconnected(now))
+                    self._perform(handle, self._drive(handle, Node.reconnected, now))
             return
 
     def _close_connection(self) -> None:
@@ -465,6 +488,9 @@ class Binding:
                     self._incoming.clear()
                     self._reconnect(exc)
             self._stop_all()
+            # One line, always: what the fuzz suite and operators read to
+            # know whether wkctl hit a bug of its own while running.
+            self.log.info("binding stopped: %d internal error(s)", self.internal_errors)
         except BaseException as exc:  # pragma: no cover - reported to the owner
             self.error = exc
             self.log.error("node loop failed: %r", exc)
@@ -486,9 +512,28 @@ class Binding:
         now = time.time()
         for handle in list(self.handles.values()):
             if handle.alive and handle.started.is_set() and now >= handle.wakeup:
-                with self.lock:
-                    actions = handle.node.tick(now)
+                actions = self._drive(handle, Node.tick, now)
                 self._perform(handle, actions)
+
+    def _drive(
+        self,
+        handle: NodeHandle,
+        fn: Callable[[Node, float], Iterable[Action] | None],
+        now: float,
+    ) -> list[Action]:
+        """Run ``fn(node, now)`` under the lock.  What it raises is wkctl's own
+        bug (peer input is rejected inside the core, never raised): logged
+        with its traceback, counted (``internal_errors``) and survived, so
+        one bad path does not take down every hosted node."""
+        with self.lock:
+            try:
+                return list(fn(handle.node, now) or ())
+            except Exception as exc:
+                self.internal_errors += 1
+                handle.internal_errors += 1
+                handle.logs.append((logging.ERROR, f"internal error: {exc!r}"))
+                self.log.error("%s: internal error: %r", handle.name, exc, exc_info=exc)
+                return []
 
     def _process_inbox(self) -> None:
         while True:
@@ -510,8 +555,7 @@ class Binding:
                         self.changed.notify_all()
                     handle.started.set()
                     continue
-                with self.lock:
-                    actions = handle.node.start(now)
+                actions = self._drive(handle, Node.start, now)
                 handle.started.set()
                 self._perform(handle, actions)
                 with self.changed:
@@ -520,8 +564,7 @@ class Binding:
                 if not handle.alive:
                     continue
                 if op == "stop":
-                    with self.lock:
-                        actions = handle.node.stop(now)
+                    actions = self._drive(handle, Node.stop, now)
                     self._perform(handle, actions)
                 handle.alive = False
                 self._detach(handle)
@@ -530,12 +573,8 @@ class Binding:
             else:
                 if not handle.alive:
                     continue
-                with self.lock:
-                    try:
-                        actions = op(handle.node, now)
-                    except Exception as exc:
-                        actions = [Log(logging.ERROR, f"submitted call failed: {exc!r}")]
-                self._perform(handle, list(actions or []))
+                actions = self._drive(handle, op, now)
+                self._perform(handle, actions)
 
     def _detach(self, handle: NodeHandle) -> None:
         consumer, handle.consumer = handle.consumer, None
@@ -551,8 +590,7 @@ class Binding:
         now = time.time()
         for handle in list(self.handles.values()):
             if handle.alive and handle.started.is_set() and not handle.failed:
-                with self.lock:
-                    actions = handle.node.stop(now)
+                actions = self._drive(handle, Node.stop, now)
                 try:
                     self._perform(handle, actions)
                 except Exception as exc:
@@ -566,13 +604,15 @@ class Binding:
             return
         inbound = inbound_from_message(message)
         now = time.time()
-        with self.lock:
-            if where == "pidbox":
-                actions = handle.node.receive_pidbox(inbound, now, process_info())
-            elif where == "event":
-                actions = handle.node.receive_event(inbound, now)
-            else:
-                actions = handle.node.receive_reply(inbound, now)
+        if where == "pidbox":
+            process = process_info()
+            actions = self._drive(
+                handle, lambda node, now: node.receive_pidbox(inbound, now, process), now
+            )
+        elif where == "event":
+            actions = self._drive(handle, lambda node, now: node.receive_event(inbound, now), now)
+        else:
+            actions = self._drive(handle, lambda node, now: node.receive_reply(inbound, now), now)
         self._perform(handle, actions)
 
     def _on_event(self, message: Any) -> None:
@@ -590,8 +630,7 @@ class Binding:
                 if msg is None:
                     msg = inbound.predecoded(limits)
                     decoded.append(msg)
-                with self.lock:
-                    actions = handle.node.receive_event(msg, now)
+                actions = self._drive(handle, partial(_receive_event, msg), now)
                 self._perform(handle, actions)
 
     def _on_pidbox(self, message: Any) -> None:
@@ -622,9 +661,11 @@ class Binding:
                 notify = True
             elif isinstance(action, Elected):
                 handle.decisions.append(action.decision)
+                self._run_election_handler(handle, action.decision)
                 notify = True
             elif isinstance(action, MemberChanged):
                 handle.changes.append(action.change)
+                self._run_member_handlers(handle, action.change.kind, action.change.worker)
                 notify = True
             elif isinstance(action, ShutdownRequested):
                 # After this batch (the reply is published first): a clean
@@ -639,6 +680,35 @@ class Binding:
         if notify:
             with self.changed:
                 self.changed.notify_all()
+
+    def _run_election_handler(self, handle: NodeHandle, decision: Decision) -> None:
+        """The host's part of [ELECT-8]: the winner runs the topic's action."""
+        if not decision.won or decision.topic not in handle.node.host_topics:
+            return
+        handler = handle.election_handlers.get(decision.topic)
+        if handler is None:
+            self.log.error("%s: no handler for election topic %r", handle.name, decision.topic)
+            return
+        try:
+            with self.lock:  # as the loop holds it while it runs the node
+                handler(decision.action, decision)
+        except Exception as exc:  # the user's handler, not wkctl's
+            self.log.error(
+                "%s: election handler for topic %r failed: %r", handle.name, decision.topic, exc
+            )
+
+    def _run_member_handlers(
+        self, handle: NodeHandle, kind: ChangeKind, worker: WorkerInfo
+    ) -> None:
+        for handler in list(handle.on.for_kind(kind)):
+            try:
+                with self.lock:  # as the loop holds it while it runs the node
+                    handler(worker)
+            except Exception as exc:  # the user's handler, not wkctl's
+                handle.logs.append(
+                    (logging.ERROR, f"Ignored error from handler {handler!r}: {exc!r}")
+                )
+                self.log.error("%s: Ignored error from handler %r: %r", handle.name, handler, exc)
 
     def _publish(self, handle: NodeHandle, action: Publish) -> None:
         producer = self._producer
@@ -675,6 +745,10 @@ class Binding:
             raise
         except Exception as exc:  # e.g. a reply queue that is gone already
             self.log.debug("%s: publish to %s failed: %r", handle.name, action.exchange, exc)
+
+
+def _receive_event(msg: Inbound, node: Node, now: float) -> list[Action]:
+    return node.receive_event(msg, now)
 
 
 def process_info() -> ProcessInfo:
@@ -773,7 +847,7 @@ def run_node(
     seed = list(revoked)
     if seed:  # before the start, so the hello already carries them
         handle.node.revoke_local(seed, time.time())
-    previous: dict[int, Any] = {}
+    previous: dict[signal.Signals, Any] = {}
     if install_signals and threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGINT, signal.SIGTERM):
             previous[sig] = signal.signal(sig, lambda signum, frame: stop.set())

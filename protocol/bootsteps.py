@@ -57,6 +57,7 @@ from kombu import Connection, Consumer, Queue
 from .binding import inbound_from_message
 from .broker import BrokerSettings, event_exchange, transport_of
 from .gossip import Callbacks, WorkerInfo
+from .host import SharedClock
 from .mingle import SyncResult
 from .node import Action, Inbound, Log, Node, Publish
 from .vocab import CELERY_GOSSIP_DRIVERS, CELERY_MINGLE_DRIVERS, WKCTL_EXTENSION_DRIVERS
@@ -131,10 +132,11 @@ def _node(c: NodeHandle) -> Node:
     return c.node
 
 
-def _log(c: NodeHandle, level: int, message: str) -> None:
-    """Log as the binding does (``<node>: <message>``) and keep the line in
-    the handle's log history, next to the core's own lines."""
-    logger.log(level, "%s: %s", c.name, message)
+def _log(c: NodeHandle, level: int, message: str, exc: BaseException | None = None) -> None:
+    """Log as the binding does (``<node>: <message>``, with ``exc``'s
+    traceback when given) and keep the line in the handle's log history,
+    next to the core's own lines."""
+    logger.log(level, "%s: %s", c.name, message, exc_info=exc)
     logs = getattr(c, "logs", None)
     if logs is not None:
         logs.append((level, message))
@@ -169,6 +171,26 @@ def _in_loop(
     if wait is None or _loop_owns_lock(c):
         return True
     return done.wait(wait)
+
+
+def _step_enabled(
+    c: NodeHandle, step: str, without: bool, compatible: frozenset[str], why: str
+) -> bool:
+    """Celery's ``enabled = not without_<step> and compatible_transport(...)``,
+    logging why a step is off ([TRANSPORT-10])."""
+    if without:
+        _log(c, logging.INFO, f"{step} disabled: without_{step.lower()} is set")
+        return False
+    transport = driver_type(c)
+    if transport in compatible:
+        return True
+    _log(
+        c,
+        logging.WARNING,
+        f"{step} disabled: transport {transport!r} is not one of "
+        f"{', '.join(sorted(compatible))} ({why}, [TRANSPORT-10])",
+    )
+    return False
 
 
 def _configure(c: NodeHandle, setting: str, value: bool, step: str) -> None:
@@ -224,20 +246,13 @@ class Mingle:
         self.without_mingle = without_mingle
         self.timeout = float(kwargs.pop("timeout", _node(c).config.mingle_timeout))
         self.kwargs = kwargs
-        if without_mingle:
-            self.enabled = False
-            _log(c, logging.INFO, "Mingle disabled: without_mingle is set")
-        else:
-            transport = driver_type(c)
-            self.enabled = transport in self.compatible_transports
-            if not self.enabled:
-                _log(
-                    c,
-                    logging.WARNING,
-                    f"Mingle disabled: transport {transport!r} is not one of "
-                    f"{', '.join(sorted(self.compatible_transports))} "
-                    "(peers there are not known to answer hello, [TRANSPORT-10])",
-                )
+        self.enabled = _step_enabled(
+            c,
+            "Mingle",
+            without_mingle,
+            self.compatible_transports,
+            "peers there are not known to answer hello",
+        )
         _configure(c, "mingle", self.enabled, "Mingle")
 
     def compatible_transport(self, app_or_connection: Any) -> bool:
@@ -378,10 +393,11 @@ ElectionHandler = Callable[[Any], Any]
 class ElectionHandlers(MutableMapping[str, ElectionHandler]):
     """Celery's ``election_handlers``: ``{topic: handler(action)}``.
 
-    Registering a topic here also registers it with the node core, whose
-    handlers take ``(action, decision)``; the winner's core calls it once
-    ([ELECT-8]).  A topic without a handler is logged by the core and its
-    action not run.
+    Registering a topic here claims it for the host (``node.host_topics``)
+    and registers it with the binding's handle, whose handlers take
+    ``(action, decision)``: the winner's loop runs it once when the core
+    reports the decision ([ELECT-8]).  A topic without a handler is logged
+    by the core and its action not run.
     """
 
     def __init__(self, gossip: Gossip) -> None:
@@ -398,11 +414,13 @@ class ElectionHandlers(MutableMapping[str, ElectionHandler]):
         def run(action: Any, decision: Any, topic: str = topic) -> None:
             gossip._run_election_handler(topic, action)
 
-        _node(gossip.c).election_handlers[topic] = run
+        gossip.c.election_handlers[topic] = run
+        _node(gossip.c).host_topics.add(topic)
 
     def __delitem__(self, topic: str) -> None:
         del self._handlers[topic]
-        _node(self._gossip.c).election_handlers.pop(topic, None)
+        self._gossip.c.election_handlers.pop(topic, None)
+        _node(self._gossip.c).host_topics.discard(topic)
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._handlers)
@@ -456,6 +474,10 @@ class Gossip:
         self.on = Callbacks()
         self.interval = float(interval)
         self.heartbeat_interval = float(heartbeat_interval)
+        # Celery code reads and forwards gossip.clock from any thread, while
+        # the loop uses the same clock: from here on it is the locked one.
+        with c.binding.lock:
+            node.clock = SharedClock.adopt(node.clock)
         self.clock = node.clock
         self.timer: threading.Thread | None = None
         self._timer_stop: threading.Event | None = None
@@ -463,28 +485,21 @@ class Gossip:
             "worker.elect": self.on_elect,
             "worker.elect.ack": self.on_elect_ack,
         }
-        if without_gossip:
-            self.enabled = False
-            _log(c, logging.INFO, "Gossip disabled: without_gossip is set")
-        else:
-            transport = driver_type(c)
-            self.enabled = transport in self.compatible_transports
-            if not self.enabled:
-                _log(
-                    c,
-                    logging.WARNING,
-                    f"Gossip disabled: transport {transport!r} is not one of "
-                    f"{', '.join(sorted(self.compatible_transports))} "
-                    "(heartbeats are not routed there, [TRANSPORT-10])",
-                )
+        self.enabled = _step_enabled(
+            c,
+            "Gossip",
+            without_gossip,
+            self.compatible_transports,
+            "heartbeats are not routed there",
+        )
         _configure(c, "gossip", self.enabled, "Gossip")
         self.election_handlers: ElectionHandlers = ElectionHandlers(self)
         if self.enabled:
             if not (getattr(c, "started", None) and c.started.is_set()):
                 node.config.sweep_interval = self.interval
-            node.on.node_join.add(self.on_node_join)
-            node.on.node_leave.add(self.on_node_leave)
-            node.on.node_lost.add(self.on_node_lost)
+            c.on.node_join.add(self.on_node_join)
+            c.on.node_leave.add(self.on_node_leave)
+            c.on.node_lost.add(self.on_node_lost)
             self.election_handlers["task"] = self.call_task
         c.gossip = self  # type: ignore[attr-defined]
 
@@ -599,7 +614,8 @@ class Gossip:
         """A peer joined (first heartbeat, or ``worker-online``, [GOSSIP-4]):
         call every handler in ``on.node_join``.
 
-        Called by the node core; ``worker`` is its record of the peer
+        Called by the binding's loop when the core reports the change;
+        ``worker`` is the core's record of the peer
         (``hostname``, ``pid``, ``freq``, ``sw_ident``, ``sw_ver``...)
         rather than a ``celery.events.state.Worker``.  A failing handler is
         logged and the others still run.  This node never joins itself
@@ -647,8 +663,8 @@ class Gossip:
             while not stop.wait(self.interval):
                 try:
                     self.periodic()
-                except Exception as exc:  # a timer must survive one bad round
-                    _log(self.c, logging.ERROR, f"gossip: periodic sweep failed: {exc!r}")
+                except Exception as exc:  # wkctl's bug: logged in full; the timer survives
+                    _log(self.c, logging.ERROR, f"gossip: periodic sweep failed: {exc!r}", exc)
 
         self.timer = threading.Thread(
             target=repeat, name=f"wkctl-gossip-{self.hostname}", daemon=True

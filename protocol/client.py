@@ -41,6 +41,7 @@ from .broker import (
     reply_exchange,
 )
 from .clock import LamportClock
+from .host import SharedClock
 from .observers import (
     ElectionOutcome,
     ElectionWatch,
@@ -130,7 +131,8 @@ class Client:
         self.connection = connection
         self.names = names or Names()
         self.limits = limits or Limits()
-        self.clock = clock or LamportClock(max_jump=self.limits.max_clock_jump)
+        # shared with the caller's threads (and the collector): the locked clock
+        self.clock = clock or SharedClock(max_jump=self.limits.max_clock_jump)
         self._exchange = pidbox_exchange(self.names)
         self._reply_exchange = reply_exchange(self.names)
         self._channel: Any = None
@@ -174,7 +176,7 @@ class Client:
             exchange=self._exchange.name,
             routing_key="",
             declare=[self._exchange],
-            headers=pidbox_request_headers(self.clock.forward(), timeout),
+            headers=pidbox_request_headers(self.clock.forward(), timeout, time.time()),
             serializer="json",
             retry=True,
         )

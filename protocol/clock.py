@@ -25,7 +25,6 @@ forward by one), so the Lamport property "every receive increments" holds.
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
 
 __all__ = [
@@ -73,8 +72,8 @@ class ClockVerdict:
 class LamportClock:
     """A Lamport clock that cannot be poisoned by one message.
 
-    The lock makes the two operations atomic when several threads of one
-    binding share a clock; the sans-IO core itself is single-threaded.
+    No lock: one thread drives a core.  A clock that threads share takes
+    :class:`wkctl.protocol.host.SharedClock` (the same rules, locked).
     """
 
     def __init__(
@@ -90,7 +89,6 @@ class LamportClock:
         self.synced = synced
         #: jumps are bounded: the clock was synced with at least one peer
         self.bounded = synced
-        self._mutex = threading.Lock()
 
     def mark_synced(self, peer: bool = True) -> None:
         """The initial Mingle round is over.  ``peer`` says whether it synced
@@ -108,10 +106,9 @@ class LamportClock:
 
     def forward(self) -> int:
         """Count a local event (a send); saturates at ``MAX_CLOCK``."""
-        with self._mutex:
-            if self.value < MAX_CLOCK:
-                self.value += 1
-            return self.value
+        if self.value < MAX_CLOCK:
+            self.value += 1
+        return self.value
 
     def adjust(self, other: int) -> int:
         """Celery's rule ``max(own, other) + 1`` for a trusted value.
@@ -124,9 +121,8 @@ class LamportClock:
     def _merge(self, other: int) -> int:
         # One home for the rule, so that a subclass may route ``adjust``
         # through :meth:`receive` (wkctl.celery's app clock does).
-        with self._mutex:
-            self.value = min(max(self.value, other) + 1, MAX_CLOCK)
-            return self.value
+        self.value = min(max(self.value, other) + 1, MAX_CLOCK)
+        return self.value
 
     def check(self, received: object) -> str:
         """Why ``received`` would be ignored, or ``""`` if it may be adopted."""

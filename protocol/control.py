@@ -16,7 +16,6 @@ node have a reason in :data:`UNSUPPORTED`, answered as ``{"error": reason}``.
 
 from __future__ import annotations
 
-import platform
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -106,6 +105,12 @@ class NodeFacts:
     broker: Mapping[str, Any] = field(default_factory=dict)
     settings: Mapping[str, Any] = field(default_factory=dict)
     process: ProcessInfo = field(default_factory=ProcessInfo)
+    #: the host's platform (``report``): Python version, system, machine,
+    #: implementation, as the host's :class:`~wkctl.protocol.config.Environment` says
+    python_version: str = ""
+    system: str = ""
+    machine: str = ""
+    implementation: str = ""
 
 
 #: The ``pool`` member of ``stats``: Celery's keys, for a node with none.
@@ -151,9 +156,8 @@ def report(facts: NodeFacts) -> dict[str, str]:
     """``report``: ``{"ok": text}`` like Celery's ``app.bugreport()``."""
     lines = [
         "",
-        f"software -> wkctl:{facts.sw_ver} py:{platform.python_version()}",
-        f"platform -> system:{platform.system()} arch:{platform.machine()}"
-        f" imp:{platform.python_implementation()}",
+        f"software -> wkctl:{facts.sw_ver} py:{facts.python_version}",
+        f"platform -> system:{facts.system} arch:{facts.machine} imp:{facts.implementation}",
         f"node     -> {facts.name} pid:{facts.pid} (a wkctl reference node: runs no tasks)",
         "",
     ]

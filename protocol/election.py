@@ -41,11 +41,12 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from .clock import parse_clock
 
 __all__ = [
+    "DecisionReason",
     "DEFAULT_ELECTION_TIMEOUT",
     "Decision",
     "ElectRequest",
@@ -62,6 +63,9 @@ __all__ = [
     "replay_celery",
     "replay_spec",
 ]
+
+#: Why an election was decided: every expected request arrived, or time ran out.
+DecisionReason = Literal["complete", "timeout"]
 
 DEFAULT_ELECTION_TIMEOUT = 10.0
 #: At most this many elections are tracked at once (a forger cannot make a
@@ -128,7 +132,7 @@ class Decision:
     id: str
     winner: ElectRequest
     won: bool
-    reason: str  # "complete" (every expected request) or "timeout"
+    reason: DecisionReason  # "complete" (every expected request) or "timeout"
     participants: tuple[str, ...]  # hostnames whose requests were counted
     missing: tuple[str, ...] = ()  # expected hostnames never heard from
     requests: tuple[ElectRequest, ...] = ()  # every request counted, in the total order
@@ -236,7 +240,7 @@ class Elections:
             return None
         return self._decide(election, "complete")
 
-    def _decide(self, election: Election, reason: str) -> Decision | None:
+    def _decide(self, election: Election, reason: DecisionReason) -> Decision | None:
         self._finish(election.id)
         if not election.requests:
             return None

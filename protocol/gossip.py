@@ -18,16 +18,15 @@ decoded events and ``now`` and return the membership changes.
 
 from __future__ import annotations
 
-import os
-import platform
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from .vocab import HEARTBEAT_TYPES
 from .wire import SW_IDENT
 
 __all__ = [
+    "ChangeKind",
     "DEFAULT_HEARTBEAT",
     "DEFAULT_SWEEP_INTERVAL",
     "EXPIRE_WINDOW",
@@ -35,8 +34,11 @@ __all__ = [
     "Membership",
     "WorkerInfo",
     "heartbeat_fields",
-    "load_average",
 ]
+
+#: A membership change: a peer joined, left cleanly (``worker-offline``) or
+#: was lost (its heartbeats expired).
+ChangeKind = Literal["join", "leave", "lost"]
 
 DEFAULT_HEARTBEAT = 2.0
 DEFAULT_SWEEP_INTERVAL = 5.0
@@ -49,28 +51,21 @@ MAX_WORKERS = 10_000
 MIN_FREQ, MAX_FREQ = 0.1, 3600.0
 
 
-def load_average() -> list[float]:
-    """The load average triple as Celery reports it (rounded to 2 places)."""
-    try:
-        return [round(x, 2) for x in os.getloadavg()]
-    except (AttributeError, OSError):  # pragma: no cover - platforms without it
-        return [0.0, 0.0, 0.0]
-
-
 def heartbeat_fields(
-    freq: float, sw_ver: str, loadavg: list[float] | None = None
+    freq: float, sw_ver: str, loadavg: Sequence[float], sw_sys: str
 ) -> dict[str, Any]:
     """The fields Celery's ``Heart`` adds to worker-online/heartbeat/offline
     (``hostname``, ``pid``, ``clock``, ``timestamp``, ``utcoffset`` and
-    ``type`` are added by :func:`wkctl.protocol.wire.event`)."""
+    ``type`` are added by :func:`wkctl.protocol.wire.event`).  ``loadavg``
+    and ``sw_sys`` (``platform.system()``) are the host's: inputs."""
     return {
         "freq": float(freq),
         "active": 0,
         "processed": 0,
-        "loadavg": load_average() if loadavg is None else loadavg,
+        "loadavg": list(loadavg),
         "sw_ident": SW_IDENT,
         "sw_ver": sw_ver,
-        "sw_sys": platform.system(),
+        "sw_sys": sw_sys,
     }
 
 
@@ -102,7 +97,7 @@ class WorkerInfo:
 class Change:
     """One membership change: ``kind`` is ``join``, ``leave`` or ``lost``."""
 
-    kind: str
+    kind: ChangeKind
     worker: WorkerInfo
 
 
@@ -220,5 +215,5 @@ class Callbacks:
         self.node_leave: set[Callable[[WorkerInfo], Any]] = set()
         self.node_lost: set[Callable[[WorkerInfo], Any]] = set()
 
-    def for_kind(self, kind: str) -> set[Callable[[WorkerInfo], Any]]:
+    def for_kind(self, kind: ChangeKind) -> set[Callable[[WorkerInfo], Any]]:
         return {"join": self.node_join, "leave": self.node_leave, "lost": self.node_lost}[kind]

@@ -20,7 +20,6 @@ Sans-IO: :class:`MingleSession` is fed replies and ``now``.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -55,10 +54,11 @@ class MingleSession:
         now: float,
         timeout: float = DEFAULT_MINGLE_TIMEOUT,
         settle: float = DEFAULT_MINGLE_SETTLE,
-        ticket: str | None = None,
+        *,
+        ticket: str,
     ) -> None:
         self.me = me
-        self.ticket = ticket or str(uuid.uuid4())
+        self.ticket = ticket
         self.started = now
         self.timeout = timeout
         self.settle = settle

@@ -10,10 +10,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
-import time
-import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,7 +31,6 @@ __all__ = [
     "pidbox_reply",
     "pidbox_request",
     "printable",
-    "utcoffset",
 ]
 
 #: The only content type wkctl deserializes; pickle, yaml and msgpack are
@@ -215,13 +211,6 @@ def printable(text: object, limit: int = 200) -> str:
     return s if len(s) <= limit else s[:limit] + "..."
 
 
-def utcoffset() -> float:
-    """Hours west of UTC, the way Celery 5.7 reports it (a float)."""
-    if time.localtime().tm_isdst and time.daylight:
-        return time.altzone / 3600.0
-    return time.timezone / 3600.0
-
-
 def event_routing_key(type_: str) -> str:
     """Celery publishes ``worker-elect-ack`` with routing key ``worker.elect.ack``."""
     return type_.replace("-", ".")
@@ -232,18 +221,22 @@ def event(
     *,
     hostname: str,
     clock: int | None,
-    pid: int | None = None,
-    timestamp: float | None = None,
+    pid: int,
+    timestamp: float,
+    utcoffset: float,
     **fields: Any,
 ) -> dict[str, Any]:
-    """Build an event body with the fields Celery's dispatcher always adds."""
+    """Build an event body with the fields Celery's dispatcher always adds.
+
+    Every stamp is an input (:func:`wkctl.protocol.host.local_event` fills
+    them from the running process)."""
     body: dict[str, Any] = dict(fields)
     body.update(
         hostname=hostname,
-        utcoffset=utcoffset(),
-        pid=os.getpid() if pid is None else pid,
+        utcoffset=utcoffset,
+        pid=pid,
         clock=clock,
-        timestamp=time.time() if timestamp is None else timestamp,
+        timestamp=timestamp,
         type=type_,
     )
     return body
@@ -282,7 +275,9 @@ def pidbox_request(
         "matcher": matcher,
     }
     if reply_exchange is not None:
-        body["ticket"] = ticket or str(uuid.uuid4())
+        if not ticket:
+            raise ValueError("a request that wants replies needs a ticket")
+        body["ticket"] = ticket
         body["reply_to"] = {"exchange": reply_exchange, "routing_key": reply_routing_key}
     return body
 
@@ -333,10 +328,11 @@ def request_problem(body: object, reply_exchange: str) -> str:
     return ""
 
 
-def pidbox_request_headers(clock: int, timeout: float | None) -> dict[str, Any]:
+def pidbox_request_headers(clock: int, timeout: float | None, now: float) -> dict[str, Any]:
     """Headers of a pidbox request: the sender's clock, and when it expires
-    (``0`` for never, as kombu sends when no timeout is given)."""
-    return {"clock": clock, "expires": time.time() + timeout if timeout else 0}
+    (``0`` for never, as kombu sends when no timeout is given); ``now`` is
+    wall-clock seconds."""
+    return {"clock": clock, "expires": now + timeout if timeout else 0}
 
 
 def pidbox_reply(hostname: str, value: Any) -> dict[str, Any]:

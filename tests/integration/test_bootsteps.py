@@ -28,7 +28,8 @@ from wkctl.protocol.bootsteps import Events, Gossip, Mingle, driver_type
 from wkctl.protocol.broker import BrokerSettings, embedded_settings, event_exchange
 from wkctl.protocol.client import Client, EventStream
 from wkctl.protocol.gossip import WorkerInfo, heartbeat_fields
-from wkctl.protocol.wire import Names, event, event_routing_key
+from wkctl.protocol.host import local_event as event
+from wkctl.protocol.wire import Names, event_routing_key
 
 
 def unique(prefix: str) -> str:
@@ -523,7 +524,11 @@ def test_election_methods_lone_node_ties_and_ack_counting(broker_url: str) -> No
         publish_event(
             settings,
             event(
-                "worker-heartbeat", hostname=ghost, clock=1, pid=7, **heartbeat_fields(30, "5.7.0")
+                "worker-heartbeat",
+                hostname=ghost,
+                clock=1,
+                pid=7,
+                **heartbeat_fields(30, "5.7.0", [0.0, 0.0, 0.0], "Linux"),
             ),
         )
         assert wait_until(lambda: ghost in c.alive_peers(), 5)

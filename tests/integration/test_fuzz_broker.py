@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from pathlib import Path
 
@@ -152,6 +153,10 @@ def test_node_tail_dump_survive_hostile_traffic(broker_url: str, tmp_path: Path)
             dump.kill()
         code = node.stop()
     assert code == 0, node.log_text()[-2000:]
+    # The binding counts every exception out of the core (wkctl's own bugs,
+    # whatever their message) and reports the count when it stops.
+    counts = re.findall(r"binding stopped: (\d+) internal error", node.log_text())
+    assert counts == ["0"], node.log_text()[-3000:]
     err = (tmp_path / "tail.err").read_text()
     assert "Traceback" not in err, err[-3000:]
     # tail printed valid NDJSON, whatever it was fed

@@ -16,7 +16,9 @@ def test_task_message_has_celerys_header_set() -> None:
     # captured task-sent event of Celery 5.7 shows args "[2, 3]")
     ref = app.amqp.as_task_v2("tid", "tasks.add", args=[2, 3], kwargs={})
     ours = celery_task_message(
-        {"task": "tasks.add", "args": [2, 3], "kwargs": {}, "options": {"task_id": "tid"}}, "n@h"
+        {"task": "tasks.add", "args": [2, 3], "kwargs": {}, "options": {"task_id": "tid"}},
+        "n@h",
+        new_id=lambda: "unused",
     )
     assert set(ours.headers) == set(ref.headers)
     assert (
@@ -26,4 +28,4 @@ def test_task_message_has_celerys_header_set() -> None:
     assert [list(ref.body[0]), ref.body[1], ref.body[2]] == ours.body
     assert ours.properties["correlation_id"] == ref.properties["correlation_id"]
     with pytest.raises(ValueError):
-        celery_task_message({"no": "task"}, "n@h")
+        celery_task_message({"no": "task"}, "n@h", new_id=lambda: "unused")

@@ -198,8 +198,9 @@ def test_mixed_cluster_election_has_one_winner_everyone_agrees_on(cluster: Clust
         handles = [binding.add_node(unique_name(p), heartbeat=1.0) for p in ("wkx", "wky")]
         for handle in handles:
             assert handle.wait_synced(10)
-            handle.node.election_handlers["interop"] = lambda action, decision, name=handle.name: (
-                ran.append((name, decision.id, action))
+            handle.set_election_handler(
+                "interop",
+                lambda action, decision, name=handle.name: ran.append((name, decision.id, action)),
             )
         everyone = (
             {h.name for h in handles} | {w.hostname for w in cluster.workers} | {cluster.node.name}

@@ -73,8 +73,8 @@ def test_killed_node_is_lost_and_pending_election_still_decided(
                 )
             chosen: list[Any] = []
             for handle in handles:
-                handle.node.election_handlers["loss-test"] = lambda action, decision, out=chosen: (
-                    out.append(decision) or []
+                handle.set_election_handler(
+                    "loss-test", lambda action, decision, out=chosen: out.append(decision)
                 )
 
             # kill -9, then at once an election: the victim is still counted alive

@@ -204,7 +204,11 @@ def test_absurd_clock_from_a_peer_does_not_poison_other_nodes(broker_url: str) -
                 "",
                 json.dumps(
                     pidbox_request(
-                        "ping", {}, reply_exchange=NAMES.reply_exchange, reply_routing_key="x"
+                        "ping",
+                        {},
+                        reply_exchange=NAMES.reply_exchange,
+                        reply_routing_key="x",
+                        ticket="t",
                     )
                 ).encode(),
                 "application/json",

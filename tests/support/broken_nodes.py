@@ -24,13 +24,14 @@ from kombu import Connection, Consumer, Producer, Queue
 
 from wkctl.protocol.broker import event_exchange, pidbox_exchange, transport_of
 from wkctl.protocol.clock import LamportClock
+from wkctl.protocol.host import local_event as event
+from wkctl.protocol.host import new_id
 from wkctl.protocol.node import celery_task_message
 from wkctl.protocol.validation import is_valid
 from wkctl.protocol.wire import (
     Names,
     Rejected,
     decode_body,
-    event,
     event_routing_key,
     pidbox_reply,
 )
@@ -365,7 +366,7 @@ class ProbeTarget:
         if ident != f"{self.name}.{self.pid}" or topic != "task":
             return
         self.won.append(id_)
-        message = celery_task_message(action, origin=self.name)
+        message = celery_task_message(action, origin=self.name, new_id=new_id)
         assert self._producer is not None
         if message.declare_queue:
             from kombu import Exchange

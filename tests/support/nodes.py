@@ -28,6 +28,7 @@ from typing import Any
 
 from wkctl.protocol.binding import Binding, NodeHandle
 from wkctl.protocol.broker import BrokerSettings
+from wkctl.protocol.host import local_environment
 from wkctl.protocol.node import Action, Inbound, Log, Node, NodeConfig, Publish
 
 REPO = Path(__file__).resolve().parent.parent.parent
@@ -53,7 +54,7 @@ class MemoryBus:
 
     def add(self, name: str, **config: Any) -> Node:
         config.setdefault("pid", 1000 + len(self.nodes))
-        node = Node(NodeConfig(name=name, **config))
+        node = Node(NodeConfig(name=name, **config), env=local_environment())
         self.nodes[name] = node
         self.logs[name] = []
         self.other[name] = []
@@ -75,7 +76,7 @@ class MemoryBus:
 
     def tick(self, now: float) -> None:
         for name, node in self.nodes.items():
-            if name not in self.dead:
+            if name not in self.dead and _running(node):
                 self.take(name, node.tick(now))
 
     def deliver(self, now: float, limit: int = 100_000) -> None:
@@ -85,8 +86,8 @@ class MemoryBus:
             sender, msg = self.queue.pop(0)
             inbound = Inbound.json(msg.body, msg.headers, msg.routing_key)
             for name, node in self.nodes.items():
-                if name in self.dead:
-                    continue
+                if name in self.dead or not _running(node):
+                    continue  # like a binding: only started, not stopped nodes take input
                 if msg.target == "pidbox":
                     self.take(name, node.receive_pidbox(inbound, now))
                 elif msg.target == "reply":
@@ -112,6 +113,10 @@ class MemoryBus:
         return [
             p.body for _, p in self.published if p.target == "event" and p.body.get("type") == type_
         ]
+
+
+def _running(node: Node) -> bool:
+    return node.started and not node.is_stopped
 
 
 # -- in process, real broker ----------------------------------------------

@@ -77,7 +77,7 @@ def publish_heartbeat(settings: BrokerSettings, hostname: str) -> None:
     from kombu import Producer
 
     from wkctl.protocol.broker import event_exchange
-    from wkctl.protocol.wire import event
+    from wkctl.protocol.host import local_event as event
 
     exchange = event_exchange(settings.names, settings.transport)
     with settings.connection() as conn:

@@ -65,3 +65,32 @@ def test_a_sync_without_peers_keeps_the_initial_rule_until_anchored() -> None:
     assert clock.receive(40_000_000).adopted  # a long-running cluster's clock
     clock.anchor()
     assert not clock.receive(clock.value + 20_000_000).adopted
+
+
+def test_a_shared_clock_counts_every_forward_of_every_thread() -> None:
+    """The core's clock has no lock; where threads share one (Celery's
+    app.clock, gossip.clock, a client's), SharedClock keeps each
+    read-modify-write atomic, with the same rules."""
+    import threading
+
+    from wkctl.protocol.host import SharedClock
+
+    core = LamportClock(5, max_jump=100)
+    core.mark_synced(peer=True)
+    shared = SharedClock.adopt(core)
+    assert (shared.value, shared.max_jump, shared.synced, shared.bounded) == (5, 100, True, True)
+    assert SharedClock.adopt(shared) is shared
+    assert not shared.receive(10_000).adopted  # the bounds still apply
+
+    def work() -> None:
+        for _ in range(20_000):
+            shared.forward()
+            shared.receive(shared.value)
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    # each round moves the clock by exactly 2: forward, then max(own, own) + 1
+    assert shared.value == 6 + 4 * 20_000 * 2

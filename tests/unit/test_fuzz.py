@@ -6,8 +6,9 @@ reply processing (sans-IO :class:`~wkctl.protocol.node.Node`), the event
 library and ``wkctl validate``, and the client's reply collector; then the
 same hostile traffic over a real broker against a running node.
 
-Invariants checked: nothing raises out of an entry point (the node reports
-no "internal error"), every published body is strict JSON, clocks stay in
+Invariants checked: nothing raises out of an entry point (peer input is
+rejected inside the core; an exception out of the sans-IO node is wkctl's
+own bug and fails the case), every published body is strict JSON, clocks stay in
 ``0..2**63-1``, memory stays bounded by the configured limits, every
 rejection is logged with its reason and rate-limited per sender, and the
 node still answers ``hello`` and ``ping`` afterwards.
@@ -147,10 +148,11 @@ def _fresh_node(**kw: Any) -> Node:
 
 
 def check_actions(actions: list[Any], where: str) -> None:
-    """No internal errors; every outbound body is strict JSON; clocks in range."""
+    """Every outbound body is strict JSON; clocks in range.  (Internal errors
+    are not searched for here: the core no longer turns them into log lines,
+    they raise out of the node call and fail the case.)"""
     for action in actions:
         if isinstance(action, Log):
-            assert "internal error" not in action.message, f"{where}: {action.message}"
             assert "\n" not in action.message, f"{where}: multi-line log {action.message[:200]!r}"
         if isinstance(action, Publish):
             # strict: NaN/Infinity are not JSON, peers in other languages choke on them
@@ -598,7 +600,9 @@ def test_out_of_range_clocks_are_not_adopted(clock: Any) -> None:
     node.receive_pidbox(
         Inbound(
             _dumps(
-                pidbox_request("clock", {}, reply_exchange=REPLY_EXCHANGE, reply_routing_key="r")
+                pidbox_request(
+                    "clock", {}, reply_exchange=REPLY_EXCHANGE, reply_routing_key="r", ticket="t"
+                )
             ),
             headers={"clock": clock},
         ),

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from wkctl.protocol.gossip import Membership, heartbeat_fields
-from wkctl.protocol.wire import event
+from wkctl.protocol.host import local_event as event
 
 SAMPLES = Path(__file__).resolve().parents[1] / "data"
 
@@ -61,7 +61,12 @@ def test_membership_is_bounded() -> None:
 
 def test_heartbeat_fields_match_celerys_worker_heartbeat() -> None:
     """Same field set as a real Celery 5.7 worker-heartbeat (captured sample)."""
-    body = event("worker-heartbeat", hostname="n@h", clock=4, **heartbeat_fields(2.0, "1.0"))
+    body = event(
+        "worker-heartbeat",
+        hostname="n@h",
+        clock=4,
+        **heartbeat_fields(2.0, "1.0", [0.0, 0.0, 0.0], "Linux"),
+    )
     celery = None
     for path in sorted(SAMPLES.glob("*.ndjson")):
         for line in path.read_text().splitlines():

@@ -11,7 +11,7 @@ from wkctl.protocol.node import Inbound, Log, Node, NodeConfig, Publish, Synced
 
 
 def test_session_ends_at_timeout_or_once_replies_settle() -> None:
-    s = MingleSession("me@h", now=10.0, timeout=1.0, settle=0.2)
+    s = MingleSession("me@h", now=10.0, timeout=1.0, settle=0.2, ticket="t")
     assert s.deadline() == 11.0 and not s.is_over(10.9) and s.is_over(11.0)
     s.on_reply({"me@h": None}, now=10.01)
     assert s.deadline() == pytest.approx(10.21)

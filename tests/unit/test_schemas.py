@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 from jsonschema import Draft202012Validator
 
+from wkctl.protocol import schema_compiler as sc
 from wkctl.protocol import validation as v
 from wkctl.protocol.validation import (
     KINDS,
@@ -428,10 +429,10 @@ def test_fast_path_agrees_across_kinds() -> None:
 
 
 def test_fast_path_refuses_unknown_keywords() -> None:
-    compiler = v._Compiler({})
-    with pytest.raises(v._CompileError):
+    compiler = sc._Compiler({})
+    with pytest.raises(sc._CompileError):
         compiler.emit({"uniqueItems": True}, SCHEMA_BASE, "x", 1, [])
-    with pytest.raises(v._CompileError):
+    with pytest.raises(sc._CompileError):
         compiler.emit({"enum": [1, 2]}, SCHEMA_BASE, "x", 1, [])
 
 
