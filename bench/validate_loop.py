@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--schemas", required=True)
     parser.add_argument("--limit", type=int, default=1000)
     args = parser.parse_args(argv)
-    import jsonschema
+    import jsonschema  # type: ignore[import-untyped]
 
     registry, schemas = registry_and_schemas(Path(args.schemas))
     kinds = Path(args.kinds).read_text().split()[: args.limit]
