@@ -416,7 +416,10 @@ class Channel(filesystem.Channel):
 
     # -- atomic files --
 
-    def _put(self, queue: str, payload: Any, **kwargs: Any) -> None:
+    # kombu's own bases disagree on this signature (AbstractChannel names the
+    # argument "message", the filesystem Channel "payload" and adds **kwargs):
+    # this follows the class it overrides.
+    def _put(self, queue: str, payload: Any, **kwargs: Any) -> None:  # type: ignore[override]
         name = f"{int(round(filesystem.monotonic() * 1000))}_{uuid.uuid4()}.{queue}{_SUFFIX}"
         final = os.path.join(self.data_folder_out, name)
         partial = os.path.join(self.data_folder_out, f".{name}.part")
@@ -427,7 +430,7 @@ class Channel(filesystem.Channel):
         except OSError as exc:
             raise ChannelError(f"Cannot add file {final!r} to directory") from exc
 
-    def _get(self, queue: str) -> Any:
+    def _get(self, queue: str, timeout: float | None = None) -> Any:
         self._maybe_sweep()
         wanted = f"{queue}{_SUFFIX}"
         folder = self.data_folder_in

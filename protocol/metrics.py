@@ -381,7 +381,9 @@ class ClusterMetrics:
 
     def _task(self, type_: str, event: dict[str, Any], state: ClusterState, now: float) -> None:
         uuid = event.get("uuid")
-        task = state.tasks.data.get(uuid) if uuid.__class__ is str else None
+        if uuid.__class__ is not str:
+            return
+        task = state.tasks.data.get(uuid)
         if task is None:
             return
         fields = task.__dict__
@@ -409,10 +411,11 @@ class ClusterMetrics:
                 zero = (name, host, "", queue) if counter == "task-failed" else key
                 self.counts[counter].setdefault(zero, 0.0)
         bucket = self.counts[type_]
+        counted: tuple[str, ...] = key  # failures also carry the exception label
         if type_ == "task-failed":
             name, host, queue = key
             exc = self.cap_exception(exception_class(task.exception))
-            key = (name, host, exc, queue)
+            counted = (name, host, exc, queue)
             self.recent_failures.append(
                 Failure(
                     now,
@@ -422,7 +425,7 @@ class ClusterMetrics:
                     str(task.exception)[:200],
                 )
             )
-        bucket[key] = bucket.get(key, 0.0) + 1
+        bucket[counted] = bucket.get(counted, 0.0) + 1
         if type_ == "task-succeeded":
             runtime = task.runtime
             if (runtime.__class__ is float or runtime.__class__ is int) and runtime >= 0:

@@ -331,7 +331,7 @@ class State(ClusterState):
             self.workers.data.pop(worker.hostname, None)
 
     # -- wall clock
-    def alive_workers(self) -> Iterator[_CoreWorker]:  # type: ignore[override]
+    def alive_workers(self) -> Iterator[_CoreWorker]:
         """Workers that look alive now."""
         return (w for w in self.workers.values() if w.alive)
 
