@@ -26,10 +26,18 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from kombu import Connection, Consumer, Producer, Queue
-from kombu import Exchange as KombuExchange
+from kombu import Connection, Consumer, Producer
 
-from wkctl.protocol.broker import BrokerSettings, event_exchange, pidbox_exchange, reply_exchange
+from wkctl.protocol.broker import (
+    BrokerSettings,
+    event_exchange,
+    event_queue,
+    pidbox_exchange,
+    pidbox_queue,
+    reply_exchange,
+    reply_queue,
+    task_queue,
+)
 from wkctl.protocol.host import local_event as event
 from wkctl.protocol.wire import (
     Rejected,
@@ -137,16 +145,7 @@ class EventRecorder:
             conn = self._conn = self.settings.connection()
             conn.ensure_connection(max_retries=1 + self.settings.failover_retries)
             channel = conn.channel()
-            queue = Queue(
-                names.event_queue("conform." + uuid.uuid4().hex),
-                exchange=event_exchange(names, self.settings.transport),
-                routing_key="#",
-                durable=False,
-                exclusive=True,
-                auto_delete=True,
-                message_ttl=names.event_queue_ttl,
-                expires=names.event_queue_expires,
-            )
+            queue = event_queue(names, self.settings.transport, "conform." + uuid.uuid4().hex)
             consumer = Consumer(
                 channel, [queue], no_ack=True, on_message=self._on_message, accept=["json"]
             )
@@ -250,16 +249,7 @@ class Probe:
         self._task_queues: dict[str, tuple[Any, Any, Consumer]] = {}
         self._oid = str(uuid.uuid4())
         self._inbox: dict[str, tuple[CallResult, float]] = {}
-        self._replies = Queue(
-            self.names.reply_queue(self._oid),
-            exchange=self._reply,
-            routing_key=self._oid,
-            durable=False,
-            exclusive=True,
-            auto_delete=True,
-            expires=self.names.control_queue_expires,
-            message_ttl=self.names.control_queue_ttl,
-        )(self.channel)
+        self._replies = reply_queue(self.names, self._oid)(self.channel)
         self._replies.declare()
         self._consumer = Consumer(
             self.channel,
@@ -278,15 +268,7 @@ class Probe:
         routing key, content type), and ``replies(request)`` gives the
         reply bodies to publish to its ``reply_to``, each ``{name: value}``.
         """
-        queue = Queue(
-            self.names.node_queue(self.peer),
-            exchange=self._pidbox,
-            routing_key="",
-            durable=False,
-            auto_delete=True,
-            expires=self.names.control_queue_expires,
-            message_ttl=self.names.control_queue_ttl,
-        )(self.channel)
+        queue = pidbox_queue(self.names, self.peer, exclusive=False)(self.channel)
         queue.declare()
 
         def on_request(message: Any) -> None:
@@ -334,8 +316,7 @@ class Probe:
         exchange and routing key of the same name) and record what lands in
         it: the task messages an election winner publishes.  Nothing ever
         runs them; :meth:`drop_task_queue` deletes the queue."""
-        exchange = KombuExchange(name, type="direct")
-        queue = Queue(name, exchange, routing_key=name)(self.channel)
+        queue = task_queue(name)(self.channel)
         queue.declare()
         landed: list[dict[str, Any]] = []
 
@@ -344,7 +325,7 @@ class Probe:
 
         consumer = Consumer(self.channel, [queue], no_ack=True, on_message=on_task)
         consumer.consume()
-        self._task_queues[name] = (queue, exchange, consumer)
+        self._task_queues[name] = (queue, queue.exchange, consumer)
         return landed
 
     def drop_task_queue(self, name: str) -> None:

@@ -42,12 +42,17 @@ from functools import partial
 from typing import Any
 
 from kombu import Consumer as KombuConsumer
-from kombu import Producer, Queue
+from kombu import Producer
 
 from wkctl import __version__
 from wkctl.protocol.binding import inbound_from_message
 from wkctl.protocol.bootsteps import driver_type
-from wkctl.protocol.broker import event_exchange, names_from_conf, pidbox_exchange, reply_exchange
+from wkctl.protocol.broker import (
+    event_queue,
+    names_from_conf,
+    pidbox_exchange,
+    reply_queue,
+)
 from wkctl.protocol.election import Decision
 from wkctl.protocol.gossip import WorkerInfo
 from wkctl.protocol.host import SharedClock, local_environment
@@ -339,13 +344,7 @@ class WorkerNode:
         channel = conn.channel()
         names = self.node.config.names
         oid = self.node.config.reply_routing_key
-        queue = Queue(
-            names.reply_queue(oid),
-            exchange=reply_exchange(names),
-            routing_key=oid,
-            durable=False,
-            auto_delete=True,
-        )
+        queue = reply_queue(names, oid, exclusive=False)
         consumer = KombuConsumer(
             channel,
             queues=[queue],
@@ -642,15 +641,13 @@ class Gossip(bootsteps.ConsumerStep):  # type: ignore[misc]
     def get_consumers(self, channel: Any) -> list[KombuConsumer]:
         self.register_timer()
         names = self.worker_node.node.config.names
-        exchange = event_exchange(names, self.worker_node.transport)
-        queue = Queue(
-            names.event_queue(f"{self.hostname}.{id(self):x}.{time.time():.0f}"),
-            exchange=exchange,
-            routing_key="worker.#",
-            durable=False,
-            auto_delete=True,
+        queue = event_queue(
+            names,
+            self.worker_node.transport,
+            f"{self.hostname}.{id(self):x}.{time.time():.0f}",
+            "worker.#",
+            exclusive=False,
             message_ttl=self.heartbeat_interval,
-            expires=names.event_queue_expires,
         )
         return [
             KombuConsumer(

@@ -46,7 +46,16 @@ from urllib.parse import urlsplit
 
 from kombu import Connection, Consumer, Exchange, Producer, Queue
 
-from .broker import BrokerSettings, event_exchange, pidbox_exchange, reply_exchange
+from .broker import (
+    BrokerSettings,
+    event_exchange,
+    event_queue,
+    pidbox_exchange,
+    pidbox_queue,
+    reply_exchange,
+    reply_queue,
+    task_queue,
+)
 from .control import ProcessInfo
 from .election import Decision
 from .gossip import Callbacks, Change, ChangeKind, WorkerInfo
@@ -309,31 +318,13 @@ class Binding:
         self._declared_task_queues.clear()
         self._consume_channel = conn.channel()
         self._shared_consumers = []
-        reply_q = Queue(
-            self.names.reply_queue(self.oid),
-            exchange=self._reply_exchange,
-            routing_key=self.oid,
-            durable=False,
-            exclusive=True,
-            auto_delete=True,
-            expires=self.names.control_queue_expires,
-            message_ttl=self.names.control_queue_ttl,
-        )
+        reply_q = reply_queue(self.names, self.oid)
         reply_consumer = Consumer(
             self._consume_channel, [reply_q], no_ack=True, on_message=self._defer(self._on_reply)
         )
         reply_consumer.consume()
         self._shared_consumers.append(reply_consumer)
-        event_q = Queue(
-            self.names.event_queue(f"wkctl-{self.oid}"),
-            exchange=self._event_exchange,
-            routing_key="worker.#",
-            durable=False,
-            exclusive=True,
-            auto_delete=True,
-            message_ttl=self.names.event_queue_ttl,
-            expires=self.names.event_queue_expires,
-        )
+        event_q = event_queue(self.names, self.settings.transport, f"wkctl-{self.oid}", "worker.#")
         event_consumer = Consumer(
             self._consume_channel, [event_q], no_ack=True, on_message=self._defer(self._on_event)
         )
@@ -377,15 +368,7 @@ class Binding:
             fn(message)
 
     def _pidbox_queue(self, name: str) -> Queue:
-        return Queue(
-            self.names.node_queue(name),
-            exchange=self._pidbox_exchange,
-            durable=False,
-            exclusive=True,
-            auto_delete=True,
-            expires=self.names.control_queue_expires,
-            message_ttl=self.names.control_queue_ttl,
-        )
+        return pidbox_queue(self.names, name)
 
     def _attach(self, handle: NodeHandle) -> None:
         """Declare the node's pidbox queue and consume it.
@@ -728,7 +711,7 @@ class Binding:
             )
             if action.declare_queue and action.declare_queue not in self._declared_task_queues:
                 q = action.declare_queue
-                Queue(q, Exchange(q, type="direct"), routing_key=q)(producer.channel).declare()
+                task_queue(q)(producer.channel).declare()
                 self._declared_task_queues.add(q)
         props = {k: v for k, v in action.properties.items() if k != "delivery_mode"}
         try:

@@ -52,10 +52,10 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMappin
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from kombu import Connection, Consumer, Queue
+from kombu import Connection, Consumer
 
 from .binding import inbound_from_message
-from .broker import BrokerSettings, event_exchange, transport_of
+from .broker import BrokerSettings, event_queue, transport_of
 from .gossip import Callbacks, WorkerInfo
 from .host import SharedClock
 from .mingle import SyncResult
@@ -675,8 +675,11 @@ class Gossip:
         """Stop the timer started by :meth:`register_timer` (Celery: ``_tref.cancel()``)."""
         if self._timer_stop is not None:
             self._timer_stop.set()
-        self._timer_stop = None
-        self.timer = None
+        timer, self._timer_stop, self.timer = self.timer, None, None
+        # A sweep already running finishes first: once this returns, no
+        # periodic() call is under way (unless called from the timer itself).
+        if timer is not None and timer is not threading.current_thread():
+            timer.join(self.wait + self.interval)
 
     def stop(self, c: NodeHandle | None = None) -> None:
         """Stop the step's timer (the consumers are the caller's to cancel)."""
@@ -706,15 +709,12 @@ class Gossip:
         self.register_timer()
         settings: BrokerSettings = self.c.binding.settings
         names = settings.names
-        queue = Queue(
-            names.event_queue(f"gossip-{uuid.uuid4()}"),
-            exchange=event_exchange(names, settings.transport),
-            routing_key="worker.#",
-            durable=False,
-            auto_delete=True,
-            exclusive=True,
+        queue = event_queue(
+            names,
+            settings.transport,
+            f"gossip-{uuid.uuid4()}",
+            "worker.#",
             message_ttl=self.heartbeat_interval,
-            expires=names.event_queue_expires,
         )
         return [
             Consumer(

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from kombu import Connection, Exchange
+from kombu import Connection, Exchange, Queue
 from kombu.utils.url import maybe_sanitize_url
 
 from .vocab import FANOUT_EVENT_TRANSPORTS, REDIS_TRANSPORTS
@@ -189,6 +189,77 @@ def pidbox_exchange(names: Names) -> Exchange:
 def reply_exchange(names: Names) -> Exchange:
     """The direct exchange replies go to, declared as kombu's Mailbox does."""
     return Exchange(names.reply_exchange, type="direct", durable=False, delivery_mode="transient")
+
+
+# -- queues: one factory each, used by the binding, the client, the bootsteps,
+# the hardened steps and the conformance kit ------------------------------------
+
+
+def reply_queue(names: Names, oid: str, *, exclusive: bool = True) -> Queue:
+    """The queue a requester reads replies from (``<oid>.reply.<control>.pidbox``),
+    declared as kombu's Mailbox declares it: transient, auto-deleted, expiring
+    unused after ``control_queue_expires`` ([TRANSPORT-5], [TRANSPORT-12]).
+    ``exclusive`` ties it to one connection (off where the queue outlives the
+    connection that declared it, as in a Celery worker's pidbox)."""
+    return Queue(
+        names.reply_queue(oid),
+        exchange=reply_exchange(names),
+        routing_key=oid,
+        durable=False,
+        exclusive=exclusive,
+        auto_delete=True,
+        expires=names.control_queue_expires,
+        message_ttl=names.control_queue_ttl,
+    )
+
+
+def pidbox_queue(names: Names, nodename: str, *, exclusive: bool = True) -> Queue:
+    """A node's control queue (``<nodename>.<control>.pidbox``) on the broadcast
+    exchange ([TRANSPORT-4], [TRANSPORT-11]); exclusive, so that a second node
+    of the same name on RabbitMQ fails instead of sharing it."""
+    return Queue(
+        names.node_queue(nodename),
+        exchange=pidbox_exchange(names),
+        routing_key="",
+        durable=False,
+        exclusive=exclusive,
+        auto_delete=True,
+        expires=names.control_queue_expires,
+        message_ttl=names.control_queue_ttl,
+    )
+
+
+def event_queue(
+    names: Names,
+    transport: str,
+    node_id: str,
+    routing_key: str = "#",
+    *,
+    exclusive: bool = True,
+    message_ttl: float | None = None,
+) -> Queue:
+    """An event queue (``<event_queue_prefix>.<node_id>``) bound to the event
+    exchange with ``routing_key`` (``worker.#`` for Gossip, ``#`` for every
+    event), transient and auto-deleted; messages live ``message_ttl`` seconds
+    (default: the ``event_queue_ttl`` setting) and the queue expires unused
+    after ``event_queue_expires`` ([TRANSPORT-7])."""
+    return Queue(
+        names.event_queue(node_id),
+        exchange=event_exchange(names, transport),
+        routing_key=routing_key,
+        durable=False,
+        exclusive=exclusive,
+        auto_delete=True,
+        message_ttl=names.event_queue_ttl if message_ttl is None else message_ttl,
+        expires=names.event_queue_expires,
+    )
+
+
+def task_queue(name: str) -> Queue:
+    """A Celery task queue as Celery declares one for a task's ``queue``
+    option: a durable queue on a direct exchange of the same name, routing
+    key = name (where an election winner's task message lands)."""
+    return Queue(name, Exchange(name, type="direct"), routing_key=name)
 
 
 def names_from_conf(conf: Mapping[str, Any]) -> Names:

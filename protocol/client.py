@@ -36,9 +36,10 @@ from kombu import Connection, Consumer, Producer, Queue
 
 from .broker import (
     BrokerSettings,
-    event_exchange,
+    event_queue,
     pidbox_exchange,
     reply_exchange,
+    reply_queue,
 )
 from .clock import LamportClock
 from .host import SharedClock
@@ -158,16 +159,7 @@ class Client:
         self.close()
 
     def _reply_queue(self, oid: str) -> Queue:
-        return Queue(
-            self.names.reply_queue(oid),
-            exchange=self._reply_exchange,
-            routing_key=oid,
-            durable=False,
-            exclusive=True,
-            auto_delete=True,
-            expires=self.names.control_queue_expires,
-            message_ttl=self.names.control_queue_ttl,
-        )
+        return reply_queue(self.names, oid)
 
     def _publish(self, body: dict[str, Any], timeout: float | None) -> None:
         producer = Producer(self.channel, auto_declare=False)
@@ -485,16 +477,7 @@ class EventStream:
         return self.names.event_queue(self.node_id)
 
     def _queue(self) -> Queue:
-        return Queue(
-            self.queue_name,
-            exchange=event_exchange(self.names, self.settings.transport),
-            routing_key=self.routing_key,
-            durable=False,
-            exclusive=True,
-            auto_delete=True,
-            message_ttl=self.names.event_queue_ttl,
-            expires=self.names.event_queue_expires,
-        )
+        return event_queue(self.names, self.settings.transport, self.node_id, self.routing_key)
 
     def _on_message(self, message: Any) -> None:
         self.messages += 1
