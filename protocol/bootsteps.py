@@ -679,7 +679,7 @@ class Gossip:
         # A sweep already running finishes first: once this returns, no
         # periodic() call is under way (unless called from the timer itself).
         if timer is not None and timer is not threading.current_thread():
-            timer.join(self.wait + self.interval)
+            timer.join((self.wait or 0.0) + self.interval)
 
     def stop(self, c: NodeHandle | None = None) -> None:
         """Stop the step's timer (the consumers are the caller's to cancel)."""
