@@ -167,6 +167,10 @@ class Survey:
     #: temporary files dead processes left (half-written or claimed messages)
     leftovers: list[Path] = field(default_factory=list)
 
+    def queue(self, name: str) -> QueueInfo:
+        """The record of queue ``name``, created on first sight."""
+        return self.queues.setdefault(name, QueueInfo(name))
+
     @property
     def bindings(self) -> int:
         return sum(q.bindings for q in self.queues.values())
@@ -214,10 +218,21 @@ def survey(queues_dir: Path, control: Path, now: float | None = None) -> Survey:
     """Read the folder: queues, their owners, messages, bindings, and which are stale."""
     now = time.time() if now is None else now
     out = Survey(queues_dir.parent)
+    _scan_files(out, queues_dir, control, now)
+    for _, table in _tables(control):
+        for row in table:
+            if isinstance(row, list) and len(row) == 3 and isinstance(row[2], str) and row[2]:
+                out.queue(row[2]).bindings += 1
+    owners = control / _OWNERS
+    for q in out.queues.values():
+        _judge(q, owners)
+    _stale_owner_records(out, owners, now)
+    return out
 
-    def info(name: str) -> QueueInfo:
-        return out.queues.setdefault(name, QueueInfo(name))
 
+def _scan_files(out: Survey, queues_dir: Path, control: Path, now: float) -> None:
+    """Count every file and its bytes; per queue, its messages and the age of
+    the oldest; hidden temporary files of dead processes are leftovers."""
     for folder in (queues_dir, control, control / _OWNERS):
         try:
             entries = list(os.scandir(folder))
@@ -241,33 +256,36 @@ def survey(queues_dir: Path, control: Path, now: float | None = None) -> Survey:
                 continue
             if not name.endswith(_SUFFIX):
                 continue
-            q = info(name.partition(".")[2][: -len(_SUFFIX)])
+            q = out.queue(name.partition(".")[2][: -len(_SUFFIX)])
             q.messages += 1
             q.bytes += st.st_size
             age = now - st.st_mtime
             q.oldest_age = age if q.oldest_age is None else max(q.oldest_age, age)
-    for _, table in _tables(control):
-        for row in table:
-            if isinstance(row, list) and len(row) == 3 and isinstance(row[2], str) and row[2]:
-                info(row[2]).bindings += 1
-    owners = control / _OWNERS
-    for q in out.queues.values():
-        if _safe_queue(q.name):
-            q.owner = _read_owner(owners / q.name)
-        if q.owner is not None:
-            q.alive = q.owner.alive()
-            if q.alive is False:
-                q.stale, q.reason = True, f"its owner (pid {q.owner.pid}) exited"
-        if q.stale or q.alive is True:
-            continue
-        age = q.oldest_age or 0.0
-        if q.owner is None and q.bindings == 0 and age > ORPHAN_MAX_AGE:
-            # copies that a publisher wrote while the queue was being deleted
-            q.stale, q.reason = True, "no owner and no binding (late copies for a deleted queue)"
-        elif age > UNOWNED_MAX_AGE:
-            q.stale = True
-            q.reason = f"no live owner, and a message has waited {age:.0f} s"
-    # owner records of queues that have neither messages nor bindings left
+
+
+def _judge(q: QueueInfo, owners: Path) -> None:
+    """Whether a queue is stale: its owner exited, or it has no live owner and
+    its messages have waited too long."""
+    if _safe_queue(q.name):
+        q.owner = _read_owner(owners / q.name)
+    if q.owner is not None:
+        q.alive = q.owner.alive()
+        if q.alive is False:
+            q.stale, q.reason = True, f"its owner (pid {q.owner.pid}) exited"
+    if q.stale or q.alive is True:
+        return
+    age = q.oldest_age or 0.0
+    if q.owner is None and q.bindings == 0 and age > ORPHAN_MAX_AGE:
+        # copies that a publisher wrote while the queue was being deleted
+        q.stale, q.reason = True, "no owner and no binding (late copies for a deleted queue)"
+    elif age > UNOWNED_MAX_AGE:
+        q.stale = True
+        q.reason = f"no live owner, and a message has waited {age:.0f} s"
+
+
+def _stale_owner_records(out: Survey, owners: Path, now: float) -> None:
+    """Owner records of queues that have neither messages nor bindings left,
+    and half-written records of dead processes, are leftovers."""
     try:
         for entry in os.scandir(owners):
             if entry.name.startswith("."):  # a record being written: a leftover once old
@@ -283,7 +301,6 @@ def survey(queues_dir: Path, control: Path, now: float | None = None) -> Survey:
                     out.leftovers.append(Path(entry.path))
     except OSError:
         pass
-    return out
 
 
 def _is_leftover(name: str, age: float) -> bool:
