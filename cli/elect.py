@@ -19,7 +19,7 @@ from typing import Any
 import click
 
 from wkctl.protocol.client import Client, ElectionOutcome, ElectionWatch, EventStream
-from wkctl.protocol.elect import Survey, check_alive, hold, survey
+from wkctl.protocol.elect import EXPRESS_KEY, Survey, check_alive, hold, survey
 from wkctl.protocol.observers import election_problems, plan_election
 
 from .context import AppContext, pass_app
@@ -191,7 +191,7 @@ def elect_cmd(
     fmt = app.output_format(json_flag, yaml_flag)
     settings = app.settings
 
-    stream = open_stream(app, routing_key="worker.#")
+    stream = open_stream(app, routing_key="worker.#", express=EXPRESS_KEY)
     try:
         assert stream.connection is not None
         client = Client(stream.connection, settings.names, limits=app.config.limits)

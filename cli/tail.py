@@ -162,8 +162,12 @@ def open_stream(
     app: AppContext,
     routing_key: str = "#",
     on_notice: Callable[[StreamNotice], None] | None = None,
+    express: str | None = None,
 ) -> EventStream:
     """An open :class:`EventStream` (unreachable broker: the one-line error, exit 4).
+
+    ``express``: a routing key whose events overtake the others
+    (:class:`EventStream`).
 
     Notices (connection lost / back) are printed on stderr, then passed to
     ``on_notice`` (the exporter turns them into ``wkctl_broker_connected``).
@@ -183,6 +187,7 @@ def open_stream(
         limits=app.config.limits,
         on_notice=notify,
         connection=conn,
+        express=express,
     )
     try:
         stream.open()

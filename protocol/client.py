@@ -414,6 +414,13 @@ class StreamNotice:
     seconds: float = 0.0
 
 
+#: Main-queue messages an :class:`EventStream` with an ``express`` key holds
+#: unacknowledged: enough to keep the broker streaming (acknowledged in one
+#: frame per half window), few enough that an express event never waits
+#: behind more than this many others in the connection.
+EXPRESS_WINDOW = 200
+
+
 class EventStream:
     """Consumes the event exchange, as Celery's ``EventReceiver`` does.
 
@@ -427,6 +434,19 @@ class EventStream:
 
     Use :meth:`open` before asking workers for anything (so that their
     answers land in the queue), then :meth:`poll` repeatedly.
+
+    ``express`` (a routing key, e.g. ``worker.elect``) lets the few events
+    with that key overtake a flood of others, on transports that route by
+    key (RabbitMQ): they also go to a second queue, consumed without a
+    window, and :meth:`take_express` hands them over as soon as they
+    arrive, while the main queue is consumed through a window of
+    ``window`` unacknowledged messages so that its backlog waits in the
+    broker, not in this connection's socket ahead of them.  The main queue
+    still carries every event, express ones included, in its order.  An
+    election needs this: its N requests decide the winner, and on a
+    cluster of 50 they would otherwise queue behind up to 2,500 acks.
+    Ignored on fanout transports (Redis), where one subscription carries
+    everything in one order.
     """
 
     def __init__(
@@ -441,11 +461,18 @@ class EventStream:
         backoff_max: float | None = None,
         connection: Connection | None = None,
         max_batch: int = 1000,
+        express: str | None = None,
+        window: int = EXPRESS_WINDOW,
     ) -> None:
         self.settings = settings
         self.names = settings.names
         self.routing_key = routing_key
         self.max_batch = max_batch
+        #: the express routing key, when the transport routes by key
+        self.express = express if settings.transport not in FANOUT_EVENT_TRANSPORTS else None
+        #: the main queue goes through a window of unacknowledged messages
+        self.windowed = self.express is not None
+        self.window = window
         self.limits = limits or Limits()
         self.on_notice = on_notice
         if backoff_start is not None or backoff_max is not None:
@@ -468,7 +495,14 @@ class EventStream:
         self._lost_at = 0.0
         self._interval = backoff.start
         self._consumer: Consumer | None = None
+        self._express_consumer: Consumer | None = None
         self._channel: Any = None
+        self._express_channel: Any = None
+        self._express: list[Any] = []
+        #: delivery tag of the last main-queue message not yet acknowledged
+        #: (with ``express`` only: the main queue is then consumed with acks)
+        self._unacked_tag: int | None = None
+        self._unacked = 0
 
     # -- set-up --------------------------------------------------------------
 
@@ -479,25 +513,66 @@ class EventStream:
     def _queue(self) -> Queue:
         return event_queue(self.names, self.settings.transport, self.node_id, self.routing_key)
 
-    def _on_message(self, message: Any) -> None:
-        self.messages += 1
+    def _decode(self, message: Any) -> list[Any] | None:
         try:
-            items = decode_events(
+            return decode_events(
                 message.body, message.content_type, message.content_encoding, self.limits
             )
         except Rejected as exc:
             self.rejected.append((exc.reason, exc.detail))
+            return None
+
+    def _on_message(self, message: Any) -> None:
+        self.messages += 1
+        if self.windowed:
+            self._unacked_tag = message.delivery_tag
+            self._unacked += 1
+            if self._unacked * 2 >= self.window:
+                self._ack_window()
+        items = self._decode(message)
+        if items is None:
             return
         self.events += len(items)
         self._pending.extend(items)
 
+    def _on_express(self, message: Any) -> None:
+        # Counted once, with the main queue's copy.
+        items = self._decode(message)
+        if items:
+            self._express.extend(items)
+
+    def _ack_window(self) -> None:
+        """Acknowledge every main-queue message taken so far (one frame)."""
+        if self._unacked_tag is not None and self._channel is not None:
+            self._channel.basic_ack(self._unacked_tag, multiple=True)
+        self._unacked_tag = None
+        self._unacked = 0
+
     def _attach(self) -> None:
         assert self.connection is not None
         self._channel = self.connection.channel()
+        self._unacked_tag, self._unacked = None, 0
+        if self.express is not None:
+            # A channel of its own and no window: express events must never
+            # wait behind the main queue's, in the broker or in the connection.
+            self._express_channel = self.connection.channel()
+            self._express_consumer = Consumer(
+                self._express_channel,
+                [
+                    event_queue(
+                        self.names, self.settings.transport, f"{self.node_id}.x", self.express
+                    )
+                ],
+                no_ack=True,
+                on_message=self._on_express,
+                accept=["json"],
+            )
+            self._express_consumer.consume()
         self._consumer = Consumer(
             self._channel,
             [self._queue()],
-            no_ack=True,
+            no_ack=not self.windowed,
+            prefetch_count=self.window if self.windowed else None,
             on_message=self._on_message,
             accept=["json"],
         )
@@ -523,6 +598,10 @@ class EventStream:
 
     def close(self) -> None:
         closers: list[Callable[[], object]] = []
+        if self._express_consumer is not None:
+            closers.append(self._express_consumer.cancel)
+        if self._express_channel is not None:
+            closers.append(self._express_channel.close)
         if self._consumer is not None:
             closers.append(self._consumer.cancel)
         if self._channel is not None:
@@ -535,7 +614,9 @@ class EventStream:
             except Exception:  # best effort: the connection may be gone already
                 pass
         self._consumer = None
+        self._express_consumer = None
         self._channel = None
+        self._express_channel = None
 
     def __enter__(self) -> EventStream:
         return self.open()
@@ -609,7 +690,9 @@ class EventStream:
 
     def _release(self) -> None:
         self._consumer = None
+        self._express_consumer = None
         self._channel = None
+        self._express_channel = None
         if self.connection is not None:
             try:
                 self.connection.release()
@@ -620,11 +703,18 @@ class EventStream:
         if self.on_notice is not None:
             self.on_notice(notice)
 
+    def take_express(self) -> list[Any]:
+        """The express events that arrived so far (see ``express``), once each."""
+        out, self._express = self._express, []
+        return out
+
     def poll(self, timeout: float, deadline: float | None = None) -> list[Any]:
         """Events that arrived within ``timeout`` seconds (possibly none).
 
-        ``deadline`` (a ``time.monotonic()`` value) bounds reconnection
-        attempts; without it the stream retries forever.
+        Returns early, with what the main queue gave so far, when an express
+        event arrived (:meth:`take_express`).  ``deadline`` (a
+        ``time.monotonic()`` value) bounds reconnection attempts; without it
+        the stream retries forever.
         """
         if self._pending:
             out, self._pending = self._pending, []
@@ -652,7 +742,14 @@ class EventStream:
                 break
             if len(self._pending) >= self.max_batch or len(self._pending) == before:
                 break
+            if self._express:
+                break
             wait = 0.0
+        if self._unacked:
+            try:
+                self._ack_window()
+            except self._errors() as exc:
+                self._reconnect(exc, deadline)
         out, self._pending = self._pending, []
         return out
 

@@ -24,8 +24,14 @@ from typing import Any
 from .client import Client, EventStream
 from .observers import ElectionWatch, NodeSurvey
 from .replies import Collected
+from .vocab import ELECT_EVENT
+from .wire import event_routing_key
 
-__all__ = ["Survey", "check_alive", "hold", "survey"]
+__all__ = ["EXPRESS_KEY", "Survey", "check_alive", "hold", "survey"]
+
+#: The ``express`` routing key of an election's :class:`EventStream`: the N
+#: requests fix the winner, and must not queue behind the N x N acks.
+EXPRESS_KEY = event_routing_key(ELECT_EVENT)
 
 
 @dataclass
@@ -85,7 +91,9 @@ def hold(
     """Send the ``election`` command of ``watch.id`` and feed the watch until
     every participant decided (``wait_acks``: every ack arrived) or
     ``timeout`` seconds passed.  Times fed to the watch are
-    ``time.perf_counter()`` seconds, ``started_at`` included."""
+    ``time.perf_counter()`` seconds, ``started_at`` included.  A stream
+    opened with ``express=EXPRESS_KEY`` lets the watch fix the winner as
+    soon as the requests are in, ahead of the acks queued before them."""
     watch.started_at = time.perf_counter()
     client.election(watch.id, topic, action)
     deadline = time.monotonic() + timeout
@@ -93,7 +101,10 @@ def hold(
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             break
-        for event in stream.poll(min(remaining, 0.5), deadline):
+        events = stream.poll(min(remaining, 0.5), deadline)
+        for event in stream.take_express():
+            watch.sight(event, time.perf_counter())
+        for event in events:
             watch.feed(event, time.perf_counter())
     return watch
 

@@ -238,6 +238,9 @@ class ElectionWatch:
         self.started_at = started_at
         self.max_candidates = max_candidates
         self.requests: dict[str, ElectRequest] = {}
+        #: participants whose request was sighted ahead of the ordered
+        #: stream (:meth:`sight`)
+        self.sighted: set[str] = set()
         self.arrivals: list[Arrival] = []
         self.times: list[float] = []
         self.acks_by: dict[str, int] = {}
@@ -303,6 +306,21 @@ class ElectionWatch:
                 self.undecided.discard(host)
         return self._progress(now)
 
+    def sight(self, event: Any, now: float) -> None:
+        """A ``worker-elect`` of this election seen ahead of the ordered
+        stream (an express queue that floods of acks cannot delay).
+
+        It counts toward fixing the winner at once: the spec's rule needs
+        only the requests, not their order.  The replays, which do depend on
+        the order, take the same request when :meth:`feed` gets it."""
+        if not isinstance(event, dict) or event.get("id") != self.id:
+            return
+        request = ElectRequest.from_event(event) if event.get("type") == ELECT_EVENT else None
+        if request is None:
+            return
+        self.sighted.add(request.hostname)
+        self._progress(now)
+
     def _request(self, event: dict[str, Any]) -> Arrival | None:
         """A ``worker-elect`` of this election as an arrival (None: ignored)."""
         request = ElectRequest.from_event(event)
@@ -336,7 +354,11 @@ class ElectionWatch:
     def _progress(self, now: float) -> bool:
         """Record when the winner got fixed, every participant decided, every
         ack arrived; True at the arrival that completed the election."""
-        if self.fixed_at is None and self.expected and self.expected <= self.requests.keys():
+        if (
+            self.fixed_at is None
+            and self.expected
+            and self.expected <= (self.requests.keys() | self.sighted)
+        ):
             self.fixed_at = now
         if self.decided_at is None and self.settled:
             self.decided_at = now

@@ -120,3 +120,109 @@ def test_event_stream_reconnects_after_the_connection_is_cut(broker_url: str) ->
     finally:
         stream.close()
         proxy.close()
+
+
+# -- express events overtake a flood -----------------------------------------
+
+
+def _publish_flood(settings: BrokerSettings, acks: int, election_id: str) -> None:
+    """``acks`` worker-elect-acks, then one worker-elect, in that order."""
+    from kombu import Producer
+
+    from wkctl.protocol.broker import event_exchange
+    from wkctl.protocol.host import local_event as event
+
+    exchange = event_exchange(settings.names, settings.transport)
+    with settings.connection() as conn:
+        producer = Producer(conn.channel())
+        exchange(producer.channel).declare()
+        for i in range(acks):
+            producer.publish(
+                event("worker-elect-ack", hostname=f"n{i % 50}@flood", clock=i + 1, id=election_id),
+                exchange=exchange,
+                routing_key="worker.elect.ack",
+                serializer="json",
+            )
+        producer.publish(
+            event(
+                "worker-elect",
+                hostname="late@flood",
+                clock=acks + 1,
+                pid=7,
+                id=election_id,
+                topic="task",
+                action=None,
+                cver=1,
+            ),
+            exchange=exchange,
+            routing_key="worker.elect",
+            serializer="json",
+        )
+
+
+@pytest.fixture
+def own_url(request: pytest.FixtureRequest, broker_pool: Any) -> Any:
+    """A namespace of this test's own on the broker ``request.param`` names."""
+    from support.requires import isolated_url
+
+    url = isolated_url(broker_pool, request.param)
+    yield url
+    broker_pool.release(url)
+
+
+@pytest.mark.broker
+@pytest.mark.parametrize("own_url", ["amqp"], indirect=True)
+def test_express_event_overtakes_a_flood(own_url: str) -> None:
+    """The request published after 3,000 acks reaches the caller before the
+    acks ahead of it were consumed (the main queue's window keeps them in
+    the broker), and the main queue still delivers everything in order."""
+    settings = BrokerSettings(url=own_url)
+    acks = 3000
+    stream = EventStream(settings, routing_key="worker.#", express="worker.elect").open()
+    try:
+        assert stream.express == "worker.elect"
+        _publish_flood(settings, acks, "flood-1")
+        express: list[Any] = []
+        main: list[Any] = []
+        consumed_before_express: int | None = None
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and len(main) < acks + 1:
+            got = stream.poll(0.5, deadline)
+            express += stream.take_express()
+            if express and consumed_before_express is None:
+                consumed_before_express = len(main)
+            main += got
+        assert [e["hostname"] for e in express] == ["late@flood"]
+        assert consumed_before_express is not None
+        assert consumed_before_express < acks, consumed_before_express
+        # at most a window (plus the batch in hand) ahead of it
+        assert consumed_before_express <= stream.window + stream.max_batch
+        assert len(main) == acks + 1
+        assert [e["clock"] for e in main] == list(range(1, acks + 2))
+        assert main[-1]["type"] == "worker-elect"
+    finally:
+        stream.close()
+
+
+@pytest.mark.broker
+@pytest.mark.parametrize("own_url", ["redis"], indirect=True)
+def test_express_is_ignored_where_one_subscription_carries_everything(
+    own_url: str, tmp_path: Path
+) -> None:
+    """On Redis (fanout events) and the embedded broker there is no second
+    queue: every event comes in the one order, the express one included."""
+    assert EventStream(embedded_settings(tmp_path), express="worker.elect").express is None
+    settings = BrokerSettings(url=own_url)
+    stream = EventStream(settings, routing_key="worker.#", express="worker.elect")
+    assert stream.express is None and not stream.windowed
+    stream.open()
+    try:
+        _publish_flood(settings, 100, "flood-2")
+        main: list[Any] = []
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and len(main) < 101:
+            main += stream.poll(0.5, deadline)
+            assert stream.take_express() == []
+        assert [e["clock"] for e in main] == list(range(1, 102))
+    finally:
+        stream.close()

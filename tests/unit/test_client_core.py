@@ -178,6 +178,28 @@ def test_election_watch_tie_on_clock_broken_by_hostname_pid() -> None:
     assert w2.outcome().winner.hostname == "b@h"  # type: ignore[union-attr]
 
 
+def test_election_watch_sighted_requests_fix_the_winner_before_the_ordered_stream() -> None:
+    """Requests seen on an express queue fix the winner at once ([ELECT-5]:
+    only the requests matter); the replays still take them in stream order."""
+    w = ElectionWatch("E", expected={"a@h", "b@h"}, started_at=0.0)
+    w.sight(_elect("b@h", 2, 1), 0.03)
+    assert w.fixed_at is None  # a@h not in yet
+    w.sight(_elect("z@h", 0, 1, id_="OTHER"), 0.035)  # another election: ignored
+    w.sight({"type": "worker-elect-ack", "id": "E", "hostname": "a@h"}, 0.036)  # not a request
+    w.sight({"type": "worker-elect", "id": "E", "hostname": "a@h"}, 0.037)  # unusable: no clock
+    w.sight("junk", 0.038)
+    assert w.fixed_at is None
+    w.sight(_elect("a@h", 1, 1), 0.04)
+    assert w.fixed_at == 0.04 and not w.requests  # fixed, nothing replayed yet
+    assert w.outcome().winner is None  # the report waits for the decisions
+    for ev in [_elect("b@h", 2, 1), _elect("a@h", 1, 1)]:
+        w.feed(ev, 0.5)
+    out = w.outcome()
+    assert w.settled and out.winner is not None and out.winner.hostname == "a@h"
+    assert out.elapsed == pytest.approx(0.04)  # when the sighting fixed it, not 0.5
+    assert out.settled == pytest.approx(0.5)
+
+
 def test_election_watch_incomplete_names_the_silent_and_waits_for_expected() -> None:
     w = ElectionWatch("E", expected={"a@h", "b@h", "c@h"})
     for ev in [_elect("a@h", 1, 1), _elect("b@h", 2, 1)]:
