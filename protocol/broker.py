@@ -35,8 +35,9 @@ __all__ = [
     "transport_of",
 ]
 
-#: How long Redis channels block in one BRPOP.
-REDIS_POLLING_INTERVAL = 0.05
+#: How long Redis channels block in one BRPOP (kombu's default: 1 s, which
+#: a short-lived command pays again when it closes).
+REDIS_BRPOP_TIMEOUT = 0.05
 
 #: How often the embedded filesystem broker polls its folders, in seconds:
 #: short, so that a local cluster answers ``hello`` in tens of milliseconds.
@@ -139,17 +140,23 @@ class BrokerSettings:
         }
         if self.ssl:
             options["ssl"] = self.ssl if isinstance(self.ssl, Mapping) else True
-        if self.transport in REDIS_TRANSPORTS:
-            # kombu's Redis channel blocks in BRPOP for up to polling_interval
-            # (default 1 s) when it closes: short-lived commands would pay
-            # that on every exit.  A user's own setting wins.
-            options["transport_options"].setdefault("polling_interval", REDIS_POLLING_INTERVAL)
         if self.embedded:
             from .fsbroker import Transport
 
             options["transport"] = Transport
         options.update(kwargs)
-        return Connection(self.url, **options)
+        conn = Connection(self.url, **options)
+        if self.transport in REDIS_TRANSPORTS and "polling_interval" not in self.transport_options:
+            # kombu's Redis channel blocks in BRPOP for up to 1 s when it
+            # closes: short-lived commands would pay that on every exit.  Not
+            # through ``polling_interval``: kombu also sleeps that long after
+            # every poll that delivered nothing (a subscription confirmation,
+            # an empty BRPOP), which stalled event streams by 50 ms at a time.
+            # A user's own ``polling_interval`` wins.
+            transport = conn.transport
+            transport.brpop_timeout = REDIS_BRPOP_TIMEOUT
+            transport.polling_interval = None
+        return conn
 
 
 def embedded_settings(folder: Path | None = None, names: Names | None = None) -> BrokerSettings:
