@@ -24,7 +24,7 @@ from wkctl.protocol.observers import election_problems, plan_election
 
 from .context import AppContext, pass_app
 from .errors import CliError, ExitCode
-from .hello import ask, styled_table
+from .hello import ask, embedded_note, styled_table
 from .render import emit, style
 from .tail import open_stream
 
@@ -149,7 +149,7 @@ def probe_nodes(
     "--force",
     is_flag=True,
     help="Hold the election even when a stock Celery worker may crash in it (alone, or one "
-    "of two participants: spec DEFECT-1) or with an unknown topic.",
+    "of two participants: spec DEFECT-1), with an unknown topic, or when no node answered.",
 )
 @click.option("--json", "json_flag", is_flag=True, help="Print JSON.")
 @click.option("--yaml", "yaml_flag", is_flag=True, help="Print YAML.")
@@ -211,7 +211,19 @@ def elect_cmd(
                 click.echo(f"wkctl: warning: --force: {plan.hazard}", err=True)
             if plan.mixed is not None:
                 click.echo(f"wkctl: warning: {plan.mixed}", err=True)
-            if not nodes:
+            if found is not None and not nodes and not found.pinged.replies:
+                if not force:
+                    where = embedded_note(app) or (
+                        f" on {settings.masked_url} (are the workers running against it?)"
+                    )
+                    raise CliError(
+                        f"nobody to elect: no node answered ping or the heartbeat request "
+                        f"within {probe:g} s{where}; --probe waits longer, --force sends the "
+                        "election anyway",
+                        ExitCode.FAILURE,
+                    )
+                click.echo("wkctl: warning: --force: no node answered; electing anyway", err=True)
+            elif not nodes:
                 app.log("elect: no node answered the heartbeat request; electing anyway")
             watch = ElectionWatch(election_id, participants=plan.participants, alive=nodes)
             hold(client, stream, watch, topic, action, timeout=timeout, wait_acks=wait_acks)

@@ -311,3 +311,22 @@ def test_reference_nodes_elect_exactly_one_winner_in_every_election(
             assert {d["rule"] for d in doc["decisions"].values()} == {"spec"}
     finally:
         binding.shutdown()
+
+
+@pytest.mark.broker
+def test_elect_with_nobody_there_says_so_at_once_and_sends_nothing(
+    broker_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An empty broker: no election command is sent (a tap on the pidbox
+    exchange sees none), the error names the broker and the way out."""
+    from support.capture import Capture, kinds_seen
+
+    with Capture(broker_url) as cap:
+        code, out, err = run_cli(["-b", broker_url, "elect", "--topic", "task"], capsys)
+        time.sleep(0.3)
+    seen = kinds_seen(cap.records)
+    assert code == 1, (out, err)
+    assert "nobody to elect: no node answered ping or the heartbeat request within 0.5 s" in err
+    assert "--force sends the election anyway" in err
+    assert "pidbox-request:ping" in seen and "pidbox-request:election" not in seen, seen
+    assert "Traceback" not in err
