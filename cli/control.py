@@ -23,16 +23,13 @@ from .errors import CliError, ExitCode
 from .hello import (
     ask,
     check_replies,
-    destination_option,
-    expect_option,
     footer,
     report_collection,
-    settle_option,
+    request_options,
     stats_option,
     styled_table,
-    timeout_option,
 )
-from .render import emit, style
+from .render import emit, format_options, style
 
 __all__ = ["inspect_cmd", "parse_arguments", "ping_cmd", "status_cmd"]
 
@@ -134,12 +131,8 @@ def _summary(value: Any) -> str:
     is_flag=True,
     help="Send a method that stops or reconfigures Celery workers (shutdown, election, ...).",
 )
-@timeout_option
-@expect_option
-@settle_option
-@destination_option
-@click.option("--json", "json_flag", is_flag=True, help="Print JSON.")
-@click.option("--yaml", "yaml_flag", is_flag=True, help="Print YAML.")
+@request_options
+@format_options
 @stats_option
 @pass_app
 def inspect_cmd(
@@ -217,12 +210,8 @@ def inspect_cmd(
 
 
 @click.command("ping")
-@timeout_option
-@expect_option
-@settle_option
-@destination_option
-@click.option("--json", "json_flag", is_flag=True, help="Print JSON.")
-@click.option("--yaml", "yaml_flag", is_flag=True, help="Print YAML.")
+@request_options
+@format_options
 @stats_option
 @pass_app
 def ping_cmd(
@@ -260,12 +249,8 @@ def ping_cmd(
 
 
 @click.command("status")
-@timeout_option
-@expect_option
-@settle_option
-@destination_option
-@click.option("--json", "json_flag", is_flag=True, help="Print JSON.")
-@click.option("--yaml", "yaml_flag", is_flag=True, help="Print YAML.")
+@request_options
+@format_options
 @pass_app
 def status_cmd(
     app: AppContext,

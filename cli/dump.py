@@ -23,7 +23,7 @@ from wkctl.protocol.state_worker import Worker
 from .context import AppContext, pass_app
 from .hello import ask, embedded_note, styled_table
 from .monitor import Monitor
-from .render import clip, emit, style
+from .render import clip, emit, format_options, style
 
 __all__ = ["dump_cmd", "state_document", "worker_info", "task_info"]
 
@@ -222,8 +222,7 @@ def render(doc: dict[str, Any]) -> None:
     metavar="SECONDS",
     help="How long to listen (a few heartbeat intervals).",
 )
-@click.option("--json", "json_flag", is_flag=True, help="Print JSON.")
-@click.option("--yaml", "yaml_flag", is_flag=True, help="Print YAML.")
+@format_options
 @pass_app
 def dump_cmd(app: AppContext, duration: float, json_flag: bool, yaml_flag: bool) -> None:
     """Listen for events, then print the cluster state: workers and tasks.

@@ -25,7 +25,7 @@ from wkctl.protocol.observers import election_problems, plan_election
 from .context import AppContext, pass_app
 from .errors import CliError, ExitCode
 from .hello import ask, embedded_note, styled_table
-from .render import emit, style
+from .render import emit, format_options, style
 from .tail import open_stream
 
 __all__ = ["elect_cmd", "KNOWN_TOPICS", "find_nodes", "parse_action", "probe_nodes"]
@@ -151,8 +151,7 @@ def probe_nodes(
     help="Hold the election even when a stock Celery worker may crash in it (alone, or one "
     "of two participants: spec DEFECT-1), with an unknown topic, or when no node answered.",
 )
-@click.option("--json", "json_flag", is_flag=True, help="Print JSON.")
-@click.option("--yaml", "yaml_flag", is_flag=True, help="Print YAML.")
+@format_options
 @pass_app
 def elect_cmd(
     app: AppContext,

@@ -17,7 +17,7 @@ import json
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 
@@ -27,9 +27,10 @@ from wkctl.protocol.client import DEFAULT_SETTLE, Client, Collected, hello_table
 from .context import AppContext, pass_app
 from .errors import CliError, ExitCode
 from .known import KnownNodes
-from .render import emit, emit_json, style
+from .render import emit, emit_json, format_options, style
 
 __all__ = [
+    "request_options",
     "hello_cmd",
     "open_client",
     "report_collection",
@@ -80,6 +81,18 @@ settle_option = click.option(
     "reply's round trip); --timeout stays the upper bound. Set it to the timeout to "
     "wait the whole timeout as Celery does.",
 )
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def request_options(fn: F) -> F:
+    """``--timeout``, ``--expect``, ``--settle`` and ``--destination``: how every
+    request command (``hello``, ``clock``, ``inspect``, ...) chooses whom it
+    asks and when it stops waiting; :func:`ask` reads them back."""
+    for option in (destination_option, settle_option, expect_option, timeout_option):
+        fn = option(fn)
+    return fn
+
+
 stats_option = click.option(
     "--stats",
     is_flag=True,
@@ -200,10 +213,7 @@ def footer(result: Collected) -> None:
 
 
 @click.command("hello")
-@timeout_option
-@expect_option
-@settle_option
-@destination_option
+@request_options
 @click.option(
     "--revoked",
     "revoked",
@@ -219,8 +229,7 @@ def footer(result: Collected) -> None:
     "nothing to its own name).",
 )
 @click.option("--raw", is_flag=True, help="Print the reply bodies exactly as received (NDJSON).")
-@click.option("--json", "json_flag", is_flag=True, help="Print JSON.")
-@click.option("--yaml", "yaml_flag", is_flag=True, help="Print YAML.")
+@format_options
 @stats_option
 @pass_app
 def hello_cmd(

@@ -18,17 +18,14 @@ from .errors import CliError, ExitCode
 from .hello import (
     ask,
     check_replies,
-    destination_option,
-    expect_option,
     footer,
     report_collection,
-    settle_option,
+    request_options,
     short_list,
     stats_option,
     styled_table,
-    timeout_option,
 )
-from .render import clip, emit, style
+from .render import clip, emit, format_options, style
 
 __all__ = ["clock_cmd", "revoked_cmd", "revoke_cmd", "signal_name"]
 
@@ -55,12 +52,8 @@ def signal_name(value: str) -> str:
 
 
 @click.command("clock")
-@timeout_option
-@expect_option
-@settle_option
-@destination_option
-@click.option("--json", "json_flag", is_flag=True, help="Print JSON.")
-@click.option("--yaml", "yaml_flag", is_flag=True, help="Print YAML.")
+@request_options
+@format_options
 @stats_option
 @pass_app
 def clock_cmd(
@@ -100,12 +93,8 @@ def clock_cmd(
 
 
 @click.command("revoked")
-@timeout_option
-@expect_option
-@settle_option
-@destination_option
-@click.option("--json", "json_flag", is_flag=True, help="Print JSON.")
-@click.option("--yaml", "yaml_flag", is_flag=True, help="Print YAML.")
+@request_options
+@format_options
 @stats_option
 @pass_app
 def revoked_cmd(
@@ -156,12 +145,8 @@ def revoked_cmd(
     metavar="NAME",
     help="Signal to terminate with (with --terminate).",
 )
-@timeout_option
-@expect_option
-@settle_option
-@destination_option
-@click.option("--json", "json_flag", is_flag=True, help="Print JSON.")
-@click.option("--yaml", "yaml_flag", is_flag=True, help="Print YAML.")
+@request_options
+@format_options
 @stats_option
 @pass_app
 def revoke_cmd(

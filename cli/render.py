@@ -7,13 +7,13 @@ can style freely and pipes still get plain text.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, TypeVar
 
 import click
 import yaml
 
-__all__ = ["emit", "emit_json", "emit_yaml", "table", "style"]
+__all__ = ["emit", "emit_json", "emit_yaml", "format_options", "table", "style"]
 
 
 def to_json(obj: Any, *, compact: bool = False) -> str:
@@ -30,6 +30,18 @@ def to_json(obj: Any, *, compact: bool = False) -> str:
     except UnicodeEncodeError:
         text = json.dumps(obj, ensure_ascii=True, default=str, **kwargs)
     return text
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def format_options(fn: F) -> F:
+    """``--json`` and ``--yaml`` (parameters ``json_flag``, ``yaml_flag``), the
+    output switches of every command that prints a document;
+    :meth:`~wkctl.cli.context.AppContext.output_format` picks between them
+    and the configured default."""
+    fn = click.option("--yaml", "yaml_flag", is_flag=True, help="Print YAML.")(fn)
+    return click.option("--json", "json_flag", is_flag=True, help="Print JSON.")(fn)
 
 
 def emit_json(obj: Any, *, compact: bool = False) -> None:
