@@ -383,14 +383,6 @@ def _signature(marker: int) -> dict[str, Any]:
     }
 
 
-def _last_request_ms(req_tap: Any, eid: str, n: int, t0: float) -> float | None:
-    """When the last of the N ``worker-elect`` of election ``eid`` reached the
-    request-only tap, ms after ``t0`` (None: not all of them did)."""
-    events, _ = req_tap.snapshot()
-    times = [t for t, e in events if e.get("id") == eid and e.get("type") == "worker-elect"]
-    return (max(times) - t0) * 1000 if len(times) >= n else None
-
-
 def _wkctl_elect(
     cl: Cluster, tap: Any, n: int, r: int, req_tap: Any = None
 ) -> dict[str, Any] | None:
@@ -453,7 +445,7 @@ def _celery_elect(cl: Cluster, tap: Any, n: int, r: int, req_tap: Any = None) ->
     wait_responsive(cl.url, n)
     last = (max(decided.values()) - t0) * 1000 if len(decided) == len(workers) else None
     first = (min(decided.values()) - t0) * 1000 if decided else None
-    last_req = _last_request_ms(req_tap, eid, n, t0) if req_tap is not None else None
+    last_req = req_tap.last(eid, n, t0) if req_tap is not None else None
     return {
         "last_ms": last,
         "last_request_ms": last_req,
@@ -467,11 +459,12 @@ def _celery_elect(cl: Cluster, tap: Any, n: int, r: int, req_tap: Any = None) ->
 
 def run_elect(ctx: BenchContext, cl: Cluster, kind: str, n: int) -> dict[str, Any]:
     from .common import Tap
+    from .request_tap import RequestTap
 
     tap = Tap(cl.url, pidbox=False)
-    # A second, idle consumer of the requests alone: when the last of them
-    # could reach any consumer at all, whatever the acks queued elsewhere.
-    req_tap = Tap(cl.url, pidbox=False, routing_key="worker.elect")
+    # A second, idle consumer of the requests alone, in a process of its
+    # own: when the last of them could reach any consumer at all.
+    req_tap = RequestTap(cl.url)
     try:
         reps = max(2, ctx.reps - 2) if not ctx.quick else ctx.reps
         res = alternate(

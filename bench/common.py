@@ -554,9 +554,7 @@ class Tap:
     which is the protocol's message count.
     """
 
-    def __init__(
-        self, url: str, *, events: bool = True, pidbox: bool = True, routing_key: str = "#"
-    ) -> None:
+    def __init__(self, url: str, *, events: bool = True, pidbox: bool = True) -> None:
         from kombu import Connection, Consumer, Queue
 
         from wkctl.protocol.broker import event_exchange, pidbox_exchange, transport_of
@@ -573,7 +571,7 @@ class Tap:
                 Queue(
                     f"benchtap.ev.{tag}",
                     exchange=event_exchange(names, transport),
-                    routing_key=routing_key,
+                    routing_key="#",
                     auto_delete=True,
                     durable=False,
                     exclusive=True,
