@@ -22,6 +22,7 @@ from .vocab import FANOUT_EVENT_TRANSPORTS, REDIS_TRANSPORTS
 from .wire import Names
 
 __all__ = [
+    "EVENT_WINDOW",
     "BrokerSettings",
     "EMBEDDED_SOURCE",
     "embedded_broker_dir",
@@ -34,6 +35,13 @@ __all__ = [
     "reply_exchange",
     "transport_of",
 ]
+
+#: Event messages a consumer holds unacknowledged where the broker lets it
+#: (RabbitMQ): enough to keep the broker streaming (acknowledged in one frame
+#: per half window), few enough that a message of another queue on the same
+#: connection (a control request, an election's requests) never waits behind
+#: more than this many events in the connection during a flood.
+EVENT_WINDOW = 200
 
 #: How long Redis channels block in one BRPOP (kombu's default: 1 s, which
 #: a short-lived command pays again when it closes).

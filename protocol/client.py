@@ -35,6 +35,7 @@ from typing import Any
 from kombu import Connection, Consumer, Producer, Queue
 
 from .broker import (
+    EVENT_WINDOW,
     BrokerSettings,
     event_queue,
     pidbox_exchange,
@@ -414,13 +415,6 @@ class StreamNotice:
     seconds: float = 0.0
 
 
-#: Main-queue messages an :class:`EventStream` with an ``express`` key holds
-#: unacknowledged: enough to keep the broker streaming (acknowledged in one
-#: frame per half window), few enough that an express event never waits
-#: behind more than this many others in the connection.
-EXPRESS_WINDOW = 200
-
-
 class EventStream:
     """Consumes the event exchange, as Celery's ``EventReceiver`` does.
 
@@ -462,7 +456,7 @@ class EventStream:
         connection: Connection | None = None,
         max_batch: int = 1000,
         express: str | None = None,
-        window: int = EXPRESS_WINDOW,
+        window: int = EVENT_WINDOW,
     ) -> None:
         self.settings = settings
         self.names = settings.names
