@@ -383,9 +383,7 @@ def _signature(marker: int) -> dict[str, Any]:
     }
 
 
-def _wkctl_elect(
-    cl: Cluster, tap: Any, n: int, r: int, req_tap: Any = None
-) -> dict[str, Any] | None:
+def _wkctl_elect(cl: Cluster, tap: Any, n: int, r: int) -> dict[str, Any] | None:
     eid = f"bench-wk-{uuid.uuid4()}"
     action = json.dumps({"task": "tasks.add", "args": [r, 0]})
     res = run_timed(
@@ -559,14 +557,9 @@ def run_elect(ctx: BenchContext, cl: Cluster, kind: str, n: int) -> dict[str, An
         1.0,
         higher=True,
     )
-    early = [
-        x
-        for x in ce
-        if x["last_ms"] is not None
-        and x["last_request_ms"] is not None
-        and x["last_ms"] < x["last_request_ms"]
-    ]
-    c["celery_decided_before_last_request"] = [len(early), len(ce)]
+    timed = [x for x in ce if x["last_ms"] is not None and x["last_request_ms"] is not None]
+    early = [x for x in timed if x["last_ms"] < x["last_request_ms"]]
+    c["celery_decided_before_last_request"] = [len(early), len(timed)]
     c["candidates"] = [x.get("candidates") for x in wk]
     c["disagreements"] = sum(1 for x in wk if x.get("agreed") is False)
     return c

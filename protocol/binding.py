@@ -60,6 +60,7 @@ from .broker import (
     reply_exchange,
     reply_queue,
     task_queue,
+    windowed_ttl,
 )
 from .control import ProcessInfo
 from .election import Decision
@@ -333,7 +334,13 @@ class Binding:
         )
         reply_consumer.consume()
         self._shared_consumers.append(reply_consumer)
-        event_q = event_queue(self.names, self.settings.transport, f"wkctl-{self.oid}", "worker.#")
+        event_q = event_queue(
+            self.names,
+            self.settings.transport,
+            f"wkctl-{self.oid}",
+            "worker.#",
+            message_ttl=windowed_ttl(self.names) if self._windowed else None,
+        )
         self._event_tag, self._events_unacked = None, 0
         # On RabbitMQ events come through a window, so that control requests
         # (their own queues, no window) never wait behind an election's
@@ -382,10 +389,15 @@ class Binding:
                 self._event_tag = message.delivery_tag
                 self._events_unacked += 1
                 if self._events_unacked * 2 >= EVENT_WINDOW:
-                    self._consume_channel.basic_ack(self._event_tag, multiple=True)
-                    self._event_tag, self._events_unacked = None, 0
+                    self._flush_event_acks()
 
         return on_message
+
+    def _flush_event_acks(self) -> None:
+        """Acknowledge every event taken so far (one frame, no reply awaited)."""
+        if self._event_tag is not None and self._consume_channel is not None:
+            self._consume_channel.basic_ack(self._event_tag, multiple=True)
+        self._event_tag, self._events_unacked = None, 0
 
     def _process_incoming(self) -> None:
         while self._incoming:
@@ -487,7 +499,10 @@ class Binding:
                     try:
                         self._conn.drain_events(timeout=self._timeout())
                     except TimeoutError:
-                        pass
+                        # Idle: acknowledge what the window holds, or a
+                        # quiet cluster would keep a few events unacked for
+                        # hours (RabbitMQ's consumer_timeout closes the channel).
+                        self._flush_event_acks()
                     self._process_incoming()
                     self._run_timers()
                 except self._errors() as exc:

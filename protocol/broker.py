@@ -23,6 +23,8 @@ from .wire import Names
 
 __all__ = [
     "EVENT_WINDOW",
+    "WINDOWED_MIN_TTL",
+    "windowed_ttl",
     "BrokerSettings",
     "EMBEDDED_SOURCE",
     "embedded_broker_dir",
@@ -42,6 +44,21 @@ __all__ = [
 #: connection (a control request, an election's requests) never waits behind
 #: more than this many events in the connection during a flood.
 EVENT_WINDOW = 200
+
+#: Shortest message TTL of an event queue consumed through a window: the
+#: backlog then waits in the broker, where the queue's TTL (Celery's
+#: ``event_queue_ttl``, 5 s) would drop what a consumer a few seconds behind
+#: has not taken yet; without a window it waited in the connection instead,
+#: where nothing expires.
+WINDOWED_MIN_TTL = 60.0
+
+
+def windowed_ttl(names: Names) -> float | None:
+    """The message TTL of an event queue consumed through a window (None:
+    none, as configured)."""
+    ttl = names.event_queue_ttl
+    return None if ttl is None else max(ttl, WINDOWED_MIN_TTL)
+
 
 #: How long Redis channels block in one BRPOP (kombu's default: 1 s, which
 #: a short-lived command pays again when it closes).
@@ -153,18 +170,30 @@ class BrokerSettings:
 
             options["transport"] = Transport
         options.update(kwargs)
-        conn = Connection(self.url, **options)
         if self.transport in REDIS_TRANSPORTS and "polling_interval" not in self.transport_options:
-            # kombu's Redis channel blocks in BRPOP for up to 1 s when it
-            # closes: short-lived commands would pay that on every exit.  Not
-            # through ``polling_interval``: kombu also sleeps that long after
-            # every poll that delivered nothing (a subscription confirmation,
-            # an empty BRPOP), which stalled event streams by 50 ms at a time.
-            # A user's own ``polling_interval`` wins.
-            transport = conn.transport
-            transport.brpop_timeout = REDIS_BRPOP_TIMEOUT
-            transport.polling_interval = None
-        return conn
+            return _QuickBrpopConnection(self.url, **options)
+        return Connection(self.url, **options)
+
+
+class _QuickBrpopConnection(Connection):  # type: ignore[misc]
+    """A Redis connection whose transport blocks in BRPOP for at most
+    :data:`REDIS_BRPOP_TIMEOUT` and never sleeps between polls.
+
+    kombu's Redis channel blocks in BRPOP for up to 1 s when it closes:
+    short-lived commands would pay that on every exit.  Not through the
+    ``polling_interval`` option, which kombu also sleeps after every poll
+    that delivered nothing (a subscription confirmation, an empty BRPOP):
+    that stalled event streams by 50 ms at a time.  Set in
+    ``create_transport`` so that a transport kombu builds again (failover to
+    the next URL, ``ensure()`` after an error, ``clone()``) keeps it.  A
+    user's own ``polling_interval`` wins (this class is then not used).
+    """
+
+    def create_transport(self) -> Any:
+        transport = super().create_transport()
+        transport.brpop_timeout = REDIS_BRPOP_TIMEOUT
+        transport.polling_interval = None
+        return transport
 
 
 def embedded_settings(folder: Path | None = None, names: Names | None = None) -> BrokerSettings:

@@ -41,6 +41,7 @@ from .broker import (
     pidbox_exchange,
     reply_exchange,
     reply_queue,
+    windowed_ttl,
 )
 from .clock import LamportClock
 from .host import SharedClock
@@ -62,7 +63,7 @@ from .replies import (
     normalize_clock,
     normalize_revoked,
 )
-from .vocab import CELERY_SW_IDENT, FANOUT_EVENT_TRANSPORTS
+from .vocab import CELERY_SW_IDENT, FANOUT_EVENT_TRANSPORTS, PER_NODE_PIDBOX_TRANSPORTS
 from .wire import (
     Limits,
     Names,
@@ -438,7 +439,7 @@ class EventStream:
     broker, not in this connection's socket ahead of them.  The main queue
     still carries every event, express ones included, in its order.  An
     election needs this: its N requests decide the winner, and on a
-    cluster of 50 they would otherwise queue behind up to 2,500 acks.
+    cluster of 50 they would otherwise queue behind up to 2,450 acks.
     Ignored on fanout transports (Redis), where one subscription carries
     everything in one order.
     """
@@ -463,7 +464,7 @@ class EventStream:
         self.routing_key = routing_key
         self.max_batch = max_batch
         #: the express routing key, when the transport routes by key
-        self.express = express if settings.transport not in FANOUT_EVENT_TRANSPORTS else None
+        self.express = express if settings.transport in PER_NODE_PIDBOX_TRANSPORTS else None
         #: the main queue goes through a window of unacknowledged messages
         self.windowed = self.express is not None
         self.window = window
@@ -505,7 +506,13 @@ class EventStream:
         return self.names.event_queue(self.node_id)
 
     def _queue(self) -> Queue:
-        return event_queue(self.names, self.settings.transport, self.node_id, self.routing_key)
+        return event_queue(
+            self.names,
+            self.settings.transport,
+            self.node_id,
+            self.routing_key,
+            message_ttl=windowed_ttl(self.names) if self.windowed else None,
+        )
 
     def _decode(self, message: Any) -> list[Any] | None:
         try:
@@ -719,6 +726,7 @@ class EventStream:
         if self.connection is None or self._consumer is None:
             raise RuntimeError("EventStream.poll() before open()")
         wait = max(timeout, 0.0)
+        express_before = len(self._express)
         # One blocking wait, then whatever else is already there (up to
         # ``max_batch`` events): amqp hands over one message per drain, and
         # returning them in batches keeps the caller's per-poll work (output
@@ -736,7 +744,7 @@ class EventStream:
                 break
             if len(self._pending) >= self.max_batch or len(self._pending) == before:
                 break
-            if self._express:
+            if len(self._express) > express_before:
                 break
             wait = 0.0
         if self._unacked:

@@ -91,5 +91,10 @@ def test_ping_overtakes_an_event_flood(amqp_own: str) -> None:
         # the ping was answered before the node had handled the flood
         assert answered < seen_last[0], (answered, seen_last[0])
         assert binding.internal_errors == 0
+        # idle: the window's remainder is acknowledged, none left pending
+        deadline = time.monotonic() + 5
+        while binding._events_unacked and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert binding._events_unacked == 0 and binding._event_tag is None
     finally:
         binding.shutdown()

@@ -133,6 +133,10 @@ def test_redis_connections_poll_without_sleeping() -> None:
     assert conn.transport.polling_interval is None
     assert conn.transport.brpop_timeout == REDIS_BRPOP_TIMEOUT
     assert "polling_interval" not in conn.transport_options
+    # kept when kombu builds the transport again (failover, ensure(), clone())
+    conn._transport = None
+    assert conn.transport.brpop_timeout == REDIS_BRPOP_TIMEOUT
+    assert conn.clone().transport.polling_interval is None
     # a user's own setting wins, as kombu applies it
     own = BrokerSettings(url="redis://127.0.0.1:1/0", transport_options={"polling_interval": 0.2})
     assert own.connection().transport.polling_interval == 0.2
