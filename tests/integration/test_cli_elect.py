@@ -143,8 +143,15 @@ def test_elect_with_wkctl_nodes_among_celery_workers(cluster: Cluster, capsys) -
         code, out, err = run_cli(
             [*cluster.args, "elect", "--topic", "task", "--json", "--wait-acks"], capsys
         )
-        assert code == 0, err
         doc = json.loads(out)
+        # Stock workers beside conforming nodes may decide on a partial heap
+        # and pick another winner (DEFECT-2, measured in up to 5 of 20 such
+        # elections): then the report says so and exits 1; either way each
+        # participant's decision must be the one it really took (below).
+        if code != 0:
+            assert code == 1 and "participants disagree" in err and not doc["agreed"], err
+        else:
+            assert doc["agreed"], err
         assert doc["complete"] and doc["completed_ms"] >= doc["decided_ms"] >= doc["elapsed_ms"]
         everyone = sorted(cluster.hostnames + [h.name for h in handles])
         assert sorted(c["hostname"] for c in doc["candidates"]) == everyone
