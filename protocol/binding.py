@@ -52,6 +52,7 @@ from kombu import Connection, Consumer, Exchange, Producer, Queue
 
 from .broker import (
     EVENT_WINDOW,
+    AckWindow,
     BrokerSettings,
     event_exchange,
     event_queue,
@@ -243,8 +244,7 @@ class Binding:
         self._shared_pidbox = settings.transport not in PER_NODE_PIDBOX_TRANSPORTS
         #: events through a window (RabbitMQ, where each queue is a queue)
         self._windowed = settings.transport in PER_NODE_PIDBOX_TRANSPORTS
-        self._event_tag: int | None = None
-        self._events_unacked = 0
+        self._event_acks = AckWindow(EVENT_WINDOW)
         self.error: BaseException | None = None
         #: end the loop once a ``shutdown`` command stopped the last node
         #: (``run_node``: the process then exits 0, [CONTROL-9])
@@ -341,7 +341,7 @@ class Binding:
             "worker.#",
             message_ttl=windowed_ttl(self.names) if self._windowed else None,
         )
-        self._event_tag, self._events_unacked = None, 0
+        self._event_acks.reset()
         # On RabbitMQ events come through a window, so that control requests
         # (their own queues, no window) never wait behind an election's
         # N x N acks in the connection: the backlog stays in the broker.
@@ -386,18 +386,9 @@ class Binding:
         def on_message(message: Any) -> None:
             self._incoming.append((fn, message))
             if acked:
-                self._event_tag = message.delivery_tag
-                self._events_unacked += 1
-                if self._events_unacked * 2 >= EVENT_WINDOW:
-                    self._flush_event_acks()
+                self._event_acks.taken(self._consume_channel, message.delivery_tag)
 
         return on_message
-
-    def _flush_event_acks(self) -> None:
-        """Acknowledge every event taken so far (one frame, no reply awaited)."""
-        if self._event_tag is not None and self._consume_channel is not None:
-            self._consume_channel.basic_ack(self._event_tag, multiple=True)
-        self._event_tag, self._events_unacked = None, 0
 
     def _process_incoming(self) -> None:
         while self._incoming:
@@ -502,7 +493,7 @@ class Binding:
                         # Idle: acknowledge what the window holds, or a
                         # quiet cluster would keep a few events unacked for
                         # hours (RabbitMQ's consumer_timeout closes the channel).
-                        self._flush_event_acks()
+                        self._event_acks.flush(self._consume_channel)
                     self._process_incoming()
                     self._run_timers()
                 except self._errors() as exc:

@@ -22,6 +22,7 @@ from .vocab import FANOUT_EVENT_TRANSPORTS, REDIS_TRANSPORTS
 from .wire import Names
 
 __all__ = [
+    "AckWindow",
     "EVENT_WINDOW",
     "WINDOWED_MIN_TTL",
     "windowed_ttl",
@@ -44,6 +45,37 @@ __all__ = [
 #: connection (a control request, an election's requests) never waits behind
 #: more than this many events in the connection during a flood.
 EVENT_WINDOW = 200
+
+
+class AckWindow:
+    """The acknowledgements of a consumer with a prefetch window of ``size``:
+    every message taken is acknowledged, one frame (``multiple=True``, no
+    reply awaited) per half window, and the rest when the owner is idle
+    (:meth:`flush`), so the broker never stops streaming and a quiet
+    consumer holds nothing unacknowledged for long (RabbitMQ's
+    ``consumer_timeout`` would close its channel)."""
+
+    def __init__(self, size: int = EVENT_WINDOW) -> None:
+        self.size = size
+        #: delivery tag of the last message taken and not yet acknowledged
+        self.tag: int | None = None
+        self.pending = 0
+
+    def taken(self, channel: Any, delivery_tag: int) -> None:
+        self.tag = delivery_tag
+        self.pending += 1
+        if self.pending * 2 >= self.size:
+            self.flush(channel)
+
+    def flush(self, channel: Any) -> None:
+        if self.tag is not None and channel is not None:
+            channel.basic_ack(self.tag, multiple=True)
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the tags (a new channel numbers its deliveries afresh)."""
+        self.tag, self.pending = None, 0
+
 
 #: Shortest message TTL of an event queue consumed through a window: the
 #: backlog then waits in the broker, where the queue's TTL (Celery's

@@ -36,6 +36,7 @@ from kombu import Connection, Consumer, Producer, Queue
 
 from .broker import (
     EVENT_WINDOW,
+    AckWindow,
     BrokerSettings,
     event_queue,
     pidbox_exchange,
@@ -440,8 +441,9 @@ class EventStream:
     still carries every event, express ones included, in its order.  An
     election needs this: its N requests decide the winner, and on a
     cluster of 50 they would otherwise queue behind up to 2,450 acks.
-    Ignored on fanout transports (Redis), where one subscription carries
-    everything in one order.
+    Ignored on other transports: on Redis one subscription carries every
+    event in one order, and kombu's virtual transports do not acknowledge
+    several messages at once.
     """
 
     def __init__(
@@ -494,10 +496,8 @@ class EventStream:
         self._channel: Any = None
         self._express_channel: Any = None
         self._express: list[Any] = []
-        #: delivery tag of the last main-queue message not yet acknowledged
-        #: (with ``express`` only: the main queue is then consumed with acks)
-        self._unacked_tag: int | None = None
-        self._unacked = 0
+        #: the main queue's acknowledgements (with ``express`` only)
+        self._acks = AckWindow(window)
 
     # -- set-up --------------------------------------------------------------
 
@@ -526,10 +526,7 @@ class EventStream:
     def _on_message(self, message: Any) -> None:
         self.messages += 1
         if self.windowed:
-            self._unacked_tag = message.delivery_tag
-            self._unacked += 1
-            if self._unacked * 2 >= self.window:
-                self._ack_window()
+            self._acks.taken(self._channel, message.delivery_tag)
         items = self._decode(message)
         if items is None:
             return
@@ -542,17 +539,10 @@ class EventStream:
         if items:
             self._express.extend(items)
 
-    def _ack_window(self) -> None:
-        """Acknowledge every main-queue message taken so far (one frame)."""
-        if self._unacked_tag is not None and self._channel is not None:
-            self._channel.basic_ack(self._unacked_tag, multiple=True)
-        self._unacked_tag = None
-        self._unacked = 0
-
     def _attach(self) -> None:
         assert self.connection is not None
         self._channel = self.connection.channel()
-        self._unacked_tag, self._unacked = None, 0
+        self._acks.reset()
         if self.express is not None:
             # A channel of its own and no window: express events must never
             # wait behind the main queue's, in the broker or in the connection.
@@ -747,9 +737,9 @@ class EventStream:
             if len(self._express) > express_before:
                 break
             wait = 0.0
-        if self._unacked:
+        if self._acks.pending:
             try:
-                self._ack_window()
+                self._acks.flush(self._channel)
             except self._errors() as exc:
                 self._reconnect(exc, deadline)
         out, self._pending = self._pending, []

@@ -93,8 +93,8 @@ def test_ping_overtakes_an_event_flood(amqp_own: str) -> None:
         assert binding.internal_errors == 0
         # idle: the window's remainder is acknowledged, none left pending
         deadline = time.monotonic() + 5
-        while binding._events_unacked and time.monotonic() < deadline:
+        while binding._event_acks.pending and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert binding._events_unacked == 0 and binding._event_tag is None
+        assert binding._event_acks.pending == 0 and binding._event_acks.tag is None
     finally:
         binding.shutdown()

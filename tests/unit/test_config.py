@@ -143,3 +143,30 @@ def test_redis_connections_poll_without_sleeping() -> None:
     # other transports are left alone
     amqp = BrokerSettings(url="amqp://guest:guest@127.0.0.1:1//").connection()
     assert "polling_interval" not in amqp.transport_options
+
+
+def test_ack_window_acknowledges_per_half_window_and_when_flushed() -> None:
+    """One ``multiple=True`` frame per half window; the rest on flush; a
+    reset (new channel) forgets the old channel's tags."""
+    from wkctl.protocol.broker import AckWindow
+
+    class Channel:
+        def __init__(self) -> None:
+            self.acks: list[tuple[int, bool]] = []
+
+        def basic_ack(self, tag: int, multiple: bool = False) -> None:
+            self.acks.append((tag, multiple))
+
+    channel = Channel()
+    window = AckWindow(10)
+    for tag in range(1, 13):
+        window.taken(channel, tag)
+    assert channel.acks == [(5, True), (10, True)] and window.pending == 2
+    window.flush(channel)
+    assert channel.acks[-1] == (12, True) and window.pending == 0 and window.tag is None
+    window.flush(channel)  # nothing pending: no frame
+    assert len(channel.acks) == 3
+    window.taken(channel, 13)
+    window.reset()
+    window.flush(channel)
+    assert len(channel.acks) == 3
