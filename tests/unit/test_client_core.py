@@ -265,10 +265,14 @@ def test_election_watch_reports_each_participants_own_decision_and_disagreement(
     # itself while the Celery workers pick w2: a double winner, reported
     kinds2 = dict(kinds, **{"w1@h": "wkctl"})
     w2 = ElectionWatch("E", participants=kinds2, started_at=0.0)
-    for ev in order:
-        w2.feed(ev, 0.0)
+    for i, ev in enumerate(order, 1):
+        w2.feed(ev, i / 1000)
     out2 = w2.outcome()
     assert not out2.agreed and out2.winner is None
+    # no agreed winner, so no time it was fixed at; the other times stand
+    doc2 = out2.as_dict()
+    assert doc2["winner"] is None and doc2["elapsed_ms"] is None
+    assert doc2["decided_ms"] == pytest.approx(5.0) and doc2["completed_ms"] == pytest.approx(12.0)
     assert out2.sides == {"w1@h.1": ["w1@h"], "w2@h.2": ["w2@h", "w4@h"]}
     assert out2.runners == ["w1@h", "w2@h"]  # the action runs twice
     assert out.as_dict()["runs_action"] == ["w2@h"]
