@@ -21,6 +21,7 @@ from wkctl.protocol.vocab import CELERY_METHODS, METHOD_SIGNATURES, canonical_me
 from .context import AppContext, pass_app
 from .errors import CliError, ExitCode
 from .hello import (
+    RequestWindow,
     ask,
     check_replies,
     footer,
@@ -141,10 +142,7 @@ def inspect_cmd(
     args: tuple[str, ...],
     json_args: str | None,
     force: bool,
-    timeout: float | None,
-    expect: int | None,
-    settle: float,
-    destination: tuple[str, ...],
+    window: RequestWindow,
     json_flag: bool,
     yaml_flag: bool,
     stats: bool,
@@ -171,17 +169,12 @@ def inspect_cmd(
         )
     if canonical_method(method) not in CELERY_METHODS:
         app.log(f"{method} is not a Celery 5.x method: replies are not schema-checked")
-    timeout = app.default_timeout(timeout)
     result = ask(
         app,
         lambda client, known: client.call(
             method,
             arguments,
-            timeout=timeout,
-            expect=expect,
-            settle=settle,
-            known=known,
-            destination=list(destination) or None,
+            **window.keywords(app, known),
         ),
     )
     report_collection(app, result, stats=stats, what=method)
@@ -216,10 +209,7 @@ def inspect_cmd(
 @pass_app
 def ping_cmd(
     app: AppContext,
-    timeout: float | None,
-    expect: int | None,
-    settle: float,
-    destination: tuple[str, ...],
+    window: RequestWindow,
     json_flag: bool,
     yaml_flag: bool,
     stats: bool,
@@ -228,16 +218,9 @@ def ping_cmd(
 
     --json: {"<node>": {"ok": "pong"}, ...}
     """
-    timeout = app.default_timeout(timeout)
     result = ask(
         app,
-        lambda client, known: client.ping(
-            timeout=timeout,
-            expect=expect,
-            settle=settle,
-            known=known,
-            destination=list(destination) or None,
-        ),
+        lambda client, known: client.ping(**window.keywords(app, known)),
     )
     report_collection(app, result, stats=stats, what="ping")
     data = dict(sorted(result.replies.items()))
@@ -254,10 +237,7 @@ def ping_cmd(
 @pass_app
 def status_cmd(
     app: AppContext,
-    timeout: float | None,
-    expect: int | None,
-    settle: float,
-    destination: tuple[str, ...],
+    window: RequestWindow,
     json_flag: bool,
     yaml_flag: bool,
 ) -> None:
@@ -267,16 +247,9 @@ def status_cmd(
     else every node known alive (or replies settled; see --settle).
     --json: {"nodes": ["<node>", ...], "count": N}
     """
-    timeout = app.default_timeout(timeout)
     result = ask(
         app,
-        lambda client, known: client.ping(
-            timeout=timeout,
-            expect=expect,
-            settle=settle,
-            known=known,
-            destination=list(destination) or None,
-        ),
+        lambda client, known: client.ping(**window.keywords(app, known)),
     )
     report_collection(app, result, stats=False, what="status")
     nodes = sorted(result.replies)

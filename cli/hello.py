@@ -13,11 +13,13 @@ The helpers at the bottom are shared by ``clock``, ``revoked`` and ``revoke``.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 
@@ -30,6 +32,7 @@ from .known import KnownNodes
 from .render import emit, emit_json, format_options, style
 
 __all__ = [
+    "RequestWindow",
     "request_options",
     "hello_cmd",
     "open_client",
@@ -81,16 +84,54 @@ settle_option = click.option(
     "reply's round trip); --timeout stays the upper bound. Set it to the timeout to "
     "wait the whole timeout as Celery does.",
 )
-F = TypeVar("F", bound=Callable[..., Any])
 
 
-def request_options(fn: F) -> F:
+@dataclass(frozen=True)
+class RequestWindow:
+    """What ``--timeout``, ``--expect``, ``--settle`` and ``--destination``
+    said: whom a request command asks and when it stops waiting.
+
+    One value instead of four parameters, so that every command hands the
+    same keywords to the client (:meth:`keywords`) and none forgets one."""
+
+    timeout: float | None
+    expect: int | None
+    settle: float
+    destination: tuple[str, ...]
+
+    def keywords(self, app: AppContext, known: frozenset[str]) -> dict[str, Any]:
+        """The keyword arguments of every :class:`Client` request method
+        (``timeout`` defaulted from the config file, ``known`` the nodes
+        known alive: :func:`ask` passes them)."""
+        return {
+            "timeout": app.default_timeout(self.timeout),
+            "expect": self.expect,
+            "settle": self.settle,
+            "known": known,
+            "destination": list(self.destination) or None,
+        }
+
+
+def request_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     """``--timeout``, ``--expect``, ``--settle`` and ``--destination``: how every
     request command (``hello``, ``clock``, ``inspect``, ...) chooses whom it
-    asks and when it stops waiting; :func:`ask` reads them back."""
+    asks and when it stops waiting.  The command gets them as one
+    :class:`RequestWindow` argument, ``window``."""
+
+    @functools.wraps(fn)
+    def command(
+        *args: Any,
+        timeout: float | None,
+        expect: int | None,
+        settle: float,
+        destination: tuple[str, ...],
+        **kwargs: Any,
+    ) -> Any:
+        return fn(*args, window=RequestWindow(timeout, expect, settle, destination), **kwargs)
+
     for option in (destination_option, settle_option, expect_option, timeout_option):
-        fn = option(fn)
-    return fn
+        command = option(command)
+    return command
 
 
 stats_option = click.option(
@@ -234,10 +275,7 @@ def footer(result: Collected) -> None:
 @pass_app
 def hello_cmd(
     app: AppContext,
-    timeout: float | None,
-    expect: int | None,
-    settle: float,
-    destination: tuple[str, ...],
+    window: RequestWindow,
     revoked: tuple[str, ...],
     from_node: str | None,
     raw: bool,
@@ -256,18 +294,13 @@ def hello_cmd(
     --json: {"<node>": {"clock": N, "revoked": [ids]}, ...}
     Exit 0 when a node replied (with --expect: when N did), else 1.
     """
-    timeout = app.default_timeout(timeout)
     fmt = app.output_format(json_flag, yaml_flag)
     result = ask(
         app,
         lambda client, known: client.hello(
             from_node,
             list(revoked),
-            timeout=timeout,
-            expect=expect,
-            settle=settle,
-            known=known,
-            destination=list(destination) or None,
+            **window.keywords(app, known),
         ),
     )
     report_collection(app, result, stats=stats, what="hello")

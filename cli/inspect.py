@@ -16,6 +16,7 @@ from wkctl.protocol.client import normalize_clock, normalize_revoked
 from .context import AppContext, pass_app
 from .errors import CliError, ExitCode
 from .hello import (
+    RequestWindow,
     ask,
     check_replies,
     footer,
@@ -58,10 +59,7 @@ def signal_name(value: str) -> str:
 @pass_app
 def clock_cmd(
     app: AppContext,
-    timeout: float | None,
-    expect: int | None,
-    settle: float,
-    destination: tuple[str, ...],
+    window: RequestWindow,
     json_flag: bool,
     yaml_flag: bool,
     stats: bool,
@@ -70,16 +68,9 @@ def clock_cmd(
 
     --json: {"<node>": N, ...}
     """
-    timeout = app.default_timeout(timeout)
     result = ask(
         app,
-        lambda client, known: client.clock_values(
-            timeout=timeout,
-            expect=expect,
-            settle=settle,
-            known=known,
-            destination=list(destination) or None,
-        ),
+        lambda client, known: client.clock_values(**window.keywords(app, known)),
     )
     report_collection(app, result, stats=stats, what="clock")
     data = {node: normalize_clock(value) for node, value in sorted(result.replies.items())}
@@ -99,10 +90,7 @@ def clock_cmd(
 @pass_app
 def revoked_cmd(
     app: AppContext,
-    timeout: float | None,
-    expect: int | None,
-    settle: float,
-    destination: tuple[str, ...],
+    window: RequestWindow,
     json_flag: bool,
     yaml_flag: bool,
     stats: bool,
@@ -111,16 +99,9 @@ def revoked_cmd(
 
     --json: {"<node>": [ids], ...}
     """
-    timeout = app.default_timeout(timeout)
     result = ask(
         app,
-        lambda client, known: client.revoked_ids(
-            timeout=timeout,
-            expect=expect,
-            settle=settle,
-            known=known,
-            destination=list(destination) or None,
-        ),
+        lambda client, known: client.revoked_ids(**window.keywords(app, known)),
     )
     report_collection(app, result, stats=stats, what="revoked")
     data = {node: normalize_revoked(value) for node, value in sorted(result.replies.items())}
@@ -154,10 +135,7 @@ def revoke_cmd(
     task_ids: tuple[str, ...],
     terminate: bool,
     signal_: str,
-    timeout: float | None,
-    expect: int | None,
-    settle: float,
-    destination: tuple[str, ...],
+    window: RequestWindow,
     json_flag: bool,
     yaml_flag: bool,
     stats: bool,
@@ -170,7 +148,6 @@ def revoke_cmd(
     still broadcast).
     """
     sig = signal_name(signal_)
-    timeout = app.default_timeout(timeout)
     result = ask(
         app,
         lambda client, known: client.revoke(
@@ -178,11 +155,7 @@ def revoke_cmd(
             terminate=terminate,
             signal=sig,
             reply=True,
-            timeout=timeout,
-            expect=expect,
-            settle=settle,
-            known=known,
-            destination=list(destination) or None,
+            **window.keywords(app, known),
         ),
     )
     report_collection(app, result, stats=stats, what="revoke")

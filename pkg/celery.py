@@ -48,7 +48,7 @@ from wkctl import __version__
 from wkctl.protocol.binding import inbound_from_message
 from wkctl.protocol.bootsteps import driver_type
 from wkctl.protocol.broker import (
-    event_queue,
+    gossip_consumer,
     names_from_conf,
     pidbox_exchange,
     reply_queue,
@@ -640,22 +640,15 @@ class Gossip(bootsteps.ConsumerStep):  # type: ignore[misc]
 
     def get_consumers(self, channel: Any) -> list[KombuConsumer]:
         self.register_timer()
-        names = self.worker_node.node.config.names
-        queue = event_queue(
-            names,
-            self.worker_node.transport,
-            f"{self.hostname}.{id(self):x}.{time.time():.0f}",
-            "worker.#",
-            exclusive=False,
-            message_ttl=self.heartbeat_interval,
-        )
         return [
-            KombuConsumer(
+            gossip_consumer(
                 channel,
-                queues=[queue],
-                on_message=partial(self.on_message, inbound_from_message),
-                accept=[JSON_CONTENT_TYPE],
-                no_ack=True,
+                self.worker_node.node.config.names,
+                self.worker_node.transport,
+                f"{self.hostname}.{id(self):x}.{time.time():.0f}",
+                partial(self.on_message, inbound_from_message),
+                message_ttl=self.heartbeat_interval,
+                exclusive=False,
             )
         ]
 

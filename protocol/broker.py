@@ -9,17 +9,17 @@ declaration (``PRECONDITION_FAILED``).  This module is that one place.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from kombu import Connection, Exchange, Queue
+from kombu import Connection, Consumer, Exchange, Queue
 from kombu.utils.url import maybe_sanitize_url
 
 from .vocab import FANOUT_EVENT_TRANSPORTS, REDIS_TRANSPORTS
-from .wire import Names
+from .wire import JSON_CONTENT_TYPE, Names
 
 __all__ = [
     "AckWindow",
@@ -328,6 +328,29 @@ def event_queue(
         auto_delete=True,
         message_ttl=names.event_queue_ttl if message_ttl is None else message_ttl,
         expires=names.event_queue_expires,
+    )
+
+
+def gossip_consumer(
+    channel: Any,
+    names: Names,
+    transport: str,
+    node_id: str,
+    on_message: Callable[[Any], None],
+    *,
+    message_ttl: float | None,
+    exclusive: bool = True,
+) -> Consumer:
+    """The consumer of a Gossip step (wkctl's and the hardened worker's), as
+    Celery's Gossip builds it: an :func:`event_queue` bound with
+    ``worker.#`` ([TRANSPORT-7]), accepting JSON only ([MSG-1]), no acks;
+    raw messages go to ``on_message``, where the core decodes them (kombu
+    never deserializes a body)."""
+    queue = event_queue(
+        names, transport, node_id, "worker.#", exclusive=exclusive, message_ttl=message_ttl
+    )
+    return Consumer(
+        channel, queues=[queue], on_message=on_message, accept=[JSON_CONTENT_TYPE], no_ack=True
     )
 
 

@@ -14,12 +14,12 @@ from typing import TYPE_CHECKING, Any
 from kombu import Consumer
 
 from .binding import inbound_from_message
-from .broker import BrokerSettings, event_queue
+from .broker import BrokerSettings, gossip_consumer
 from .gossip import Callbacks, WorkerInfo
 from .host import SharedClock
 from .node import Inbound, Log, Publish
 from .vocab import CELERY_GOSSIP_DRIVERS, WKCTL_EXTENSION_DRIVERS
-from .wire import JSON_CONTENT_TYPE, Rejected, decode_body, pidbox_request
+from .wire import Rejected, decode_body, pidbox_request
 
 if TYPE_CHECKING:
     from .binding import NodeHandle
@@ -356,21 +356,14 @@ class Gossip:
         """
         self.register_timer()
         settings: BrokerSettings = self.c.binding.settings
-        names = settings.names
-        queue = event_queue(
-            names,
-            settings.transport,
-            f"gossip-{uuid.uuid4()}",
-            "worker.#",
-            message_ttl=self.heartbeat_interval,
-        )
         return [
-            Consumer(
+            gossip_consumer(
                 channel,
-                queues=[queue],
-                on_message=partial(self.on_message, inbound_from_message),
-                accept=[JSON_CONTENT_TYPE],
-                no_ack=True,
+                settings.names,
+                settings.transport,
+                f"gossip-{uuid.uuid4()}",
+                partial(self.on_message, inbound_from_message),
+                message_ttl=self.heartbeat_interval,
             )
         ]
 
