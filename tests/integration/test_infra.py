@@ -33,9 +33,11 @@ def test_workers_answer_on_both_brokers(broker_url: str, celery_workers, version
     assert replies == {worker.hostname: {"ok": "pong"}}
 
 
-def test_isolated_namespaces_do_not_see_each_other(broker_pool, celery_workers) -> None:
-    first = broker_pool.isolated("redis")
-    second = broker_pool.isolated("redis")
+@pytest.mark.parametrize("kind", ["amqp", "redis"])
+def test_isolated_namespaces_do_not_see_each_other(broker_pool, celery_workers, kind) -> None:
+    first = broker_pool.isolated(kind)
+    second = broker_pool.isolated(kind)
+    assert first != second
     try:
         (worker,) = celery_workers(first, n=1)
         assert worker.hostname in _ping(first)
@@ -43,6 +45,34 @@ def test_isolated_namespaces_do_not_see_each_other(broker_pool, celery_workers) 
     finally:
         broker_pool.release(first)
         broker_pool.release(second)
+
+
+def test_vhosts_made_in_batches_are_usable_and_all_go_at_close(amqp_url: str) -> None:
+    """RabbitMQ vhosts come a batch per rabbitmqctl call; each is usable by
+    guest, and close() deletes every one, handed out or not."""
+    from kombu import Connection, Queue
+
+    from support.brokers import VHOST_BATCH, BrokerPool
+
+    def ours(pool: BrokerPool) -> set[str]:
+        out = subprocess.run(
+            ["rabbitmqctl", "-q", "list_vhosts"], capture_output=True, text=True, timeout=60
+        ).stdout
+        return {line.strip() for line in out.splitlines() if pool.run_id in line}
+
+    pool = BrokerPool(amqp_url, None)
+    if not pool.can_make_vhosts:
+        pytest.skip("RabbitMQ is not local: the pool cannot make vhosts")
+    urls = [pool.isolated("amqp") for _ in range(VHOST_BATCH + 1)]
+    try:
+        assert len(set(urls)) == len(urls)
+        assert len(ours(pool)) == 2 * VHOST_BATCH  # two batches, one of them barely used
+        for url in (urls[0], urls[-1]):
+            with Connection(url, connect_timeout=5) as conn:
+                Queue("wkctl-infra-probe", channel=conn.channel(), auto_delete=True).declare()
+    finally:
+        pool.close()
+    assert ours(pool) == set()
 
 
 def test_killed_test_process_leaves_no_worker_behind(
