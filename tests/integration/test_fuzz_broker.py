@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 from kombu import Connection, Producer
 
-from support.cliproc import wait_for_text, wkctl_popen
+from support.cliproc import interrupt, start_dump, start_tail
 from support.hostile import broker_safe, heartbeat
 from support.mutate import HOSTILE_NAMES, Mutator
 from support.nodes import NodeProcess, unique_name
@@ -33,7 +33,6 @@ from wkctl.protocol.wire import Names
 pytestmark = [pytest.mark.broker, pytest.mark.timeout(240)]
 
 CASES = int(os.environ.get("WKCTL_FUZZ_BROKER_CASES", "400"))
-REPO = Path(__file__).resolve().parents[2]
 NAMES = Names()
 
 
@@ -47,28 +46,10 @@ def rss_mib(pid: int) -> float:
 def test_node_tail_dump_survive_hostile_traffic(broker_url: str, tmp_path: Path) -> None:
     transport = transport_of(broker_url)
     node = NodeProcess.start(broker_url, unique_name("fuzz"), "--heartbeat", "0.5", logdir=tmp_path)
-    tail = wkctl_popen(
-        ["--broker", broker_url, "-v", "tail", "--json"],
-        stdout=open(tmp_path / "tail.out", "wb"),
-        stderr=open(tmp_path / "tail.err", "wb"),
-        cwd=str(REPO),
-    )
-    dump = None
+    tail = dump = None
     try:
-        wait_for_text(tmp_path / "tail.err", "listening on queue", tail)
-        dump = wkctl_popen(
-            [
-                "--broker",
-                broker_url,
-                "dump",
-                "--json",
-                "--duration",
-                "6",
-            ],
-            stdout=open(tmp_path / "dump.out", "wb"),
-            stderr=open(tmp_path / "dump.err", "wb"),
-            cwd=str(REPO),
-        )
+        tail = start_tail(["--broker", broker_url, "-v", "tail", "--json"], tmp_path)
+        dump = start_dump(broker_url, tmp_path, 6)
         rss_before = rss_mib(node.process.pid)
         mutator = Mutator(int(os.environ.get("WKCTL_FUZZ_SEED", "3")))
         huge = 0
@@ -146,9 +127,8 @@ def test_node_tail_dump_survive_hostile_traffic(broker_url: str, tmp_path: Path)
         assert node.name in doc["workers"]
         assert tail.poll() is None, (tmp_path / "tail.err").read_text()[-2000:]
     finally:
-        if tail.poll() is None:
-            tail.send_signal(2)
-            tail.wait(10)
+        if tail is not None:
+            interrupt(tail)
         if dump is not None and dump.poll() is None:
             dump.kill()
         code = node.stop()
@@ -167,27 +147,9 @@ def test_node_tail_dump_survive_hostile_traffic(broker_url: str, tmp_path: Path)
 
 def test_lone_surrogate_in_node_name(broker_url: str, tmp_path: Path) -> None:
     transport = transport_of(broker_url)
-    tail = wkctl_popen(
-        ["--broker", broker_url, "-v", "tail", "--json"],
-        stdout=open(tmp_path / "tail.out", "wb"),
-        stderr=open(tmp_path / "tail.err", "wb"),
-        cwd=str(REPO),
-    )
+    tail = start_tail(["--broker", broker_url, "-v", "tail", "--json"], tmp_path)
     try:
-        wait_for_text(tmp_path / "tail.err", "listening on queue", tail)
-        dump = wkctl_popen(
-            [
-                "--broker",
-                broker_url,
-                "dump",
-                "--json",
-                "--duration",
-                "2",
-            ],
-            stdout=open(tmp_path / "dump.out", "wb"),
-            stderr=open(tmp_path / "dump.err", "wb"),
-            cwd=str(REPO),
-        )
+        dump = start_dump(broker_url, tmp_path, 2)
         time.sleep(1.0)
         with Connection(broker_url) as conn:
             producer = Producer(conn.channel())
@@ -210,29 +172,14 @@ def test_lone_surrogate_in_node_name(broker_url: str, tmp_path: Path) -> None:
         json.loads((tmp_path / "dump.out").read_text())
         assert tail.poll() is None, (tmp_path / "tail.err").read_text()[-300:]
     finally:
-        if tail.poll() is None:
-            tail.send_signal(2)
-            tail.wait(10)
+        interrupt(tail)
     assert "Traceback" not in (tmp_path / "tail.err").read_text()
 
 
 def test_tail_validate_is_not_stalled_by_one_huge_batch(broker_url: str, tmp_path: Path) -> None:
     transport = transport_of(broker_url)
-    tail = wkctl_popen(
-        [
-            "--broker",
-            broker_url,
-            "-v",
-            "tail",
-            "--json",
-            "--validate",
-        ],
-        stdout=open(tmp_path / "tail.out", "wb"),
-        stderr=open(tmp_path / "tail.err", "wb"),
-        cwd=str(REPO),
-    )
+    tail = start_tail(["--broker", broker_url, "-v", "tail", "--json", "--validate"], tmp_path)
     try:
-        wait_for_text(tmp_path / "tail.err", "listening on queue", tail)
         with Connection(broker_url) as conn:
             producer = Producer(conn.channel())
             events = event_exchange(NAMES, transport)(producer.channel)
@@ -256,5 +203,4 @@ def test_tail_validate_is_not_stalled_by_one_huge_batch(broker_url: str, tmp_pat
             assert tail.poll() is None, (tmp_path / "tail.err").read_text()[-1000:]
             time.sleep(0.1)
     finally:
-        tail.kill()
-        tail.wait(10)
+        interrupt(tail)

@@ -38,7 +38,7 @@ import pytest
 from kombu import Connection
 
 from support.brokerproc import RedisProc, free_port
-from support.cliproc import wait_for_text, wkctl_popen
+from support.cliproc import interrupt, start_dump, start_tail, wkctl_popen
 from support.hostile import heartbeat as full_heartbeat
 from support.hostile import hostile_payloads
 from support.hostile import publish_raw as _publish_raw
@@ -99,27 +99,9 @@ def test_only_json_is_accepted_by_every_consumer(broker_url: str, tmp_path: Path
     danger.mkdir()
     payloads = hostile_payloads(danger)
     transport = transport_of(broker_url)
-    tail = wkctl_popen(
-        ["--broker", broker_url, "-v", "tail", "--json"],
-        stdout=open(tmp_path / "tail.out", "wb"),
-        stderr=open(tmp_path / "tail.err", "wb"),
-        cwd=str(REPO),
-    )
+    tail = start_tail(["--broker", broker_url, "-v", "tail", "--json"], tmp_path)
     try:
-        wait_for_text(tmp_path / "tail.err", "listening on queue", tail)
-        dump = wkctl_popen(
-            [
-                "--broker",
-                broker_url,
-                "dump",
-                "--json",
-                "--duration",
-                "4",
-            ],
-            stdout=open(tmp_path / "dump.out", "wb"),
-            stderr=open(tmp_path / "dump.err", "wb"),
-            cwd=str(REPO),
-        )
+        dump = start_dump(broker_url, tmp_path, 4)
         # a node still in its Mingle round, so that its reply consumer reads
         with hosted_nodes(
             broker_url,
@@ -168,9 +150,7 @@ def test_only_json_is_accepted_by_every_consumer(broker_url: str, tmp_path: Path
         assert "refused" in (tmp_path / "dump.err").read_text()
         assert tail.poll() is None, (tmp_path / "tail.err").read_text()[-2000:]
     finally:
-        if tail.poll() is None:
-            tail.send_signal(2)
-            tail.wait(10)
+        interrupt(tail)
     err = (tmp_path / "tail.err").read_text()
     assert "refused message: content type refused" in err, err[-2000:]
     assert "Traceback" not in err
@@ -265,21 +245,8 @@ def test_absurd_clock_from_a_peer_does_not_poison_other_nodes(broker_url: str) -
 def test_config_file_limits_apply_to_tail(broker_url: str, tmp_path: Path) -> None:
     config = tmp_path / "wkctl.yaml"
     config.write_text(f"broker_url: {broker_url}\nlimits: {{max_body_bytes: 2000, max_depth: 4}}\n")
-    tail = wkctl_popen(
-        [
-            "--config",
-            str(config),
-            "-v",
-            "tail",
-            "--json",
-            "--validate",
-        ],
-        stdout=open(tmp_path / "out", "wb"),
-        stderr=open(tmp_path / "err", "wb"),
-        cwd=str(REPO),
-    )
+    tail = start_tail(["--config", str(config), "-v", "tail", "--json", "--validate"], tmp_path)
     try:
-        wait_for_text(tmp_path / "err", "listening on queue", tail)
         with Connection(broker_url) as conn:
             exchange = event_exchange(NAMES, transport_of(broker_url))
             small = {"type": "worker-custom", "hostname": "a@b", "clock": 1, "n": "x" * 10}
@@ -295,16 +262,15 @@ def test_config_file_limits_apply_to_tail(broker_url: str, tmp_path: Path) -> No
                     {},
                 )
         deadline = time.monotonic() + 10
-        while (tmp_path / "err").read_text().count("refused message") < 2 or not (
-            tmp_path / "out"
+        while (tmp_path / "tail.err").read_text().count("refused message") < 2 or not (
+            tmp_path / "tail.out"
         ).read_text():
-            assert time.monotonic() < deadline, (tmp_path / "err").read_text()
+            assert time.monotonic() < deadline, (tmp_path / "tail.err").read_text()
             time.sleep(0.05)
     finally:
-        tail.send_signal(2)
-        tail.wait(10)
-    out = (tmp_path / "out").read_bytes()
-    err = (tmp_path / "err").read_text()
+        interrupt(tail)
+    out = (tmp_path / "tail.out").read_bytes()
+    err = (tmp_path / "tail.err").read_text()
     assert "body too large: 30" in err and "> 2000" in err, err
     assert "too deeply nested" in err, err
     assert b'"n":"xxxxxxxxxx"' in out.replace(b" ", b"")

@@ -7,6 +7,7 @@ while a ``tail`` or ``dump`` still runs leaves no stray behind.
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 import time
@@ -15,7 +16,7 @@ from typing import Any
 
 from .workers import REPO, _die_with_parent
 
-__all__ = ["wait_for_text", "wkctl_popen"]
+__all__ = ["interrupt", "start_dump", "start_tail", "start_wkctl", "wait_for_text", "wkctl_popen"]
 
 
 def wkctl_popen(args: list[str], **kwargs: Any) -> subprocess.Popen[bytes]:
@@ -38,3 +39,42 @@ def wait_for_text(
             f"no {text!r} after {timeout} s: {path.read_text()[-2000:]}"
         )
         time.sleep(0.05)
+
+
+def start_wkctl(args: list[str], folder: Path, name: str) -> subprocess.Popen[bytes]:
+    """``wkctl *args`` in the background, writing ``folder/<name>.out`` and
+    ``folder/<name>.err``."""
+    with open(folder / f"{name}.out", "wb") as out, open(folder / f"{name}.err", "wb") as err:
+        return wkctl_popen(args, stdout=out, stderr=err)
+
+
+def start_tail(args: list[str], folder: Path) -> subprocess.Popen[bytes]:
+    """``wkctl *args`` (a ``tail``), into ``folder/tail.out`` and
+    ``tail.err``, returned once it says it listens; stopped, and the test
+    failed, if it never says so."""
+    tail = start_wkctl(args, folder, "tail")
+    try:
+        wait_for_text(folder / "tail.err", "listening on queue", tail)
+    except BaseException:
+        interrupt(tail)
+        raise
+    return tail
+
+
+def start_dump(broker_url: str, folder: Path, seconds: float) -> subprocess.Popen[bytes]:
+    """``wkctl dump --json --duration SECONDS``, into ``folder/dump.out`` and ``dump.err``."""
+    return start_wkctl(
+        ["--broker", broker_url, "dump", "--json", "--duration", f"{seconds:g}"], folder, "dump"
+    )
+
+
+def interrupt(process: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
+    """Stop ``process`` as a user does (Ctrl-C), or kill it after ``timeout``."""
+    if process.poll() is not None:
+        return
+    process.send_signal(signal.SIGINT)
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout)
