@@ -217,7 +217,7 @@ def run_hello(ctx: BenchContext, cl: Cluster, kind: str, n: int) -> dict[str, An
             "wkctl-cold": lambda r: _wkctl_hello_settled(cl, cold=True),
             "celery": lambda r: _celery_inspect(cl, n),
         },
-        warmup=1,
+        warmup=0 if ctx.quick else 1,  # --quick: a smoke run, nothing to warm
     )
     settled = [x for x in res["wkctl-settled"] if x]
     cold = [x for x in res["wkctl-cold"] if x]

@@ -1,8 +1,8 @@
 """Real brokers for tests, each test isolated in its own namespace.
 
 RabbitMQ: a fresh virtual host per isolated URL (created with rabbitmqctl
-when the broker is local, a batch at a time: every rabbitmqctl call starts
-an Erlang VM, about 0.7 s of CPU, and the suite asks for dozens).  Redis: a database number from a pool (kombu
+when the broker is local, a batch at a time: every rabbitmqctl call
+starts an Erlang VM, about 0.7 s of CPU, and the suite asks for dozens).  Redis: a database number from a pool (kombu
 prefixes fanout channels with the db number, so broadcasts stay apart too).
 """
 

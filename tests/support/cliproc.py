@@ -68,13 +68,20 @@ def start_dump(broker_url: str, folder: Path, seconds: float) -> subprocess.Pope
     )
 
 
-def interrupt(process: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
-    """Stop ``process`` as a user does (Ctrl-C), or kill it after ``timeout``."""
+def interrupt(process: subprocess.Popen[bytes], timeout: float = 10.0) -> int:
+    """Stop ``process`` as a user does (Ctrl-C) and return its exit code.
+
+    A process that does not stop within ``timeout`` fails the test: it is
+    killed first, so that nothing is left behind, but a command wedged by
+    what a test fed it must not pass for one that stopped."""
     if process.poll() is not None:
-        return
+        return process.returncode
     process.send_signal(signal.SIGINT)
     try:
-        process.wait(timeout)
+        return process.wait(timeout)
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait(timeout)
+        raise AssertionError(
+            f"wkctl (pid {process.pid}) did not stop within {timeout:g} s of Ctrl-C; killed"
+        ) from None
