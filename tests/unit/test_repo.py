@@ -3,7 +3,9 @@ command runs the unit tests only, CI type-checks; compose file is sane."""
 
 from __future__ import annotations
 
+import ast
 import re
+import sys
 from importlib.metadata import requires
 from pathlib import Path
 
@@ -71,6 +73,25 @@ def test_compose_file_parses_and_names_its_services() -> None:
     assert services["redis"]["image"].startswith("redis:")
     assert "node" in services["wkctl-node"]["command"]
     assert (REPO / "docker" / services["wkctl-node"]["build"]["dockerfile"].split("/")[-1]).exists()
+    # each worker's app module is in the folder mounted as its working
+    # directory, and needs nothing there but itself (the image has only Celery)
+    for name in ("worker1", "worker2", "worker3"):
+        service = services[name]
+        app = re.search(r"celery -A (\w+) ", service["command"])
+        assert app, service["command"]
+        mounts = dict(v.rsplit(":", 2)[:2] for v in service["volumes"])
+        folder = {inside: outside for outside, inside in mounts.items()}[service["working_dir"]]
+        module = (REPO / "docker" / folder / f"{app.group(1)}.py").resolve()
+        assert module.is_file(), f"{name}: {module} is not mounted"
+        tree = ast.parse(module.read_text())
+        imported = {
+            (node.module if isinstance(node, ast.ImportFrom) else alias.name).split(".")[0]
+            for node in tree.body  # unconditional imports (wkctl only when hardening)
+            if isinstance(node, (ast.Import, ast.ImportFrom))
+            and not (isinstance(node, ast.ImportFrom) and node.level)
+            for alias in node.names
+        }
+        assert imported <= set(sys.stdlib_module_names) | {"celery", "kombu"}, (name, imported)
 
 
 def test_test_modules_share_code_only_through_support() -> None:
