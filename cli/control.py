@@ -108,10 +108,16 @@ def _invalid(method: str, result: Collected) -> dict[str, list[str]]:
     return found
 
 
+def _is_error(value: Any) -> bool:
+    """A pidbox reply that only says the method failed there
+    (``{"error": "..."}``: an unknown method, an unknown task, ...)."""
+    return isinstance(value, dict) and set(value) == {"error"}
+
+
 def _summary(value: Any) -> str:
     if isinstance(value, dict) and set(value) == {"ok"}:
         return style("ok", fg="green") + f"  {value['ok']}".rstrip()
-    if isinstance(value, dict) and set(value) == {"error"}:
+    if _is_error(value):
         return style("error", fg="red") + f"  {value['error']}"
     text = json.dumps(value, ensure_ascii=False, default=str)
     return text if len(text) <= 100 else text[:97] + "..."
@@ -153,7 +159,8 @@ def inspect_cmd(
     (`wkctl inspect rate_limit tasks.add 10/s`, `wkctl inspect query_task ID...`).
     Each reply is checked against the method's reply schema; an invalid one
     is flagged (INVALID in text, a warning on stderr) and makes the exit
-    status 1.
+    status 1, as does a request every node answered with an error
+    ({"error": ...}: an unknown method or task, ...).
 
     \b
     --json: {"<node>": <reply value>, ...}
@@ -200,6 +207,13 @@ def inspect_cmd(
     check_replies(result, method)
     if invalid:
         raise CliError(f"{len(invalid)} invalid {method} reply(ies)", ExitCode.FAILURE)
+    if all(_is_error(value) for value in data.values()):
+        unknown = canonical_method(method) not in CELERY_METHODS
+        raise CliError(
+            f"every node that replied answered {method} with an error"
+            + (" (it is not a Celery 5.x method: is the name right?)" if unknown else ""),
+            ExitCode.FAILURE,
+        )
 
 
 @click.command("ping")

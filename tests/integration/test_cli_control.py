@@ -71,8 +71,17 @@ def test_inspect_any_method_with_valid_replies(cluster: Cluster, capsys) -> None
     code, out, err = run_cli(
         [*cluster.args, "inspect", "rate_limit", "no.such.task", "1/s", "-d", worker], capsys
     )
-    assert code == 0, err
+    # the one node addressed answered with an error: printed, and exit 1
+    assert code == 1, err
     assert "error" in out and "unknown task" in out
+    assert err == "wkctl: error: every node that replied answered rate_limit with an error\n"
+    code, out, err = run_cli(
+        [*cluster.args, "inspect", "nosuchmethod", "--json", "--expect", "3"], capsys
+    )
+    assert code == 1, err
+    assert sorted(json.loads(out)) == cluster.hostnames  # every worker answered, with an error
+    assert all(set(reply) == {"error"} for reply in json.loads(out).values()), out
+    assert err.strip().endswith("(it is not a Celery 5.x method: is the name right?)"), err
 
 
 def test_inspect_flags_an_invalid_reply(cluster: Cluster, capsys) -> None:
