@@ -287,9 +287,10 @@ def render(outcome: ElectionOutcome, election_id: str, topic: str) -> None:
         times.append(f"every participant in {outcome.settled * 1000:.1f} ms")
     if outcome.completed is not None:
         times.append(f"all acks in {outcome.completed * 1000:.1f} ms")
-    click.echo(
-        style(
-            f"{len(outcome.candidates)} candidate(s), {outcome.acks} ack(s), {', '.join(times)}",
-            dim=True,
-        )
+    n = len(outcome.candidates)
+    acks = (
+        f"{outcome.acks} ack(s)"
+        if outcome.complete or not n
+        else f"{outcome.acks} of {n * n} ack(s) in when it returned (--wait-acks waits for all)"
     )
+    click.echo(style(f"{n} candidate(s), {acks}, {', '.join(times)}", dim=True))

@@ -100,6 +100,10 @@ def test_elect_human_output_and_action_from_a_file(
     assert lines[6].split() == ["PARTICIPANT", "KIND", "RULE", "PICKED"]
     assert all(line.split()[1:3] == ["celery", "celery"] for line in lines[7:10])
     assert "3 candidate(s)" in lines[-1] and "decided in" in lines[-1]
+    # the acks in when it returned, out of the 3 x 3 (all of them: no "of")
+    assert re.search(
+        r", (\d of 9 ack\(s\) in when it returned \(--wait-acks|9 ack\(s\),)", lines[-1]
+    )
 
 
 @pytest.mark.parametrize(
