@@ -171,12 +171,17 @@ def _iter_yaml(text: str, name: str, capture: bool) -> Iterator[Message]:
         loader.dispose()
 
 
+#: how the verdict on an input that could not be read starts (missing, a
+#: folder, not UTF-8): the summary counts them apart
+CANNOT_READ = "cannot read: "
+
+
 def _read_error(exc: BaseException) -> str:
     if isinstance(exc, UnicodeDecodeError):
-        return f"cannot read: not UTF-8 text ({exc.reason} at byte {exc.start})"
+        return f"{CANNOT_READ}not UTF-8 text ({exc.reason} at byte {exc.start})"
     if isinstance(exc, OSError):
-        return f"cannot read: {exc.strerror or exc}"
-    return f"cannot read: {exc}"
+        return f"{CANNOT_READ}{exc.strerror or exc}"
+    return f"{CANNOT_READ}{exc}"
 
 
 def iter_messages(path: str, capture: bool = False) -> Iterator[Message]:
@@ -392,7 +397,7 @@ def validate_cmd(
         raise click.UsageError("stdin (-) can be given only once")
     keep = junit_path is not None
     results: list[Result] = []
-    total = invalid = 0
+    total = invalid = unreadable = 0
     out = sys.stdout
     for path in files:
         for message in iter_messages(path, capture=capture):
@@ -400,6 +405,8 @@ def validate_cmd(
             total += 1
             if not result.valid:
                 invalid += 1
+            if (message.read_error or "").startswith(CANNOT_READ):
+                unreadable += 1
             if as_json:
                 out.write(result.json_line() + "\n")
             else:
@@ -410,6 +417,9 @@ def validate_cmd(
         _junit(results, junit_path)
     if not as_json:
         noun = "message" if total == 1 else "messages"
-        click.echo(f"{total} {noun}: {total - invalid} valid, {invalid} invalid")
+        click.echo(
+            f"{total} {noun}: {total - invalid} valid, {invalid} invalid"
+            + (f", of which {unreadable} could not be read" if unreadable else "")
+        )
     out.flush()
     ctx.exit(1 if invalid else 0)

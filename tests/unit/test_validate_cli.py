@@ -199,6 +199,12 @@ def test_unreadable_inputs_are_invalid_messages(tmp_path: Path) -> None:
     assert "not UTF-8" in by_file[str(latin)]["errors"][0]["message"]
     assert "not UTF-8" in by_file[str(binary)]["errors"][0]["message"]
     assert by_file[str(binary)]["line"] == 2
+    # the human summary counts the inputs that could not be read apart
+    human = run(str(missing), str(folder), str(binary), str(latin))
+    assert human.exit_code == 1
+    assert human.output.strip().splitlines()[-1] == (
+        "5 messages: 0 valid, 5 invalid, of which 4 could not be read"
+    )
 
 
 @pytest.mark.parametrize(
