@@ -63,6 +63,20 @@ class LazyGroup(click.Group):
             return None
         return self._load(cmd_name)
 
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        """As click's, with a suggestion for a mistyped command name (as
+        click already gives for options)."""
+        name = args[0] if args else ""
+        if name and not name.startswith("-") and name not in COMMANDS:
+            import difflib  # only on this error path: start-up stays short
+
+            close = difflib.get_close_matches(name, list(COMMANDS), n=3, cutoff=0.6)
+            if close:
+                ctx.fail(f"No such command {name!r}. Did you mean {' or '.join(map(repr, close))}?")
+        return super().resolve_command(ctx, args)
+
     @staticmethod
     def _load(name: str) -> click.Command | None:
         module_name, attr = COMMANDS[name].split(":")

@@ -14,3 +14,17 @@ def test_every_command_has_help() -> None:
 
 def test_group_object_is_click() -> None:
     assert cli.name in ("cli", "wkctl")
+
+
+def test_a_mistyped_command_gets_a_suggestion() -> None:
+    from click.testing import CliRunner
+
+    result = CliRunner().invoke(cli, ["helo"])
+    assert result.exit_code == 2
+    assert "Error: No such command 'helo'. Did you mean 'hello'?" in result.output
+    result = CliRunner().invoke(cli, ["revok"])
+    assert "Did you mean 'revoke' or 'revoked'?" in result.output
+    result = CliRunner().invoke(cli, ["zzz"])
+    assert result.exit_code == 2
+    assert "Error: No such command 'zzz'." in result.output and "Did you mean" not in result.output
+    assert CliRunner().invoke(cli, ["hello", "--help"]).exit_code == 0
