@@ -67,9 +67,10 @@ class LazyGroup(click.Group):
         self, ctx: click.Context, args: list[str]
     ) -> tuple[str | None, click.Command | None, list[str]]:
         """As click's, with a suggestion for a mistyped command name (as
-        click already gives for options)."""
+        click already gives for options); never while completing a shell
+        command line (``resilient_parsing``), where click stays silent too."""
         name = args[0] if args else ""
-        if name and not name.startswith("-") and name not in COMMANDS:
+        if name and not name.startswith("-") and name not in COMMANDS and not ctx.resilient_parsing:
             import difflib  # only on this error path: start-up stays short
 
             close = difflib.get_close_matches(name, list(COMMANDS), n=3, cutoff=0.6)

@@ -28,3 +28,13 @@ def test_a_mistyped_command_gets_a_suggestion() -> None:
     assert result.exit_code == 2
     assert "Error: No such command 'zzz'." in result.output and "Did you mean" not in result.output
     assert CliRunner().invoke(cli, ["hello", "--help"]).exit_code == 0
+
+
+def test_shell_completion_of_a_mistyped_command_stays_silent() -> None:
+    """Tab completion parses resiliently: no error, no suggestion, exit 0."""
+    from click.testing import CliRunner
+
+    env = {"_WKCTL_COMPLETE": "bash_complete", "COMP_WORDS": "wkctl helo ", "COMP_CWORD": "2"}
+    result = CliRunner().invoke(cli, [], env=env, prog_name="wkctl")
+    assert result.exit_code == 0, result.output
+    assert "No such command" not in result.output
