@@ -241,7 +241,7 @@ def elect_cmd(
     if dead:
         data["dead"] = dead
     if not emit(data, fmt):
-        render(outcome, election_id, topic)
+        render(outcome, election_id, topic, wait_acks)
     if outcome.absent:
         click.echo(
             f"wkctl: warning: node(s) seen alive did not stand in the election: "
@@ -253,7 +253,7 @@ def elect_cmd(
         raise CliError("; ".join(problems), ExitCode.FAILURE)
 
 
-def render(outcome: ElectionOutcome, election_id: str, topic: str) -> None:
+def render(outcome: ElectionOutcome, election_id: str, topic: str, wait_acks: bool = False) -> None:
     click.echo(f"{style('Election', bold=True)} {election_id}  topic {topic}")
     winner = outcome.winner
     if winner is not None:
@@ -288,9 +288,11 @@ def render(outcome: ElectionOutcome, election_id: str, topic: str) -> None:
     if outcome.completed is not None:
         times.append(f"all acks in {outcome.completed * 1000:.1f} ms")
     n = len(outcome.candidates)
-    acks = (
-        f"{outcome.acks} ack(s)"
-        if outcome.complete or not n
-        else f"{outcome.acks} of {n * n} ack(s) in when it returned (--wait-acks waits for all)"
-    )
+    acks = f"{outcome.acks} ack(s)"
+    if outcome.not_acked:  # it returned once the winner was fixed, or timed out
+        acks += (
+            f" ({len(outcome.not_acked)} of {n} candidate(s) still acknowledging when it returned"
+            + ("" if wait_acks else "; --wait-acks waits for them")
+            + ")"
+        )
     click.echo(style(f"{n} candidate(s), {acks}, {', '.join(times)}", dim=True))
