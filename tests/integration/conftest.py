@@ -53,6 +53,13 @@ def docker_compose_file() -> str:
 
 
 @pytest.fixture(scope="session")
+def docker_setup() -> list[str]:
+    """Only the two brokers of the compose file: its Celery workers and
+    wkctl node are for users, and would answer every test's broadcasts."""
+    return ["up --build --wait rabbitmq redis"]
+
+
+@pytest.fixture(scope="session")
 def broker_pool(request: pytest.FixtureRequest) -> Iterator[BrokerPool]:
     amqp = base_url("amqp") or _docker_url("amqp", request)
     redis = base_url("redis") or _docker_url("redis", request)
