@@ -16,6 +16,7 @@ import json
 import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -256,3 +257,33 @@ def test_unreachable_broker_is_a_broker_error(capsys: pytest.CaptureFixture[str]
     assert err.startswith("wkctl: error: cannot connect to broker amqp://guest:**@127.0.0.1:1//")
     assert "secret" not in err and "Traceback" not in err
     assert time.monotonic() - started < 15
+
+
+def test_heartbeat_extras_exempts_only_the_answer_to_the_heartbeat_command() -> None:
+    """[GOSSIP-9]: Celery's on-demand heartbeat lacks active/processed/loadavg;
+    a periodic one may arrive before it, so the exempt heartbeat is the first
+    one without the extras after the command, and only that one."""
+    from types import SimpleNamespace
+
+    from wkctl.conform.checks_events import heartbeat_extras
+    from wkctl.conform.probe import RecordedEvent
+    from wkctl.conform.registry import Failed
+
+    def beat(at: float, extras: bool) -> RecordedEvent:
+        body = {"type": "worker-heartbeat", "hostname": "n@h", "freq": 2.0}
+        if extras:
+            body.update(active=0, processed=1, loadavg=[0.1, 0.1, 0.1])
+        return RecordedEvent(at, "worker.heartbeat", {}, "application/json", body)
+
+    def ctx(*beats: RecordedEvent, asked: float | None = 10.0) -> Any:
+        return SimpleNamespace(facts=SimpleNamespace(heartbeats=list(beats), heartbeat_asked=asked))
+
+    periodic_first = ctx(beat(10.1, True), beat(10.2, False), beat(12.1, True))
+    assert heartbeat_extras(periodic_first) == "present"  # the CI failure's order
+    assert heartbeat_extras(ctx(beat(10.2, False), beat(12.1, True))) == "present"
+    with pytest.raises(Failed):  # a second heartbeat without them
+        heartbeat_extras(ctx(beat(10.2, False), beat(12.1, True), beat(14.1, False)))
+    with pytest.raises(Failed):  # before the command: not its answer
+        heartbeat_extras(ctx(beat(9.0, False), beat(12.1, True)))
+    with pytest.raises(Failed):  # no command sent: nothing is exempt
+        heartbeat_extras(ctx(beat(10.2, False), beat(12.1, True), asked=None))
